@@ -1,0 +1,130 @@
+"""Web access logs (Common and Combined Log Format) to page views: pseudonymized users, 30-minute sessions."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+SESSION_GAP_MINUTES = 30
+LOG_PATTERN = (
+    r'^(?P<host>\S+) \S+ \S+ \[(?P<time>[^\]]+)\] "(?P<request>[^"]*)" (?P<status>\d{3}) \S+'
+    r'(?: "(?P<referer>[^"]*)" "(?P<agent>[^"]*)")?\s*$'
+)
+REQUEST_PATTERN = r"^(?P<method>[A-Z]+) (?P<target>\S+)(?: HTTP/[\d.]+)?$"
+STATIC_SUFFIXES = (
+    "png", "jpg", "jpeg", "gif", "svg", "ico", "webp", "bmp", "css", "js", "map", "woff", "woff2", "ttf", "eot",
+    "otf", "mp3", "mp4", "webm", "ogg", "wav", "zip", "gz", "tgz", "tar", "pdf", "swf", "xml", "txt", "json",
+)
+CRAWLER_AGENTS = (
+    r"(?i)bot\b|bot/|crawl|spider|slurp|archiver|facebookexternalhit|feedfetcher|feedly|python-requests|python-urllib"
+    r"|curl/|wget|libwww|httpclient|java/|go-http-client|scrapy|pingdom|uptime|monitor|headless|phantomjs|^-?$"
+)
+FILTERED_SCHEMA = {"source_file": pl.String, "reason": pl.String, "rows": pl.Int64}
+
+
+@dataclass(frozen=True)
+class ParsedLog:
+    page_views: pl.DataFrame  # event columns as strings plus _typed_timestamp, _line, _reason, _file, _raw
+    filtered: pl.DataFrame  # FILTERED_SCHEMA
+    lines_read: int
+
+
+def pseudonymize(host: pl.Expr, key: bytes) -> pl.Expr:
+    """A keyed hash (HMAC-SHA256) of the client host: stable for one key, not reversible without it."""
+    def digest(value: str) -> str:
+        return "h" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:16]
+
+    return host.map_elements(digest, return_dtype=pl.String, skip_nulls=True)
+
+
+def normalize_path(target: pl.Expr) -> pl.Expr:
+    """Path without query, fragment or ;params, ids folded to :id, no trailing or doubled slashes."""
+    path = (
+        target.str.replace(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*", "")  # absolute-form request targets
+        .str.replace(r"[?#].*$", "")
+        .str.replace_all(r";[^/]*", "")
+        .str.replace_all(r"/{2,}", "/")
+        .str.replace_all(r"/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(/|$)",
+                         "/:id$1")
+        .str.replace_all(r"/\d+(/|$)", "/:id$1")
+        .str.replace_all(r"/[0-9a-fA-F]{16,}(/|$)", "/:id$1")
+        .str.replace(r"(.)/$", "$1")
+    )
+    return pl.when(path == "").then(pl.lit("/")).otherwise(path)
+
+
+def _read_lines(path: Path) -> list[str]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        return [line.decode("utf-8", errors="replace").rstrip("\r\n") for line in handle]
+
+
+def read_page_views(path: Path, name: str, key: bytes) -> ParsedLog:
+    try:
+        lines = _read_lines(path)
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        from sessionbert_core.ingest import IngestError
+
+        raise IngestError(f"{name}: cannot be read as an access log: {error}") from error
+    frame = pl.DataFrame({"_text": lines}, schema={"_text": pl.String}).with_columns(
+        _line=pl.int_range(1, pl.len() + 1, dtype=pl.Int64))
+    parts = frame.with_columns(pl.col("_text").str.extract_groups(LOG_PATTERN).alias("_log")).unnest("_log")
+    parts = parts.with_columns(pl.col("request").str.extract_groups(REQUEST_PATTERN).alias("_req")).unnest("_req")
+    parts = parts.with_columns(
+        _ts=pl.col("time").str.to_datetime("%d/%b/%Y:%H:%M:%S %z", strict=False, time_unit="us")
+        .dt.convert_time_zone("UTC"),
+        _path=normalize_path(pl.col("target")),
+        _suffix=pl.col("target").str.replace(r"[?#].*$", "").str.extract(r"\.([A-Za-z0-9]{1,6})$").str.to_lowercase(),
+    )
+    parse_reason = (
+        pl.when(pl.col("host").is_null()).then(pl.lit("not a Common or Combined Log Format line"))
+        .when(pl.col("_ts").is_null()).then(pl.lit("unparseable timestamp"))
+        .when(pl.col("method").is_null()).then(pl.lit("unparseable request line"))
+    )
+    filter_reason = (
+        pl.when(pl.col("agent").fill_null("").str.contains(CRAWLER_AGENTS) & pl.col("agent").is_not_null()
+                | (pl.col("_path") == "/robots.txt"))
+        .then(pl.lit("crawler"))
+        .when(~pl.col("method").is_in(["GET"])).then(pl.lit("not a GET request"))
+        .when(~pl.col("status").str.contains(r"^[23]")).then(pl.format("status {}xx", pl.col("status").str.head(1)))
+        .when(pl.col("_suffix").is_in(STATIC_SUFFIXES)).then(pl.lit("static file"))
+    )
+    parts = parts.with_columns(_reason=parse_reason).with_columns(
+        _filtered=pl.when(pl.col("_reason").is_null()).then(filter_reason))
+    filtered = (
+        parts.filter(pl.col("_filtered").is_not_null())
+        .group_by(reason="_filtered").agg(rows=pl.len().cast(pl.Int64))
+        .select(pl.lit(name).alias("source_file"), "reason", "rows")
+        .sort("rows", descending=True)
+    )
+    views = parts.filter(pl.col("_filtered").is_null())
+    views = views.with_columns(
+        user_id=pseudonymize(pl.col("host"), key),
+        service=pl.when(pl.col("_path") == "/").then(pl.lit("home"))
+        .otherwise(pl.col("_path").str.extract(r"^/([^/]+)")),
+        page=pl.col("_path"),
+    )
+    views = _sessionize(views)
+    page_views = views.select(
+        "user_id", "session_id", pl.col("time").alias("timestamp"), "service", "page",
+        pl.col("_ts").alias("_typed_timestamp"), "_line", "_reason",
+        pl.lit(name).alias("_file"), pl.col("_text").alias("_raw"),
+    )
+    return ParsedLog(page_views, filtered.cast(FILTERED_SCHEMA), len(lines))
+
+
+def _sessionize(views: pl.DataFrame) -> pl.DataFrame:
+    """A new session after 30 minutes without a request from the same user; ids from user and start time."""
+    ok = views.filter(pl.col("_reason").is_null()).sort("user_id", "_ts", "_line")
+    gap = pl.col("_ts").diff().over("user_id")
+    ok = ok.with_columns(
+        _session=(gap.is_null() | (gap > pl.duration(minutes=SESSION_GAP_MINUTES))).cum_sum().over("user_id"))
+    ok = ok.with_columns(session_id=pl.format(
+        "{}-{}", pl.col("user_id"), pl.col("_ts").min().over("user_id", "_session").dt.epoch("s")))
+    bad = views.filter(pl.col("_reason").is_not_null()).with_columns(session_id=pl.lit(None, pl.String))
+    return pl.concat([ok.drop("_session"), bad], how="diagonal_relaxed").sort("_line")

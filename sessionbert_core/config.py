@@ -1,0 +1,82 @@
+"""Settings from the environment and the size profiles (tiny, small, paper)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TIERS = ("Low", "Medium", "High", "Very High")
+
+
+@dataclass(frozen=True)
+class WorldSize:
+    """How big the synthetic world is: users, days, and mean sessions per user-day."""
+
+    n_users: int
+    n_days: int
+    sessions_per_day: float
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    world: WorldSize
+
+
+PROFILES: dict[str, Profile] = {
+    # seconds: the test suite
+    "tiny": Profile("tiny", WorldSize(n_users=80, n_days=45, sessions_per_day=0.6)),
+    # minutes on 2 CPU cores: the default main job (about 60k sessions)
+    "small": Profile("small", WorldSize(n_users=1500, n_days=60, sessions_per_day=0.7)),
+    # the paper's scale: about 9 million sessions
+    "paper": Profile("paper", WorldSize(n_users=200_000, n_days=60, sessions_per_day=0.75)),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The environment variables of DESIGN.md, resolved to values."""
+
+    home: Path
+    source: str
+    profile: str
+    personas: str | None
+    device: str
+    seed: int
+    mlflow_tracking_uri: str
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.source == "synthetic"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("SESSIONBERT_HOME") or PROJECT_ROOT / ".sessionbert").resolve()
+
+
+def settings_from_env(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("SESSIONBERT_HOME") or PROJECT_ROOT / ".sessionbert").resolve()
+    profile = env.get("SESSIONBERT_PROFILE") or "small"
+    get_profile(profile)
+    device = env.get("SESSIONBERT_DEVICE") or "auto"
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"SESSIONBERT_DEVICE must be auto, cpu or cuda, not {device!r}")
+    return Settings(
+        home=home,
+        source=env.get("SESSIONBERT_SOURCE") or "synthetic",
+        profile=profile,
+        personas=env.get("SESSIONBERT_PERSONAS") or None,
+        device=device,
+        seed=int(env.get("SESSIONBERT_SEED") or 0),
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
+    )

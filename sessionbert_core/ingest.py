@@ -1,0 +1,389 @@
+"""Ingestion of a landing folder: event, billing and access-log files to page views, with quarantine.
+
+Every row read ends in exactly one place: kept, quarantined (with file, line and reason, the raw row
+kept whole) or filtered (access logs only: static files, crawlers, failed requests, counted by
+reason), so `read = kept + quarantined + filtered` holds for every file. A file that cannot be read
+at all, or lacks a required column, raises `IngestError` naming the file. Nothing is written to the
+landing folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from sessionbert_core import access_log
+from sessionbert_core.config import TIERS
+
+EVENT_COLUMNS = ("user_id", "session_id", "timestamp", "service", "page")
+OPTIONAL_COLUMNS = ("country", "city", "billing_tier")
+BILLING_COLUMNS = ("user_id", "date", "service", "cost")
+EVENT_SUFFIXES = (".parquet", ".csv", ".jsonl")
+MAX_CHARS = 512
+CONTROL_CHARS = r"[\x00-\x1f\x7f]"
+EARLIEST, LATEST = "1990-01-01", "2100-01-01"
+_TIER_BY_KEY = {t.lower().replace(" ", ""): t for t in TIERS}
+
+QUARANTINE_SCHEMA = {"source_file": pl.String, "line": pl.Int64, "kind": pl.String, "reason": pl.String,
+                     "detail": pl.String, "raw": pl.String}
+EVENT_SCHEMA = {"user_id": pl.String, "session_id": pl.String, "timestamp": pl.Datetime("us", "UTC"),
+                "service": pl.String, "page": pl.String, "country": pl.String, "city": pl.String,
+                "billing_tier": pl.String}
+BILLING_SCHEMA = {"user_id": pl.String, "date": pl.Date, "service": pl.String, "cost": pl.Float64}
+
+
+class IngestError(ValueError):
+    """A landing file that cannot be ingested at all; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    path: Path
+    kind: str  # events, billing, access_log or ignored
+
+
+@dataclass(frozen=True)
+class Ingested:
+    events: pl.DataFrame  # EVENT_SCHEMA, sorted by user, session start, time
+    billing: pl.DataFrame  # BILLING_SCHEMA
+    quarantine: pl.DataFrame  # QUARANTINE_SCHEMA
+    files: pl.DataFrame  # one row per file: read, kept, quarantined, filtered
+    filtered: pl.DataFrame  # source_file, reason, rows
+    ignored: tuple[str, ...]  # files in the folder that are none of the above
+
+
+def discover(folder: Path) -> list[LandingFile]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise IngestError(f"{folder}: the landing folder does not exist or is not a folder")
+    found = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        name = path.name.lower()
+        if name.endswith((".log", ".log.gz")):
+            kind = "access_log"
+        elif name.startswith("billing") and name.endswith(EVENT_SUFFIXES):
+            kind = "billing"
+        elif name.endswith(EVENT_SUFFIXES):
+            kind = "events"
+        else:
+            kind = "ignored"
+        found.append(LandingFile(path, kind))
+    return found
+
+
+def ingest_landing(folder: Path, pseudonym_key: bytes) -> Ingested:
+    """Read every file of the landing folder; see the module docstring for the guarantees."""
+    folder = Path(folder)
+    files = discover(folder)
+    if not any(f.kind in ("events", "access_log") for f in files):
+        raise IngestError(f"{folder}: no event files (*.parquet, *.csv, *.jsonl) or access logs (*.log, *.log.gz)")
+    event_rows, billing_rows, filtered, read = [], [], [], {}
+    for f in files:
+        name = str(f.path.relative_to(folder))
+        if f.kind == "events":
+            table = _read_table(f.path, name, EVENT_COLUMNS, OPTIONAL_COLUMNS)
+            read[name] = table.height
+            event_rows.append(_validated_events(table))
+        elif f.kind == "billing":
+            table = _read_table(f.path, name, BILLING_COLUMNS, ())
+            read[name] = table.height
+            billing_rows.append(_validated_billing(table))
+        elif f.kind == "access_log":
+            parsed = access_log.read_page_views(f.path, name, pseudonym_key)
+            read[name] = parsed.lines_read
+            event_rows.append(_validated_events(parsed.page_views))
+            filtered.append(parsed.filtered)
+    events = _quarantine_duplicates(pl.concat(event_rows, how="diagonal_relaxed"))
+    billing = pl.concat(billing_rows, how="diagonal_relaxed") if billing_rows else None
+    filtered_df = (pl.concat(filtered) if filtered else pl.DataFrame(schema=access_log.FILTERED_SCHEMA))
+    ingested = Ingested(
+        events=_kept_events(events),
+        billing=_kept(billing, BILLING_SCHEMA),
+        quarantine=pl.concat([_quarantined(events, "event"), _quarantined(billing, "billing")]),
+        files=_file_counts(read, files, folder, events, billing, filtered_df),
+        filtered=filtered_df,
+        ignored=tuple(str(f.path.relative_to(folder)) for f in files if f.kind == "ignored"),
+    )
+    _check_conservation(ingested.files)
+    return ingested
+
+
+# ----------------------------------------------------------------------------------------------
+# reading: every file becomes string columns plus _file, _line, _raw and _reason (a read problem)
+
+
+def _read_table(path: Path, name: str, required: tuple[str, ...], optional: tuple[str, ...]) -> pl.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            frame = pl.read_parquet(path)
+            frame = frame.with_columns(_line=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
+                                       _reason=pl.lit(None, pl.String))
+        elif suffix == ".csv":
+            frame = _read_csv(path)
+        else:
+            frame = _read_jsonl(path)
+    except IngestError:
+        raise
+    except Exception as error:  # polars/pyarrow raise many types for a corrupt file
+        raise IngestError(f"{name}: cannot be read as {suffix[1:].upper()}: {_first_line(error)}") from error
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        found = ", ".join(c for c in frame.columns if not c.startswith("_")) or "none"
+        raise IngestError(f"{name}: missing required column(s) {', '.join(missing)} (columns found: {found})")
+    columns = [c for c in (*required, *optional) if c in frame.columns]
+    typed_time = {c: frame[c].dtype for c in ("timestamp", "date") if c in frame.columns}
+    strings = frame.select(
+        *[_as_string(c, frame[c].dtype) for c in columns],
+        *[pl.col(c).alias(f"_typed_{c}") for c in typed_time if frame[c].dtype != pl.String],
+        "_line",
+        "_reason",
+        *(["_detail"] if "_detail" in frame.columns else []),
+        *(["_raw_line"] if "_raw_line" in frame.columns else []),
+    )
+    return strings.with_columns(
+        _file=pl.lit(name),
+        _raw=pl.coalesce(*(["_raw_line"] if "_raw_line" in frame.columns else []),
+                         pl.struct(columns).struct.json_encode()),
+    )
+
+
+def _as_string(column: str, dtype: pl.DataType) -> pl.Expr:
+    if dtype == pl.String:
+        return pl.col(column)
+    if isinstance(dtype, pl.Datetime):
+        return pl.col(column).dt.to_string("iso").alias(column)
+    return pl.col(column).cast(pl.String, strict=False).alias(column)
+
+
+def _read_csv(path: Path) -> pl.DataFrame:
+    try:
+        frame = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy")
+        # one physical line per record unless quoted fields hold newlines; header is line 1
+        return frame.with_columns(_line=pl.int_range(2, pl.len() + 2, dtype=pl.Int64),
+                                  _reason=pl.lit(None, pl.String))
+    except pl.exceptions.ComputeError:
+        pass  # a row with more fields than the header: find it line by line
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if not header:
+        raise IngestError(f"{path.name}: empty CSV file (no header line)")
+    rows, lines, reasons, details = [], [], [], []
+    for record in reader:
+        lines.append(reader.line_num)
+        if len(record) != len(header):
+            reasons.append("wrong number of fields")
+            details.append(f"{len(record)} fields, header has {len(header)}")
+            record = (record + [None] * len(header))[: len(header)]
+        else:
+            reasons.append(None)
+            details.append(None)
+        rows.append(record)
+    frame = pl.DataFrame(rows, schema={h: pl.String for h in header}, orient="row")
+    return frame.with_columns(_line=pl.Series(lines, dtype=pl.Int64), _reason=pl.Series(reasons, dtype=pl.String),
+                              _detail=pl.Series(details, dtype=pl.String))
+
+
+def _read_jsonl(path: Path) -> pl.DataFrame:
+    records, lines, reasons, raw_lines = [], [], [], []
+    with path.open("rb") as handle:
+        for number, raw_line in enumerate(handle, start=1):
+            line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
+            value, reason = {}, None
+            if not line.strip():
+                reason = "empty line"
+            else:
+                try:
+                    value = json.loads(line)
+                    if not isinstance(value, dict):
+                        value, reason = {}, "JSON value is not an object"
+                except json.JSONDecodeError as error:
+                    reason = "invalid JSON"
+            records.append({k: None if v is None else v if isinstance(v, str) else json.dumps(v)
+                            for k, v in value.items()})
+            lines.append(number)
+            reasons.append(reason)
+            raw_lines.append(line if reason else None)
+    keys = list(dict.fromkeys(k for record in records for k in record))
+    if not keys:  # no line parsed: the lines are quarantined, not the file refused for lacking columns
+        keys = list(EVENT_COLUMNS)
+    frame = pl.DataFrame(records, schema={k: pl.String for k in keys}) if records else \
+        pl.DataFrame(schema={k: pl.String for k in keys})
+    return frame.with_columns(_line=pl.Series(lines, dtype=pl.Int64), _reason=pl.Series(reasons, dtype=pl.String),
+                              _raw_line=pl.Series(raw_lines, dtype=pl.String))
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
+
+
+# ----------------------------------------------------------------------------------------------
+# validation: the first rule a row breaks becomes its reason
+
+
+def _parsed_timestamp(frame: pl.DataFrame) -> pl.Expr:
+    if "_typed_timestamp" in frame.columns:
+        dtype = frame["_typed_timestamp"].dtype
+        typed = pl.col("_typed_timestamp")
+        if isinstance(dtype, pl.Datetime):
+            return (typed.dt.convert_time_zone("UTC") if dtype.time_zone else typed.dt.replace_time_zone("UTC")
+                    ).dt.cast_time_unit("us")
+        if dtype.is_numeric():
+            return pl.from_epoch((typed.cast(pl.Float64) * 1e6).round().cast(pl.Int64, strict=False),
+                                 time_unit="us").dt.replace_time_zone("UTC")
+    return parse_timestamp(pl.col("timestamp"))
+
+
+def parse_timestamp(text: pl.Expr) -> pl.Expr:
+    """ISO-8601 (with or without offset; naive means UTC) or epoch seconds, to UTC microseconds."""
+    t = text.str.strip_chars().str.replace(" ", "T")
+    formats = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d"]
+    attempts = [t.str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f%#z", strict=False, time_unit="us")
+                .dt.convert_time_zone("UTC")]
+    attempts += [t.str.to_datetime(format=f, strict=False, time_unit="us").dt.replace_time_zone("UTC")
+                 for f in formats]
+    is_number = t.str.contains(r"^-?\d+(\.\d+)?$")
+    epoch = pl.when(is_number).then(
+        pl.from_epoch((t.cast(pl.Float64, strict=False) * 1e6).round().cast(pl.Int64, strict=False),
+                      time_unit="us").dt.replace_time_zone("UTC"))
+    return pl.coalesce(*attempts, epoch)
+
+
+def _text_problems(frame: pl.DataFrame, required: tuple[str, ...], optional: tuple[str, ...]) -> list:
+    rules = []
+    for c in required:
+        rules.append((pl.col(c).is_null() | (pl.col(c).str.strip_chars() == ""), f"missing {c}", pl.lit(None)))
+    for c in (*required, *optional):
+        if c not in frame.columns:
+            continue
+        rules.append((pl.col(c).str.contains("\ufffd", literal=True), f"invalid UTF-8 in {c}", pl.lit(None)))
+        rules.append((pl.col(c).str.contains(CONTROL_CHARS), f"control character in {c}",
+                      pl.col(c).str.extract(f"({CONTROL_CHARS})").map_elements(repr, return_dtype=pl.String)))
+        rules.append((pl.col(c).str.len_chars() > MAX_CHARS, f"{c} longer than {MAX_CHARS} characters",
+                      pl.format("{} characters", pl.col(c).str.len_chars())))
+    return rules
+
+
+def _first_reason(frame: pl.DataFrame, rules: list) -> pl.DataFrame:
+    """Set `_reason` (a fixed category) and `_detail` to the first rule the row breaks; a reading problem wins."""
+    reason = pl.when(pl.col("_reason").is_not_null()).then(pl.col("_reason"))
+    detail = pl.when(pl.col("_reason").is_not_null()).then(pl.col("_detail"))
+    for condition, text, value in rules:
+        reason = reason.when(condition.fill_null(False)).then(pl.lit(text))
+        detail = detail.when(condition.fill_null(False)).then(value)
+    if "_detail" not in frame.columns:
+        frame = frame.with_columns(_detail=pl.lit(None, pl.String))
+    return frame.with_columns(_reason=reason.otherwise(None), _detail=detail.otherwise(None).cast(pl.String))
+
+
+def _validated_events(frame: pl.DataFrame) -> pl.DataFrame:
+    for c in OPTIONAL_COLUMNS:
+        if c not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, pl.String).alias(c))
+    frame = frame.with_columns(_ts=_parsed_timestamp(frame))
+    tier_key = pl.col("billing_tier").str.to_lowercase().str.replace_all(r"[\s_-]", "")
+    rules = _text_problems(frame, EVENT_COLUMNS, OPTIONAL_COLUMNS)
+    rules += [
+        (pl.col("_ts").is_null(), "unparseable timestamp", pl.col("timestamp").str.slice(0, 60)),
+        ((pl.col("_ts") < pl.lit(EARLIEST).str.to_datetime(time_zone="UTC"))
+         | (pl.col("_ts") >= pl.lit(LATEST).str.to_datetime(time_zone="UTC")),
+         f"timestamp outside {EARLIEST[:4]}-{LATEST[:4]}", pl.col("timestamp").str.slice(0, 60)),
+        (pl.col("billing_tier").str.strip_chars().ne("") & ~tier_key.is_in(list(_TIER_BY_KEY)),
+         "unknown billing tier", pl.col("billing_tier").str.slice(0, 60)),
+    ]
+    return _first_reason(frame, rules)
+
+
+def _quarantine_duplicates(events: pl.DataFrame) -> pl.DataFrame:
+    """A page view repeated (same user, session, time, service, page) is quarantined after its first copy."""
+    key = ["user_id", "session_id", "_ts", "service", "page"]
+    valid = pl.col("_reason").is_null()
+    first_at = pl.format("{}:{}", pl.col("_file"), pl.col("_line")).filter(valid).first().over(
+        pl.when(valid).then(pl.struct(key)))
+    duplicate = valid & ~pl.struct(key).is_first_distinct().over(valid)
+    return events.with_columns(
+        _reason=pl.when(duplicate).then(pl.lit("duplicate event")).otherwise("_reason"),
+        _detail=pl.when(duplicate).then(pl.format("first at {}", first_at)).otherwise("_detail"))
+
+
+def _validated_billing(frame: pl.DataFrame) -> pl.DataFrame:
+    if "_typed_date" in frame.columns and isinstance(frame["_typed_date"].dtype, pl.Date | pl.Datetime):
+        date = pl.col("_typed_date").cast(pl.Date)
+    else:
+        date = parse_timestamp(pl.col("date")).dt.date()
+    frame = frame.with_columns(_date=date, _cost=pl.col("cost").str.strip_chars().cast(pl.Float64, strict=False))
+    rules = _text_problems(frame, BILLING_COLUMNS, ())
+    rules += [
+        (pl.col("_date").is_null(), "unparseable date", pl.col("date").str.slice(0, 60)),
+        (pl.col("_cost").is_null() | ~pl.col("_cost").is_finite(), "cost is not a number",
+         pl.col("cost").str.slice(0, 60)),
+        (pl.col("_cost") < 0, "negative cost", pl.col("cost")),
+    ]
+    return _first_reason(frame, rules)
+
+
+# ----------------------------------------------------------------------------------------------
+# results
+
+
+def _kept_events(events: pl.DataFrame) -> pl.DataFrame:
+    tier_key = pl.col("billing_tier").str.to_lowercase().str.replace_all(r"[\s_-]", "")
+    kept = events.filter(pl.col("_reason").is_null()).select(
+        *[pl.col(c).str.strip_chars() for c in ("user_id", "session_id")],
+        pl.col("_ts").alias("timestamp"),
+        *[pl.col(c).str.strip_chars() for c in ("service", "page")],
+        *[pl.col(c).str.strip_chars().replace("", None) for c in ("country", "city")],
+        tier_key.replace_strict(_TIER_BY_KEY, default=None).alias("billing_tier"),
+    )
+    return kept.with_columns(_start=pl.col("timestamp").min().over("user_id", "session_id")).sort(
+        "user_id", "_start", "session_id", "timestamp").drop("_start").cast(EVENT_SCHEMA)
+
+
+def _kept(frame: pl.DataFrame | None, schema: dict) -> pl.DataFrame:
+    if frame is None:
+        return pl.DataFrame(schema=schema)
+    return frame.filter(pl.col("_reason").is_null()).select(
+        pl.col("user_id").str.strip_chars(), pl.col("_date").alias("date"), pl.col("service").str.strip_chars(),
+        pl.col("_cost").alias("cost")).cast(schema)
+
+
+def _quarantined(frame: pl.DataFrame | None, kind: str) -> pl.DataFrame:
+    if frame is None:
+        return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    return frame.filter(pl.col("_reason").is_not_null()).select(
+        pl.col("_file").alias("source_file"), pl.col("_line").alias("line"), pl.lit(kind).alias("kind"),
+        pl.col("_reason").alias("reason"), pl.col("_detail").alias("detail"), pl.col("_raw").alias("raw"),
+    ).cast(QUARANTINE_SCHEMA)
+
+
+def _file_counts(read: dict[str, int], files: list[LandingFile], folder: Path, events: pl.DataFrame,
+                 billing: pl.DataFrame | None, filtered: pl.DataFrame) -> pl.DataFrame:
+    outcomes = pl.concat([events.select("_file", "_reason"),
+                          *([billing.select("_file", "_reason")] if billing is not None else [])])
+    counted = outcomes.group_by("_file").agg(kept=pl.col("_reason").is_null().sum(),
+                                             quarantined=pl.col("_reason").is_not_null().sum())
+    dropped = filtered.group_by("source_file").agg(filtered=pl.col("rows").sum()).rename({"source_file": "_file"})
+    listing = pl.DataFrame({"_file": list(read), "read": list(read.values()),
+                            "kind": [f.kind for f in files if str(f.path.relative_to(folder)) in read]},
+                           schema={"_file": pl.String, "read": pl.Int64, "kind": pl.String})
+    return (
+        listing.join(counted, on="_file", how="left").join(dropped, on="_file", how="left")
+        .with_columns(pl.col("kept", "quarantined", "filtered").fill_null(0).cast(pl.Int64))
+        .rename({"_file": "file"})
+        .select("file", "kind", "read", "kept", "quarantined", "filtered")
+    )
+
+
+def _check_conservation(files: pl.DataFrame) -> None:
+    broken = files.filter(pl.col("read") != pl.col("kept") + pl.col("quarantined") + pl.col("filtered"))
+    if broken.height:
+        raise AssertionError(f"rows read != kept + quarantined + filtered for: {broken.to_dicts()}")

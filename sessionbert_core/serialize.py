@@ -1,0 +1,160 @@
+"""Sessions as text (paper section 3): the user's context sections, then the activities in order.
+
+Context holds only what was known when the session began: location and billing tier of the session
+itself, activities of the same user's earlier page views that day (strictly before the session's
+first page view), and billing up to the day before. Activities of the session itself never enter
+its context, or every next-activity figure measured on it would be void.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+SECTION_TOKENS = (
+    "[location_token]", "[billing_token]", "[daily_service_token]", "[daily_page_token]",
+    "[daily_billed_token]", "[monthly_billed_token]", "[activity]",
+)
+MAX_DAILY_SERVICES = 8
+MAX_DAILY_PAGES = 10
+TOP_BILLED = 3
+
+SESSION_SCHEMA = {
+    "user_id": pl.String, "session_id": pl.String, "day": pl.Date, "start": pl.Datetime("us", "UTC"),
+    "n_activities": pl.UInt32, "context": pl.String, "activities": pl.List(pl.String), "text": pl.String,
+}
+
+
+def word(value: pl.Expr) -> pl.Expr:
+    """One whitespace-free word, brackets made harmless so no value can impersonate a special token."""
+    return value.str.strip_chars().str.replace_all(r"\s+", "_").str.replace_all(r"\[", "(").str.replace_all(
+        r"\]", ")")
+
+
+def activity(service: pl.Expr, page: pl.Expr) -> pl.Expr:
+    """The `service;page` token; a ';' inside a name becomes ':' so the separator stays unambiguous."""
+    return pl.concat_str(word(service).str.replace_all(";", ":"), pl.lit(";"), word(page).str.replace_all(";", ":"))
+
+
+def session_text(context: pl.Expr, activities: pl.Expr) -> pl.Expr:
+    """`context [activity] a1 [SEP] a2 ...`; the tokenizer adds [CLS] in front and the closing [SEP]."""
+    body = pl.concat_str(pl.lit("[activity] "), activities.list.join(" [SEP] "))
+    return pl.when(context == "").then(body).otherwise(pl.concat_str(context, pl.lit(" "), body))
+
+
+def serialize_sessions(events: pl.DataFrame, billing: pl.DataFrame) -> pl.DataFrame:
+    """One row per session (SESSION_SCHEMA), ordered by user and start time."""
+    events = events.with_columns(activity=activity(pl.col("service"), pl.col("page")),
+                                 day=pl.col("timestamp").dt.date())
+    sessions = (
+        events.group_by("user_id", "session_id")
+        .agg(
+            start=pl.col("timestamp").min(),
+            activities=pl.col("activity").sort_by("timestamp", maintain_order=True),
+            country=pl.col("country").drop_nulls().first(),
+            city=pl.col("city").drop_nulls().first(),
+            billing_tier=pl.col("billing_tier").drop_nulls().first(),
+        )
+        .with_columns(day=pl.col("start").dt.date(), n_activities=pl.col("activities").list.len())
+        .sort("user_id", "start", "session_id")
+    )
+    daily = _earlier_same_day(events, sessions)
+    billed = _billed_before(sessions, billing)
+    sessions = (
+        sessions.join(daily, on=["user_id", "session_id"], how="left", maintain_order="left")
+        .join(billed, on=["user_id", "day"], how="left", maintain_order="left")
+    )
+    sections = [
+        _section("[location_token]", pl.concat_list(word(pl.col("country")), word(pl.col("city")))),
+        _section("[billing_token]", pl.concat_list(word(pl.col("billing_tier")))),
+        _section("[daily_service_token]", pl.col("daily_services")),
+        _section("[daily_page_token]", pl.col("daily_pages")),
+        _section("[daily_billed_token]", pl.col("daily_billed")),
+        _section("[monthly_billed_token]", pl.col("monthly_billed")),
+    ]
+    context = pl.concat_str(sections, separator=" ", ignore_nulls=True).fill_null("")
+    return sessions.with_columns(context=context).with_columns(
+        text=session_text(pl.col("context"), pl.col("activities"))
+    ).select(list(SESSION_SCHEMA)).cast(SESSION_SCHEMA)
+
+
+def _section(token: str, values: pl.Expr) -> pl.Expr:
+    """`token v1 v2 ...`, or null (left out) when there is no value."""
+    kept = values.list.drop_nulls().list.eval(pl.element().filter(pl.element() != ""))
+    return pl.when(kept.list.len() > 0).then(pl.concat_str(pl.lit(token + " "), kept.list.join(" ")))
+
+
+def _earlier_same_day(events: pl.DataFrame, sessions: pl.DataFrame) -> pl.DataFrame:
+    """Services and pages of the user's page views earlier that day, before the session began (most recent last)."""
+    earlier = (
+        sessions.select("user_id", "session_id", "day", "start")
+        .join(events.select("user_id", "day", "timestamp", "service", "activity"), on=["user_id", "day"])
+        .filter(pl.col("timestamp") < pl.col("start"))
+        .sort("user_id", "session_id", "timestamp")
+    )
+    return earlier.group_by("user_id", "session_id").agg(
+        daily_services=word(pl.col("service")).reverse().unique(maintain_order=True).head(MAX_DAILY_SERVICES)
+        .reverse(),
+        daily_pages=pl.col("activity").reverse().unique(maintain_order=True).head(MAX_DAILY_PAGES).reverse(),
+    )
+
+
+def _billed_before(sessions: pl.DataFrame, billing: pl.DataFrame) -> pl.DataFrame:
+    """Most billed services of the day before, and of the month so far up to the day before."""
+    days = sessions.select("user_id", "day").unique()
+    if billing.height == 0:
+        return days.with_columns(daily_billed=pl.lit(None, pl.List(pl.String)),
+                                 monthly_billed=pl.lit(None, pl.List(pl.String)))
+    daily_cost = billing.group_by("user_id", "date", "service").agg(pl.col("cost").sum())
+    yesterday = (
+        daily_cost.sort("cost", "service", descending=[True, False])
+        .group_by("user_id", "date", maintain_order=True)
+        .agg(daily_billed=word(pl.col("service")).head(TOP_BILLED))
+        .with_columns(day=pl.col("date").dt.offset_by("1d"))
+        .drop("date")
+    )
+    month_to_date = (
+        daily_cost.sort("date")
+        .with_columns(month=pl.col("date").dt.month_start(),
+                      cost=pl.col("cost").cum_sum().over("user_id", "service", pl.col("date").dt.month_start()))
+    )
+    # for each session day and service billed this month: the month-to-date cost on the latest earlier date
+    wanted = (
+        days.with_columns(month=pl.col("day").dt.month_start(), asof=pl.col("day").dt.offset_by("-1d"))
+        .join(month_to_date.select("user_id", "month", "service").unique(), on=["user_id", "month"])
+        .sort("asof")
+    )
+    monthly = (
+        wanted.join_asof(month_to_date.select("user_id", "service", "month", "date", "cost").sort("date"),
+                         left_on="asof", right_on="date", by=["user_id", "service", "month"], strategy="backward",
+                         check_sortedness=False)
+        .filter(pl.col("cost").is_not_null())
+        .sort("cost", "service", descending=[True, False])
+        .group_by("user_id", "day", maintain_order=True)
+        .agg(monthly_billed=word(pl.col("service")).head(TOP_BILLED))
+    )
+    return (
+        days.join(yesterday, on=["user_id", "day"], how="left")
+        .join(monthly, on=["user_id", "day"], how="left")
+    )
+
+
+def split_sessions(sessions: pl.DataFrame, seed: int = 0,
+                   proportions: tuple[float, float, float] = (5.9, 1.9, 1.1)) -> pl.DataFrame:
+    """Assign each session to train, validation or test in the paper's proportions, deterministically.
+
+    The assignment is a keyed hash of (user_id, session_id), so a session keeps its split when
+    other sessions are added or removed, and no session can be in two splits.
+    """
+    import hashlib
+
+    total = sum(proportions)
+    train_cut, validation_cut = proportions[0] / total, (proportions[0] + proportions[1]) / total
+    key = f"sessionbert-split-{seed}".encode()
+
+    def unit(value: str) -> float:
+        return int.from_bytes(hashlib.blake2b(value.encode(), key=key, digest_size=8).digest(), "big") / 2.0**64
+
+    draws = pl.concat_str("user_id", pl.lit("\x1f"), "session_id").map_elements(unit, return_dtype=pl.Float64)
+    split = (pl.when(draws < train_cut).then(pl.lit("train"))
+             .when(draws < validation_cut).then(pl.lit("validation")).otherwise(pl.lit("test")))
+    return sessions.with_columns(split=split.cast(pl.Enum(["train", "validation", "test"])))
