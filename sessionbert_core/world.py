@@ -46,7 +46,7 @@ CATALOG_DETAIL = "catalog;<detail>"  # marker for the step that shows one servic
 FOCUS_SHARE = 0.6  # how often a catalog detail visit shows a service the user is about to adopt
 LOOKAHEAD_DAYS = 7  # how far ahead catalog browsing anticipates an adoption
 ADOPTION_HAZARD = 0.035  # daily chance of taking up a persona task not yet done
-STRAY_HAZARD = 0.0015  # daily chance of taking up a task of another persona
+STRAY_HAZARD = 0.0004  # daily chance of taking up a task of another persona
 TIER_COST = {"Low": 1.0, "Medium": 4.0, "High": 15.0, "Very High": 60.0}
 
 
@@ -422,7 +422,7 @@ class WorldPaths:
 def generate_world(root: Path, size: WorldSize, seed: int) -> WorldPaths:
     """Write the world to `root` (atomically: a half-written world is never visible) and return its paths."""
     root = Path(root)
-    manifest = {"seed": seed, "size": asdict(size), "version": 1}
+    manifest = {"seed": seed, "size": asdict(size), "version": 2}
     paths = WorldPaths(root)
     if paths.manifest.exists() and json.loads(paths.manifest.read_text()).get("config") == manifest:
         return paths
@@ -517,6 +517,8 @@ def _first_use(events: pl.DataFrame, part: _Chunk) -> pl.DataFrame:
         .select("user_id", "service")
     )
     extras = part.users.select("user_id", service="services_before_window").explode("service").drop_nulls()
+    console = part.users.select("user_id", service=pl.lit(HUB_ACTIVITIES[0].split(";")[0]))  # everyone's home
+    extras = pl.concat([extras, console])
     before = pl.concat([before, extras]).unique().with_columns(first_use_day=pl.lit(-1, pl.Int32))
     return (
         pl.concat([before, seen])

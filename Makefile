@@ -1,0 +1,35 @@
+# SessionBERT: `make run` (set up, then materialize everything), `make test`, `make ui`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 3000
+export SESSIONBERT_HOME ?= $(CURDIR)/.sessionbert
+
+.PHONY: setup run test ui lint clean
+
+setup: $(STAMP)
+
+# torch first, from the CPU build on this disk (any other torch request pulls a CUDA build),
+# then the project and its pinned dependency set; redone only when those files change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/sessionbert run
+
+test: setup
+	$(BIN)/python -m pytest
+
+ui: setup
+	DAGSTER_HOME=$$($(BIN)/python -m sessionbert_assets.instance) $(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(SESSIONBERT_HOME)

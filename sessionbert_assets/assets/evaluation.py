@@ -1,0 +1,39 @@
+"""Evaluation assets: next-activity figures of the baselines and, on the synthetic world, its ceiling."""
+
+
+import dagster as dg
+import polars as pl
+
+from sessionbert_assets.assets.source import world_paths
+from sessionbert_assets.metadata import scores_table
+from sessionbert_assets.resources import SessionBertResource
+from sessionbert_core import storage
+from sessionbert_core.evaluate import baseline_scores
+from sessionbert_core.world import load_truth
+
+
+@dg.asset(group_name="evaluation", kinds={"scikitlearn", "json"})
+def next_activity_baselines(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
+                            session_splits: pl.DataFrame, landing_folder: dict) -> dict:
+    """Next service and next page of test sessions (DESIGN.md's protocol) by the baselines.
+
+    Most popular and first-order Markov on the previous activity, fitted on the train split; on the
+    synthetic world also the ceiling, the best prediction knowing each session's true task and chain
+    state. The model's own figures join these in `model_evaluation`.
+    """
+    world = world_paths(landing_folder)
+    ceiling = load_truth(world.root, "sessions") if world else None
+    train = session_splits.filter(pl.col("split") == "train")
+    test = session_splits.filter(pl.col("split") == "test")
+    evaluation = baseline_scores(train, test, ceiling)
+    storage.write_json(evaluation, sessionbert.home_path / "next_activity_baselines.json")
+    metadata = {"n_sessions": evaluation["n_sessions"], "scores": scores_table(evaluation)}
+    for head in ("service", "page"):
+        for method, figures in evaluation[head].items():
+            metadata[f"{head}/{method}/accuracy"] = round(figures["accuracy"], 4)
+    if ceiling is not None and "ceiling" in evaluation["service"]:
+        for head in ("service", "page"):
+            gap = evaluation[head]["ceiling"]["accuracy"] - evaluation[head]["markov"]["accuracy"]
+            metadata[f"{head}/ceiling_minus_markov"] = round(gap, 4)
+    context.add_output_metadata(metadata)
+    return evaluation

@@ -1,0 +1,60 @@
+"""Ingestion: page views, quarantined rows and billing records from the landing folder."""
+
+
+import dagster as dg
+import polars as pl
+
+from sessionbert_assets.metadata import date_range, table
+from sessionbert_assets.resources import SessionBertResource
+from sessionbert_core.ingest import IngestError, ingest_landing
+
+
+@dg.multi_asset(
+    group_name="ingestion",
+    outs={
+        "raw_sessions": dg.AssetOut(kinds={"polars", "parquet"}, description=(
+            "Every valid page view (user_id, session_id, timestamp UTC, service, page, country, city, "
+            "billing_tier), sorted by user and session start.")),
+        "quarantined_events": dg.AssetOut(kinds={"polars", "parquet"}, description=(
+            "Rows that failed validation, with source file, line, reason, detail and the raw row, unmodified.")),
+        "billing_records": dg.AssetOut(kinds={"polars", "parquet"}, description=(
+            "Valid billing rows (user_id, date, service, cost) from billing*.parquet|csv|jsonl.")),
+    },
+)
+def raw_sessions(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, landing_folder: dict):
+    """Read every event file, billing file and access log of the landing folder.
+
+    For every file `read = kept + quarantined + filtered`; a file that cannot be read, or lacks a
+    required column, fails the run with its name. Client hosts of access logs are pseudonymized.
+    """
+    try:
+        result = ingest_landing(landing_folder["folder"], sessionbert.pseudonym_key())
+    except IngestError as error:
+        raise dg.Failure(description=str(error)) from error
+    events, quarantine = result.events, result.quarantine
+    reasons = quarantine.group_by("kind", "reason").agg(rows=pl.len().cast(pl.Int64)).sort("rows", descending=True)
+    totals = result.files.select(pl.col("read", "kept", "quarantined", "filtered").sum()).to_dicts()[0]
+    yield dg.Output(events, "raw_sessions", metadata={
+        "page_views": events.height,
+        "sessions": events.select("user_id", "session_id").n_unique(),
+        "users": events["user_id"].n_unique(),
+        "date_range": date_range(events, "timestamp"),
+        "services": events["service"].n_unique(),
+        "activities": events.select("service", "page").n_unique(),
+        "rows_read": totals["read"],
+        "rows_filtered": totals["filtered"],
+        "files": table(result.files),
+        "filtered_reasons": table(result.filtered),
+        "ignored_files": ", ".join(result.ignored) or "none",
+    })
+    yield dg.Output(quarantine, "quarantined_events", metadata={
+        "rows": quarantine.height,
+        "share_of_rows_read": round(quarantine.height / max(totals["read"], 1), 6),
+        "reasons": table(reasons),
+    })
+    yield dg.Output(result.billing, "billing_records", metadata={
+        "rows": result.billing.height,
+        "users": result.billing["user_id"].n_unique(),
+        "date_range": date_range(result.billing, "date"),
+        "total_cost": round(float(result.billing["cost"].sum()), 2),
+    })

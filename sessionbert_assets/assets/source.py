@@ -1,0 +1,50 @@
+"""The landing folder the pipeline reads: the synthetic world's, or the user's own."""
+
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from sessionbert_assets.resources import SessionBertResource
+from sessionbert_core.ingest import IngestError, discover
+from sessionbert_core.world import WorldPaths, generate_world
+
+
+@dg.asset(group_name="source", kinds={"python", "parquet"})
+def landing_folder(context: dg.AssetExecutionContext, sessionbert: SessionBertResource) -> dict:
+    """The folder of event files, billing files and access logs that ingestion reads.
+
+    With `SESSIONBERT_SOURCE=synthetic` this generates the synthetic cloud console (deterministic for
+    the profile and seed; regenerated only when they change), whose ground truth stays beside it,
+    outside the landing folder. Otherwise it lists the user's folder, which is never modified.
+    """
+    if sessionbert.is_synthetic:
+        world = generate_world(sessionbert.world_root(), sessionbert.size.world, sessionbert.seed)
+        folder, truth = world.landing, str(world.root)
+        personas = sessionbert.personas or str(world.personas_yaml)
+        manifest = json.loads(world.manifest.read_text())
+        extra = {f"world/{k}": dg.MetadataValue.int(v) for k, v in manifest["totals"].items()}
+        extra |= {"world/services": manifest["n_services"], "world/activities": manifest["n_activities"],
+                  "world/tasks": manifest["n_tasks"], "world/personas": manifest["n_personas"]}
+    else:
+        folder, truth, personas, extra = Path(sessionbert.source).expanduser().resolve(), None, sessionbert.personas, {}
+    try:
+        files = discover(folder)
+    except IngestError as error:
+        raise dg.Failure(description=str(error)) from error
+    kinds = {kind: sum(f.kind == kind for f in files) for kind in ("events", "billing", "access_log", "ignored")}
+    context.add_output_metadata({
+        "folder": dg.MetadataValue.path(str(folder)),
+        "synthetic": sessionbert.is_synthetic,
+        **{f"files/{k}": v for k, v in kinds.items()},
+        "bytes": sum(f.path.stat().st_size for f in files),
+        **extra,
+    })
+    return {"folder": str(folder), "world": truth, "personas": personas or None,
+            "files": [str(f.path.relative_to(folder)) for f in files]}
+
+
+def world_paths(landing: dict) -> WorldPaths | None:
+    """The synthetic world's paths (for its ground truth), or None for a user's landing folder."""
+    return WorldPaths(Path(landing["world"])) if landing.get("world") else None

@@ -1,0 +1,85 @@
+"""`sessionbert run`: materialize the main job in the project's Dagster instance and print a summary."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from sessionbert_assets.instance import prepare
+
+from sessionbert_core.config import settings_from_env
+
+# figures worth a line in the summary, per asset (all of them are in the UI)
+SUMMARY_KEYS = {
+    "landing_folder": ("folder", "world/users", "world/sessions", "world/events", "files/events", "files/access_log"),
+    "raw_sessions": ("page_views", "sessions", "users", "date_range", "rows_read", "rows_filtered"),
+    "quarantined_events": ("rows", "share_of_rows_read"),
+    "billing_records": ("rows", "users"),
+    "session_splits": ("sessions", "users", "mean_words_per_session"),
+    "next_activity_baselines": ("n_sessions", "service/markov/accuracy", "service/ceiling/accuracy",
+                                "page/markov/accuracy", "page/ceiling/accuracy"),
+}
+
+
+def _value(entry: dg.MetadataValue) -> str:
+    value = getattr(entry, "value", entry)
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def run(selection: str | None) -> int:
+    settings = settings_from_env()
+    prepare(settings.home)
+    from sessionbert_assets.definitions import defs  # after DAGSTER_HOME is set
+
+    job = defs.resolve_job_def("sessionbert_main")
+    started = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False,
+                                        asset_selection=[dg.AssetKey(k) for k in selection.split(",")]
+                                        if selection else None)
+        elapsed = time.perf_counter() - started
+        print(f"\nSessionBERT run {result.run_id} on source={settings.source} profile={settings.profile}: "
+              f"{'succeeded' if result.success else 'FAILED'} in {elapsed:.1f} s")
+        print(f"artifacts: {settings.home}   Dagster instance: {os.environ['DAGSTER_HOME']}\n")
+        for event in result.get_asset_materialization_events():
+            materialization = event.event_specific_data.materialization
+            name = materialization.asset_key.to_user_string()
+            metadata = materialization.metadata
+            print(f"  {name}")
+            if "path" in metadata:
+                print(f"      {'path':<28} {_value(metadata['path'])}")
+            for key in SUMMARY_KEYS.get(name, ()):
+                if key in metadata:
+                    print(f"      {key:<28} {_value(metadata[key])}")
+        if not result.success:
+            for event in result.all_events:
+                if event.is_step_failure and event.step_failure_data.error:
+                    print(f"\nstep {event.step_key} failed: {event.step_failure_data.error.message.strip()}",
+                          file=sys.stderr)
+            return 1
+    print("\nBrowse the runs and every asset's metadata with `make ui`.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sessionbert", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="materialize the asset graph and print a summary")
+    run_parser.add_argument("--select", help="comma-separated asset names (default: all)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return run(args.select)
+    except ValueError as error:  # bad configuration: say what is wrong, no stack trace
+        print(f"sessionbert: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""The Dagster instance folder under SESSIONBERT_HOME, shared by `make run` and `make ui`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DAGSTER_YAML = """\
+# The Dagster instance of this SESSIONBERT_HOME: SQLite run, event and schedule storage in this folder.
+telemetry:
+  enabled: false
+"""
+
+
+def prepare(home: Path) -> Path:
+    """Create `$DAGSTER_HOME` (default `$SESSIONBERT_HOME/dagster`) with its dagster.yaml, export it, return it."""
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or Path(home) / "dagster").resolve()
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config = dagster_home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    return dagster_home
+
+
+if __name__ == "__main__":
+    from sessionbert_core.config import default_home
+
+    print(prepare(default_home()))

@@ -1,0 +1,34 @@
+"""Metadata a person reads in the UI: polars frames as tables, figures as numbers."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+_TYPES = {pl.String: "string", pl.Int64: "int", pl.Int32: "int", pl.UInt32: "int", pl.Float64: "float",
+          pl.Boolean: "bool"}
+
+
+def table(frame: pl.DataFrame, limit: int = 50) -> dg.MetadataValue:
+    """A polars frame as a Dagster table (first `limit` rows)."""
+    shown = frame.head(limit)
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, _TYPES.get(dtype, "string"))
+                                     for name, dtype in shown.schema.items()])
+    rows = [dg.TableRecord({k: (v if isinstance(v, int | float | str | bool) or v is None else str(v))
+                            for k, v in row.items()}) for row in shown.to_dicts()]
+    return dg.MetadataValue.table(records=rows, schema=schema)
+
+
+def date_range(frame: pl.DataFrame, column: str) -> str:
+    if frame.height == 0:
+        return "empty"
+    return f"{frame[column].min()} to {frame[column].max()}"
+
+
+def scores_table(evaluation: dict) -> dg.MetadataValue:
+    """A next-activity evaluation as a table: method by head and metric."""
+    rows = []
+    for head in ("service", "page"):
+        for method, figures in evaluation.get(head, {}).items():
+            rows.append({"head": head, "method": method, **{k: round(v, 4) for k, v in figures.items()}})
+    return table(pl.DataFrame(rows)) if rows else dg.MetadataValue.text("no sessions to evaluate")

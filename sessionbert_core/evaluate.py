@@ -1,0 +1,66 @@
+"""Next-activity evaluation (paper Table 2): targets, scores and the baselines beside the model."""
+
+from __future__ import annotations
+
+import polars as pl
+from sklearn.metrics import accuracy_score, f1_score
+
+from sessionbert_core.baselines import MarkovBaseline, PopularityBaseline
+
+
+def next_activity_targets(sessions: pl.DataFrame) -> pl.DataFrame:
+    """Sessions with at least two activities: the prefix without the last activity, and its targets."""
+    return (
+        sessions.filter(pl.col("n_activities") >= 2)
+        .with_columns(
+            prefix=pl.col("activities").list.slice(0, pl.col("n_activities") - 1),
+            previous=pl.col("activities").list.get(-2),
+            target_page=pl.col("activities").list.get(-1),
+        )
+        .with_columns(target_service=pl.col("target_page").str.split(";").list.first())
+    )
+
+
+def scores(truth: pl.Series, predicted: pl.Series) -> dict[str, float]:
+    y_true, y_pred = truth.to_list(), predicted.to_list()
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "f1_weighted": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+    }
+
+
+def transitions(sessions: pl.DataFrame) -> pl.DataFrame:
+    """Every (previous activity, next activity, next service) pair of the given sessions."""
+    return (
+        sessions.select(previous=pl.col("activities").list.slice(0, pl.col("n_activities") - 1),
+                        following=pl.col("activities").list.slice(1))
+        .explode("previous", "following")
+        .drop_nulls()
+        .with_columns(following_service=pl.col("following").str.split(";").list.first())
+    )
+
+
+def baseline_scores(train: pl.DataFrame, test: pl.DataFrame, ceiling: pl.DataFrame | None = None) -> dict:
+    """Popularity and first-order Markov (fitted on train), and the ceiling where the world gives one.
+
+    `ceiling` has session_id, ceiling_service and ceiling_activity: the best prediction given the true task.
+    """
+    fit_on = next_activity_targets(train)
+    pairs = transitions(train)
+    targets = next_activity_targets(test)
+    result: dict = {"service": {}, "page": {}, "n_sessions": targets.height}
+    if targets.height == 0:
+        return result
+    for head, column, following in (("service", "target_service", "following_service"),
+                                    ("page", "target_page", "following")):
+        popular = PopularityBaseline().fit(fit_on[column])
+        markov = MarkovBaseline().fit(pairs["previous"], pairs[following])
+        result[head]["popularity"] = scores(targets[column], popular.predict(targets["previous"]))
+        result[head]["markov"] = scores(targets[column], markov.predict(targets["previous"]))
+    if ceiling is not None:
+        joined = targets.join(ceiling, on="session_id", how="inner")
+        if joined.height == targets.height:
+            result["service"]["ceiling"] = scores(joined["target_service"], joined["ceiling_service"])
+            result["page"]["ceiling"] = scores(joined["target_page"], joined["ceiling_activity"])
+    return result
