@@ -6,12 +6,10 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 import dagster as dg
 
 from sessionbert_assets.instance import prepare
-
 from sessionbert_core.config import settings_from_env
 
 # figures worth a line in the summary, per asset (all of them are in the UI)

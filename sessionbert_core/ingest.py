@@ -205,7 +205,7 @@ def _read_jsonl(path: Path) -> pl.DataFrame:
                     value = json.loads(line)
                     if not isinstance(value, dict):
                         value, reason = {}, "JSON value is not an object"
-                except json.JSONDecodeError as error:
+                except json.JSONDecodeError:
                     reason = "invalid JSON"
             records.append({k: None if v is None else v if isinstance(v, str) else json.dumps(v)
                             for k, v in value.items()})

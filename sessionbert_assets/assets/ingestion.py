@@ -33,7 +33,9 @@ def raw_sessions(context: dg.AssetExecutionContext, sessionbert: SessionBertReso
         raise dg.Failure(description=str(error)) from error
     events, quarantine = result.events, result.quarantine
     reasons = quarantine.group_by("kind", "reason").agg(rows=pl.len().cast(pl.Int64)).sort("rows", descending=True)
-    totals = result.files.select(pl.col("read", "kept", "quarantined", "filtered").sum()).to_dicts()[0]
+    views = result.files.filter(pl.col("kind") != "billing")
+    totals = views.select(pl.col("read", "kept", "quarantined", "filtered").sum()).to_dicts()[0]
+    billing_read = int(result.files.filter(pl.col("kind") == "billing")["read"].sum())
     yield dg.Output(events, "raw_sessions", metadata={
         "page_views": events.height,
         "sessions": events.select("user_id", "session_id").n_unique(),
@@ -49,11 +51,12 @@ def raw_sessions(context: dg.AssetExecutionContext, sessionbert: SessionBertReso
     })
     yield dg.Output(quarantine, "quarantined_events", metadata={
         "rows": quarantine.height,
-        "share_of_rows_read": round(quarantine.height / max(totals["read"], 1), 6),
+        "share_of_rows_read": round(quarantine.height / max(totals["read"] + billing_read, 1), 6),
         "reasons": table(reasons),
     })
     yield dg.Output(result.billing, "billing_records", metadata={
         "rows": result.billing.height,
+        "rows_read": billing_read,
         "users": result.billing["user_id"].n_unique(),
         "date_range": date_range(result.billing, "date"),
         "total_cost": round(float(result.billing["cost"].sum()), 2),

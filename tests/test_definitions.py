@@ -1,0 +1,95 @@
+"""The Dagster layer: Definitions load, every asset is described, the graph materializes on tiny."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import polars as pl
+import pytest
+from conftest import APACHE_LOGS
+
+from sessionbert_assets.definitions import all_assets, build_definitions, defs
+from sessionbert_assets.resources import ArtifactIOManager, SessionBertResource
+
+DATA_ASSETS = {"landing_folder", "raw_sessions", "quarantined_events", "billing_records", "session_splits",
+               "next_activity_baselines"}
+
+
+def _materialize(tmp_path, source: str = "synthetic") -> dg.ExecuteInProcessResult:
+    sessionbert = SessionBertResource(home=str(tmp_path / "home"), source=source, profile="tiny")
+    return dg.materialize(all_assets, resources={"sessionbert": sessionbert,
+                                                 "io_manager": ArtifactIOManager(sessionbert=sessionbert)},
+                          instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key == dg.AssetKey(asset):
+            return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    raise KeyError(asset)
+
+
+def test_definitions_load_with_the_main_job():
+    assert defs.resolve_job_def("sessionbert_main") is not None
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys >= DATA_ASSETS
+
+
+def test_every_asset_has_group_kinds_and_docstring():
+    for asset in all_assets:
+        for spec in asset.specs:
+            assert spec.group_name and spec.group_name != "default", spec.key
+            assert spec.kinds, spec.key
+            assert spec.description and len(spec.description) > 30, spec.key
+
+
+def test_configuration_comes_from_the_environment():
+    resource = SessionBertResource.from_env({"SESSIONBERT_HOME": "/x", "SESSIONBERT_PROFILE": "tiny",
+                                             "SESSIONBERT_SOURCE": "/data"})
+    assert (resource.home, resource.profile, resource.source) == ("/x", "tiny", "/data")
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        SessionBertResource.from_env({"SESSIONBERT_PROFILE": "huge"})
+
+
+def test_data_assets_materialize_on_tiny(tmp_path):
+    result = _materialize(tmp_path)
+    assert result.success
+    home = tmp_path / "home"
+    for name in ("raw_sessions", "quarantined_events", "billing_records", "session_splits"):
+        assert (home / f"{name}.parquet").exists(), name
+    raw = _metadata(result, "raw_sessions")
+    assert raw["users"] > 50 and raw["sessions"] > 1000
+    splits = pl.read_parquet(home / "session_splits.parquet")
+    assert set(splits["split"].cast(pl.String)) == {"train", "validation", "test"}
+    evaluation = json.loads((home / "next_activity_baselines.json").read_text())
+    assert {"popularity", "markov", "ceiling"} <= set(evaluation["service"])
+    assert evaluation["n_sessions"] > 100
+
+
+def test_real_access_log_materializes_through_dagster(tmp_path):
+    if not APACHE_LOGS.exists():
+        pytest.skip("shared/data/apache_logs is not beside the project")
+    result = _materialize(tmp_path, source=str(APACHE_LOGS))
+    assert result.success
+    raw = _metadata(result, "raw_sessions")
+    assert raw["rows_read"] == 10_000 and raw["rows_filtered"] > 0
+    assert raw["sessions"] > 0 and raw["users"] > 0
+    evaluation = json.loads((tmp_path / "home" / "next_activity_baselines.json").read_text())
+    assert "ceiling" not in evaluation["service"]  # no ground truth for a real log: absent, not zero
+
+
+def test_unreadable_landing_file_fails_the_run_with_its_name(tmp_path):
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    (folder / "events.parquet").write_bytes(b"not parquet at all")
+    result = _materialize(tmp_path, source=str(folder))
+    assert not result.success
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert "events.parquet: cannot be read as PARQUET" in failures[0].step_failure_data.error.message
+
+
+def test_build_definitions_accepts_a_configured_resource(tmp_path):
+    custom = build_definitions(SessionBertResource(home=str(tmp_path), source="synthetic", profile="tiny"))
+    assert custom.resolve_job_def("sessionbert_main") is not None
