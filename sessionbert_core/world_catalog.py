@@ -33,7 +33,7 @@ SERVICES: dict[str, tuple[str, tuple[str, ...]]] = {
                        "performance_insights", "replicas")),
     "nosql_db": ("Key-value and document database with single-digit millisecond latency",
                  ("tables", "create_table", "items", "indexes", "capacity", "streams")),
-    "cache": ("In-memory caching with Redis and Memcached", 
+    "cache": ("In-memory caching with Redis and Memcached",
         ("clusters", "create_cluster", "parameter_groups", "metrics")),
     "data_warehouse": ("Petabyte-scale columnar data warehouse",
                        ("clusters", "query_editor", "workgroups", "datashares", "snapshots")),
@@ -58,7 +58,7 @@ SERVICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "waf": ("Web application firewall", ("web_acls", "rules", "ip_sets", "bot_control")),
     "security_hub": ("Security posture findings in one place", ("findings", "standards", "insights", "integrations")),
     "certificates": ("Provision and manage TLS certificates", ("certificates", "request", "import", "validation")),
-    "compliance": ("Continuous audits against compliance frameworks", 
+    "compliance": ("Continuous audits against compliance frameworks",
         ("assessments", "controls", "reports", "frameworks")),
     # observability
     "metrics": ("Metrics, dashboards and alarms for your resources",
@@ -68,7 +68,7 @@ SERVICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "tracing": ("Distributed request tracing", ("service_map", "traces", "analytics", "sampling_rules")),
     "audit_trail": ("Record of account activity and API calls", ("event_history", "trails", "lake_queries")),
     "health": ("Service health and scheduled changes", ("dashboard", "events", "scheduled_changes")),
-    "config_rules": ("Resource configuration history and rules", 
+    "config_rules": ("Resource configuration history and rules",
         ("rules", "resources", "conformance_packs", "timeline")),
     # analytics
     "etl": ("Serverless data integration and ETL jobs",
@@ -78,7 +78,7 @@ SERVICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "streaming": ("Collect and process real-time data streams",
                   ("streams", "create_stream", "consumers", "analytics_apps", "delivery_streams")),
     "bi_dashboards": ("Business intelligence dashboards", ("dashboards", "analyses", "datasets", "data_sources")),
-    "search_service": ("Managed search and log analytics clusters", 
+    "search_service": ("Managed search and log analytics clusters",
         ("domains", "create_domain", "dashboards", "indices")),
     "data_lake": ("Build and govern a secure data lake", ("locations", "permissions", "blueprints", "tags")),
     # machine learning and AI
