@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from sessionbert_assets.assets import evaluation, ingestion, sessions, source
-from sessionbert_assets.resources import ArtifactIOManager, SessionBertResource
+from sessionbert_assets.resources import SessionBertResource, artifact_io_manager
 
 all_assets = dg.load_assets_from_modules([source, ingestion, sessions, evaluation])
 
@@ -21,7 +21,7 @@ def build_definitions(sessionbert: SessionBertResource | None = None) -> dg.Defi
     return dg.Definitions(
         assets=all_assets,
         jobs=[main_job],
-        resources={"sessionbert": sessionbert, "io_manager": ArtifactIOManager(sessionbert=sessionbert)},
+        resources={"sessionbert": sessionbert, "io_manager": artifact_io_manager},
     )
 
 

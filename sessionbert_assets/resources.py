@@ -13,7 +13,7 @@ import polars as pl
 from pydantic import Field
 
 from sessionbert_core import storage
-from sessionbert_core.config import Profile, Settings, get_profile, settings_from_env
+from sessionbert_core.config import Profile, Settings, default_home, get_profile, settings_from_env
 
 
 class SessionBertResource(dg.ConfigurableResource):
@@ -23,11 +23,17 @@ class SessionBertResource(dg.ConfigurableResource):
     overridden for one run in the launchpad (`resources: sessionbert: config: profile: tiny`).
     """
 
-    home: str = Field(description="SESSIONBERT_HOME: folder for every artifact, MLflow and the Dagster instance")
-    source: str = Field(description="SESSIONBERT_SOURCE: 'synthetic' or a landing folder of event files/logs")
-    profile: str = Field(description="SESSIONBERT_PROFILE: tiny, small or paper")
-    personas: str = Field(default="", description="SESSIONBERT_PERSONAS: persona definitions YAML ('' = the world's)")
-    device: str = Field(default="auto", description="SESSIONBERT_DEVICE: auto, cpu or cuda")
+    # class defaults come from the environment too, so a run config may override a single field
+    home: str = Field(default=str(default_home()),
+                      description="SESSIONBERT_HOME: folder for every artifact, MLflow and the Dagster instance")
+    source: str = Field(default=os.environ.get("SESSIONBERT_SOURCE") or "synthetic",
+                        description="SESSIONBERT_SOURCE: 'synthetic' or a landing folder of event files/logs")
+    profile: str = Field(default=os.environ.get("SESSIONBERT_PROFILE") or "small",
+                         description="SESSIONBERT_PROFILE: tiny, small or paper")
+    personas: str = Field(default=os.environ.get("SESSIONBERT_PERSONAS") or "",
+                          description="SESSIONBERT_PERSONAS: persona definitions YAML ('' = the world's)")
+    device: str = Field(default=os.environ.get("SESSIONBERT_DEVICE") or "auto",
+                        description="SESSIONBERT_DEVICE: auto, cpu or cuda")
     seed: int = Field(default=0, description="SESSIONBERT_SEED: seed of the world, the splits and training")
 
     @classmethod
@@ -68,10 +74,11 @@ class SessionBertResource(dg.ConfigurableResource):
         return path.read_text().strip().encode()
 
 
-class ArtifactIOManager(dg.ConfigurableIOManager):
+class ArtifactIOManager(dg.IOManager):
     """Tables as `$SESSIONBERT_HOME/<asset>.parquet`, small records as `<asset>.json`; writes are atomic."""
 
-    sessionbert: SessionBertResource
+    def __init__(self, sessionbert: SessionBertResource):
+        self.sessionbert = sessionbert
 
     def _path(self, context: dg.OutputContext | dg.InputContext, suffix: str) -> Path:
         return self.sessionbert.home_path / f"{context.asset_key.path[-1]}{suffix}"
@@ -96,3 +103,10 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
             return json.loads(record.read_text())
         raise FileNotFoundError(f"{context.asset_key.to_user_string()} has not been materialized under "
                                 f"{self.sessionbert.home_path}: materialize it first")
+
+
+@dg.io_manager(required_resource_keys={"sessionbert"},
+               description="Artifacts under the run's SESSIONBERT_HOME (the `sessionbert` resource)")
+def artifact_io_manager(init_context: dg.InitResourceContext) -> ArtifactIOManager:
+    # bound to the resource key, not a copy of it, so a run-config override of `home` moves the tables too
+    return ArtifactIOManager(init_context.resources.sessionbert)

@@ -10,7 +10,7 @@ import pytest
 from conftest import APACHE_LOGS
 
 from sessionbert_assets.definitions import all_assets, build_definitions, defs
-from sessionbert_assets.resources import ArtifactIOManager, SessionBertResource
+from sessionbert_assets.resources import SessionBertResource, artifact_io_manager
 
 DATA_ASSETS = {"landing_folder", "raw_sessions", "quarantined_events", "billing_records", "session_splits",
                "next_activity_baselines"}
@@ -18,8 +18,7 @@ DATA_ASSETS = {"landing_folder", "raw_sessions", "quarantined_events", "billing_
 
 def _materialize(tmp_path, source: str = "synthetic") -> dg.ExecuteInProcessResult:
     sessionbert = SessionBertResource(home=str(tmp_path / "home"), source=source, profile="tiny")
-    return dg.materialize(all_assets, resources={"sessionbert": sessionbert,
-                                                 "io_manager": ArtifactIOManager(sessionbert=sessionbert)},
+    return dg.materialize(all_assets, resources={"sessionbert": sessionbert, "io_manager": artifact_io_manager},
                           instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
 
 
@@ -93,3 +92,16 @@ def test_unreadable_landing_file_fails_the_run_with_its_name(tmp_path):
 def test_build_definitions_accepts_a_configured_resource(tmp_path):
     custom = build_definitions(SessionBertResource(home=str(tmp_path), source="synthetic", profile="tiny"))
     assert custom.resolve_job_def("sessionbert_main") is not None
+
+
+def test_run_config_override_moves_every_artifact(tmp_path):
+    """One field overridden in the launchpad: the tables follow it, not only the JSON files."""
+    home = tmp_path / "override"
+    job = build_definitions(SessionBertResource(home=str(tmp_path / "default"), source="synthetic",
+                                                profile="small")).resolve_job_def("sessionbert_main")
+    result = job.execute_in_process(
+        run_config={"resources": {"sessionbert": {"config": {"home": str(home), "profile": "tiny"}}}},
+        instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert (home / "raw_sessions.parquet").exists() and (home / "next_activity_baselines.json").exists()
+    assert not (tmp_path / "default").exists()
