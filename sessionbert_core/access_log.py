@@ -10,6 +10,8 @@ from pathlib import Path
 
 import polars as pl
 
+from sessionbert_core.errors import IngestError
+
 SESSION_GAP_MINUTES = 30
 LOG_PATTERN = (
     r'^(?P<host>\S+) \S+ \S+ \[(?P<time>[^\]]+)\] "(?P<request>[^"]*)" (?P<status>\d{3}) \S+'
@@ -68,8 +70,6 @@ def read_page_views(path: Path, name: str, key: bytes) -> ParsedLog:
     try:
         lines = _read_lines(path)
     except (OSError, EOFError, gzip.BadGzipFile) as error:
-        from sessionbert_core.ingest import IngestError
-
         raise IngestError(f"{name}: cannot be read as an access log: {error}") from error
     frame = pl.DataFrame({"_text": lines}, schema={"_text": pl.String}).with_columns(
         _line=pl.int_range(1, pl.len() + 1, dtype=pl.Int64))

@@ -19,6 +19,7 @@ import polars as pl
 
 from sessionbert_core import access_log
 from sessionbert_core.config import TIERS
+from sessionbert_core.errors import IngestError
 
 EVENT_COLUMNS = ("user_id", "session_id", "timestamp", "service", "page")
 OPTIONAL_COLUMNS = ("country", "city", "billing_tier")
@@ -35,10 +36,6 @@ EVENT_SCHEMA = {"user_id": pl.String, "session_id": pl.String, "timestamp": pl.D
                 "service": pl.String, "page": pl.String, "country": pl.String, "city": pl.String,
                 "billing_tier": pl.String}
 BILLING_SCHEMA = {"user_id": pl.String, "date": pl.Date, "service": pl.String, "cost": pl.Float64}
-
-
-class IngestError(ValueError):
-    """A landing file that cannot be ingested at all; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,7 @@ def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
 
 
 def write_json(data: Any, path: Path) -> Path:
-    tmp = _temp_beside(path)
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", path)
 
 
 def write_text(text: str, path: Path) -> Path:

@@ -109,9 +109,6 @@ class WorldStructure:
     def task_index(self) -> dict[str, int]:
         return {t.name: i for i, t in enumerate(self.tasks)}
 
-    def task_services(self, task: str) -> tuple[str, ...]:
-        return TASKS[task]
-
     def task_activities(self, task: TaskChain) -> list[str]:
         acts = []
         for step in task.steps:
