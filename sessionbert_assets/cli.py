@@ -21,6 +21,13 @@ SUMMARY_KEYS = {
     "session_splits": ("sessions", "users", "mean_words_per_session"),
     "next_activity_baselines": ("n_sessions", "service/markov/accuracy", "service/ceiling/accuracy",
                                 "page/markov/accuracy", "page/ceiling/accuracy"),
+    "tokenizer": ("kind", "vocabulary_size", "unknown_token_rate", "mean_tokens_per_session"),
+    "pretrained_model": ("parameters", "epochs", "seconds", "best_validation_loss", "useful_tokens_per_second",
+                         "mlflow_run_id"),
+    "finetuned_model": ("epochs", "seconds", "best_validation_loss", "registered_model", "mlflow_run_id"),
+    "model_evaluation": ("n_sessions", "service/sessionbert/accuracy", "service/markov/accuracy",
+                         "service/ceiling/accuracy", "page/sessionbert/accuracy", "page/markov/accuracy",
+                         "page/ceiling/accuracy"),
 }
 
 

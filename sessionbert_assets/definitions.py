@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from sessionbert_assets.assets import evaluation, ingestion, sessions, source
-from sessionbert_assets.resources import SessionBertResource, artifact_io_manager
+from sessionbert_assets.assets import evaluation, ingestion, model, sessions, source
+from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource, artifact_io_manager
 
-all_assets = dg.load_assets_from_modules([source, ingestion, sessions, evaluation])
+all_assets = dg.load_assets_from_modules([source, ingestion, sessions, evaluation, model])
 
 main_job = dg.define_asset_job(
     "sessionbert_main",
@@ -21,7 +21,8 @@ def build_definitions(sessionbert: SessionBertResource | None = None) -> dg.Defi
     return dg.Definitions(
         assets=all_assets,
         jobs=[main_job],
-        resources={"sessionbert": sessionbert, "io_manager": artifact_io_manager},
+        resources={"sessionbert": sessionbert, "compute": ComputeResource(), "mlflow_tracking": MlflowResource(),
+                   "io_manager": artifact_io_manager},
     )
 
 

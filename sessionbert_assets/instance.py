@@ -9,6 +9,10 @@ DAGSTER_YAML = """\
 # The Dagster instance of this SESSIONBERT_HOME: SQLite run, event and schedule storage in this folder.
 telemetry:
   enabled: false
+concurrency:
+  pools:
+    # the training assets run in the pool `gpu`: one at a time, across all runs
+    default_limit: 1
 """
 
 
@@ -17,7 +21,8 @@ def prepare(home: Path) -> Path:
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or Path(home) / "dagster").resolve()
     dagster_home.mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
-    if not config.exists():
+    # ours (first line) is kept current; a dagster.yaml written by the user is left alone
+    if not config.exists() or config.read_text().splitlines()[:1] == DAGSTER_YAML.splitlines()[:1]:
         config.write_text(DAGSTER_YAML)
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     return dagster_home

@@ -5,15 +5,21 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import mlflow
 import polars as pl
+import torch
+from mlflow import MlflowClient
 from pydantic import Field
 
 from sessionbert_core import storage
-from sessionbert_core.config import Profile, Settings, default_home, get_profile, settings_from_env
+from sessionbert_core.config import Profile, TrainingPlan, default_home, get_profile, settings_from_env
+from sessionbert_core.train import TrainSettings
 
 
 class SessionBertResource(dg.ConfigurableResource):
@@ -32,15 +38,12 @@ class SessionBertResource(dg.ConfigurableResource):
                          description="SESSIONBERT_PROFILE: tiny, small or paper")
     personas: str = Field(default=os.environ.get("SESSIONBERT_PERSONAS") or "",
                           description="SESSIONBERT_PERSONAS: persona definitions YAML ('' = the world's)")
-    device: str = Field(default=os.environ.get("SESSIONBERT_DEVICE") or "auto",
-                        description="SESSIONBERT_DEVICE: auto, cpu or cuda")
     seed: int = Field(default=0, description="SESSIONBERT_SEED: seed of the world, the splits and training")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SessionBertResource:
         s = settings_from_env(env)
-        return cls(home=str(s.home), source=s.source, profile=s.profile, personas=s.personas or "",
-                   device=s.device, seed=s.seed)
+        return cls(home=str(s.home), source=s.source, profile=s.profile, personas=s.personas or "", seed=s.seed)
 
     @property
     def home_path(self) -> Path:
@@ -53,10 +56,6 @@ class SessionBertResource(dg.ConfigurableResource):
     @property
     def is_synthetic(self) -> bool:
         return self.source == "synthetic"
-
-    def settings(self) -> Settings:
-        return Settings(self.home_path, self.source, self.profile, self.personas or None, self.device, self.seed,
-                        os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.home_path / 'mlflow.db'}")
 
     def world_root(self) -> Path:
         return self.home_path / "worlds" / f"{self.profile}-seed{self.seed}"
@@ -74,8 +73,88 @@ class SessionBertResource(dg.ConfigurableResource):
         return path.read_text().strip().encode()
 
 
+class ComputeResource(dg.ConfigurableResource):
+    """Where and how training and inference run: device, precision, threads, batch size."""
+
+    device: str = Field(default=os.environ.get("SESSIONBERT_DEVICE") or "auto",
+                        description="SESSIONBERT_DEVICE: auto (CUDA when present, else CPU), cpu or cuda")
+    precision: str = Field(default="auto", description="auto (bf16 autocast where supported), bf16 or fp32")
+    threads: int = Field(default=0, description="CPU threads for torch; 0 keeps torch's default (all cores)")
+    batch_size: int = Field(default=0, description="training batch size; 0 takes the profile's")
+
+    def resolved_device(self) -> str:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+    def bf16(self, device: str) -> bool:
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, not {self.precision!r}")
+        if self.precision == "fp32":
+            return False
+        return device == "cpu" or torch.cuda.is_bf16_supported()
+
+    def train_settings(self, plan: TrainingPlan, stage: str, seed: int, max_length: int) -> TrainSettings:
+        device = self.resolved_device()
+        return TrainSettings.for_stage(plan, stage, seed, max_length, device=device, bf16=self.bf16(device),
+                                       threads=self.threads, batch_size=self.batch_size)
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking and registry: one run per training or evaluation materialization.
+
+    `tracking_uri` empty means `sqlite:///$SESSIONBERT_HOME/mlflow.db` with artifacts in
+    `$SESSIONBERT_HOME/mlartifacts`; set MLFLOW_TRACKING_URI to use a team's server.
+    """
+
+    tracking_uri: str = Field(default=os.environ.get("MLFLOW_TRACKING_URI") or "",
+                              description="MLFLOW_TRACKING_URI ('' = SQLite under SESSIONBERT_HOME)")
+    experiment: str = Field(default="sessionbert", description="MLflow experiment name")
+    registered_model: str = Field(default="sessionbert", description="name in the MLflow Model Registry")
+
+    def uri(self, home: Path) -> str:
+        return self.tracking_uri or f"sqlite:///{home / 'mlflow.db'}"
+
+    @contextmanager
+    def run(self, context: dg.AssetExecutionContext, home: Path) -> Iterator[mlflow.ActiveRun]:
+        """An MLflow run tagged with the Dagster run id and asset key; its id goes into the asset metadata."""
+        mlflow.set_tracking_uri(self.uri(home))
+        experiment = mlflow.get_experiment_by_name(self.experiment)
+        experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(
+            self.experiment, artifact_location=(home / "mlartifacts").as_uri())
+        asset = context.asset_key.to_user_string()
+        tags = {"dagster.run_id": context.run_id, "dagster.asset_key": asset, "dagster.job": context.job_name}
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{asset}-{context.run_id[:8]}", tags=tags) as run:
+            yield run
+        context.add_output_metadata({
+            "mlflow_run_id": run.info.run_id,
+            "mlflow_run": self.run_link(home, experiment_id, run.info.run_id),
+        })
+
+    def run_link(self, home: Path, experiment_id: str, run_id: str) -> dg.MetadataValue:
+        uri = self.uri(home)
+        if uri.startswith("http"):
+            return dg.MetadataValue.url(f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}")
+        return dg.MetadataValue.text(f"mlflow ui --backend-store-uri {uri} (experiment {experiment_id}, "
+                                     f"run {run_id})")
+
+    def register(self, run: mlflow.ActiveRun, artifact_path: str, description: str) -> str:
+        """A new version of the registered model from an artifact folder of `run`; returns the version."""
+        client = MlflowClient()
+        if not client.search_registered_models(filter_string=f"name = '{self.registered_model}'"):
+            client.create_registered_model(self.registered_model, description="SessionBERT next-activity models")
+        version = client.create_model_version(self.registered_model, source=f"{run.info.artifact_uri}/{artifact_path}",
+                                              run_id=run.info.run_id, description=description)
+        return version.version
+
+
 class ArtifactIOManager(dg.IOManager):
-    """Tables as `$SESSIONBERT_HOME/<asset>.parquet`, small records as `<asset>.json`; writes are atomic."""
+    """Tables as `$SESSIONBERT_HOME/<asset>.parquet`, small records as `<asset>.json`, models and tokenizers
+    as folders `$SESSIONBERT_HOME/<asset>/` (the asset writes the folder and returns its path); writes are atomic."""
 
     def __init__(self, sessionbert: SessionBertResource):
         self.sessionbert = sessionbert
@@ -91,10 +170,18 @@ class ArtifactIOManager(dg.IOManager):
         elif isinstance(obj, dict):
             path = storage.write_json(obj, self._path(context, ".json"))
             context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+        elif isinstance(obj, Path):
+            expected = self.sessionbert.home_path / context.asset_key.path[-1]
+            if obj.resolve() != expected:
+                raise ValueError(f"{context.asset_key.to_user_string()} must be saved at {expected}, not {obj}")
+            context.add_output_metadata({"path": dg.MetadataValue.path(str(expected))})
         elif obj is not None:
             raise TypeError(f"{context.asset_key.to_user_string()}: cannot store a {type(obj).__name__}")
 
     def load_input(self, context: dg.InputContext) -> Any:
+        folder = self._path(context, "")
+        if folder.is_dir():  # a model or tokenizer in save_pretrained format
+            return folder
         parquet = self._path(context, ".parquet")
         if parquet.exists():
             return pl.read_parquet(parquet)

@@ -20,18 +20,52 @@ class WorldSize:
 
 
 @dataclass(frozen=True)
+class ModelSize:
+    """The BERT encoder's shape."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_length: int
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """How long and how fast each training stage runs at a profile (the paper: 3 epochs)."""
+
+    pretrain_epochs: float
+    finetune_epochs: float
+    pretrain_learning_rate: float
+    finetune_learning_rate: float
+    batch_size: int
+    finetune_every_cut: bool = False  # every activity of a training session as a target, not only the last
+    # validations (two per epoch) without a better loss before stopping; MLM loss first sits on a plateau
+    # (unigram frequencies) for some hundred steps, which early stopping must not mistake for the end
+    patience: int = 3
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     world: WorldSize
+    model: ModelSize
+    training: TrainingPlan
 
 
 PROFILES: dict[str, Profile] = {
-    # seconds: the test suite
-    "tiny": Profile("tiny", WorldSize(n_users=80, n_days=45, sessions_per_day=0.6)),
-    # minutes on 2 CPU cores: the default main job (about 60k sessions)
-    "small": Profile("small", WorldSize(n_users=1500, n_days=60, sessions_per_day=0.7)),
-    # the paper's scale: about 9 million sessions
-    "paper": Profile("paper", WorldSize(n_users=200_000, n_days=60, sessions_per_day=0.75)),
+    # seconds: the test suite (a tiny world needs many passes to get past the MLM plateau)
+    "tiny": Profile("tiny", WorldSize(n_users=80, n_days=45, sessions_per_day=0.6),
+                    ModelSize(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_length=128),
+                    TrainingPlan(24, 3, 2e-3, 1e-3, 16, finetune_every_cut=True, patience=8)),
+    # minutes on 2 CPU cores: the default main job (about 50k sessions)
+    "small": Profile("small", WorldSize(n_users=1500, n_days=60, sessions_per_day=0.7),
+                     ModelSize(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, max_length=128),
+                     TrainingPlan(3, 3, 5e-4, 5e-4, 64)),
+    # the paper's scale: about 9 million sessions, BERT-base, sequences of 512
+    "paper": Profile("paper", WorldSize(n_users=200_000, n_days=60, sessions_per_day=0.75),
+                     ModelSize(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, max_length=512),
+                     TrainingPlan(3, 3, 1e-4, 5e-5, 32)),
 }
 
 

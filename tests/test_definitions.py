@@ -10,15 +10,18 @@ import pytest
 from conftest import APACHE_LOGS
 
 from sessionbert_assets.definitions import all_assets, build_definitions, defs
-from sessionbert_assets.resources import SessionBertResource, artifact_io_manager
+from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource, artifact_io_manager
 
 DATA_ASSETS = {"landing_folder", "raw_sessions", "quarantined_events", "billing_records", "session_splits",
                "next_activity_baselines"}
 
 
-def _materialize(tmp_path, source: str = "synthetic") -> dg.ExecuteInProcessResult:
+def _materialize(tmp_path, source: str = "synthetic", selection=DATA_ASSETS) -> dg.ExecuteInProcessResult:
+    """Materialize on tiny into tmp_path/home (the data assets by default: no training)."""
     sessionbert = SessionBertResource(home=str(tmp_path / "home"), source=source, profile="tiny")
-    return dg.materialize(all_assets, resources={"sessionbert": sessionbert, "io_manager": artifact_io_manager},
+    resources = {"sessionbert": sessionbert, "io_manager": artifact_io_manager, "compute": ComputeResource(),
+                 "mlflow_tracking": MlflowResource(tracking_uri="")}
+    return dg.materialize(all_assets, selection=list(selection), resources=resources,
                           instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
 
 
@@ -100,6 +103,7 @@ def test_run_config_override_moves_every_artifact(tmp_path):
     job = build_definitions(SessionBertResource(home=str(tmp_path / "default"), source="synthetic",
                                                 profile="small")).resolve_job_def("sessionbert_main")
     result = job.execute_in_process(
+        asset_selection=[dg.AssetKey(name) for name in DATA_ASSETS],
         run_config={"resources": {"sessionbert": {"config": {"home": str(home), "profile": "tiny"}}}},
         instance=dg.DagsterInstance.ephemeral())
     assert result.success

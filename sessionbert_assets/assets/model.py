@@ -1,0 +1,197 @@
+"""SessionBERT: the tokenizer, MLM pretraining, multitask fine-tuning and the next-activity evaluation."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import polars as pl
+from transformers import AutoTokenizer
+from transformers.trainer_callback import TrainerCallback
+
+from sessionbert_assets.metadata import scores_table, table
+from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
+from sessionbert_core import storage
+from sessionbert_core.evaluate import scores
+from sessionbert_core.model import SessionBertForNextActivity
+from sessionbert_core.tokenizer import train_and_choose
+from sessionbert_core.train import TASKS, MetricsCallback, TrainSettings, finetune, predict_next_activity, pretrain
+
+TRAINING_RETRIES = dg.RetryPolicy(max_retries=2, delay=5)
+
+
+def _split(sessions: pl.DataFrame, name: str) -> pl.DataFrame:
+    return sessions.filter(pl.col("split") == name)
+
+
+def _checkpoints(home: Path, asset: str, *parts: object) -> Path:
+    """Checkpoint folder of one training: the same inputs and settings resume, anything else starts afresh."""
+    digest = hashlib.sha256(json.dumps([str(p) for p in parts], sort_keys=True).encode()).hexdigest()[:16]
+    return home / "checkpoints" / asset / digest
+
+
+def _stamp(path: Path) -> str:
+    stat = path.stat()
+    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _log_to_mlflow(prefix: str = "") -> TrainerCallback:
+    return MetricsCallback(lambda metrics, step: mlflow.log_metrics(metrics, step=step), prefix)
+
+
+def _save(model_or_tokenizer, target: Path, *extra) -> Path:
+    """save_pretrained into a staging folder, then swap it in: readers never see half a model."""
+    staging = storage.staging_folder(target)
+    model_or_tokenizer.save_pretrained(staging)
+    for item in extra:
+        item.save_pretrained(staging)
+    return storage.replace_folder(staging, target)
+
+
+@dg.asset(group_name="model", kinds={"huggingface", "mlflow"})
+def tokenizer(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, mlflow_tracking: MlflowResource,
+              session_splits: pl.DataFrame) -> Path:
+    """The session tokenizer, trained on the train split's texts (vocabulary at most 30k).
+
+    WordLevel, WordPiece and BPE are all trained and measured on the validation split; the rule in
+    `sessionbert_core.tokenizer` picks one (lowest unknown-token rate, then fewest tokens per
+    session). Saved so `AutoTokenizer.from_pretrained` loads it.
+    """
+    train, validation = _split(session_splits, "train"), _split(session_splits, "validation")
+    chosen, comparison = train_and_choose(train["text"].to_list(), validation["text"].to_list(),
+                                          validation["activities"].explode().drop_nulls())
+    best = next(row for row in comparison if row["chosen"])
+    home = sessionbert.home_path
+    with mlflow_tracking.run(context, home):
+        target = _save(chosen, home / "tokenizer")
+        mlflow.log_params({"kind": best["kind"], "train_sessions": train.height})
+        mlflow.log_metrics({k: float(v) for k, v in best.items() if isinstance(v, int | float)
+                            and not isinstance(v, bool)})
+        mlflow.log_artifacts(str(target), artifact_path="tokenizer")
+    context.add_output_metadata({
+        "kind": best["kind"],
+        "vocabulary_size": best["vocabulary_size"],
+        "unknown_token_rate": round(best["unknown_token_rate"], 6),
+        "mean_tokens_per_session": round(best["mean_tokens_per_session"], 2),
+        "activities_as_one_token": round(best["activities_as_one_token"], 4),
+        "comparison": table(pl.DataFrame(comparison).with_columns(pl.col(pl.Float64).round(4))),
+    })
+    return target
+
+
+@dg.asset(group_name="model", kinds={"pytorch", "huggingface", "mlflow"}, pool="gpu", retry_policy=TRAINING_RETRIES)
+def pretrained_model(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, compute: ComputeResource,
+                     mlflow_tracking: MlflowResource, tokenizer: Path, session_splits: pl.DataFrame) -> Path:
+    """SessionBERT: a BertForMaskedLM trained from scratch on the train split's sessions.
+
+    15% of the activity tokens of each session (at least one, never all) are masked afresh in every
+    batch; validation loss picks the best checkpoint and stops training early. Sized by profile;
+    resumes from its last checkpoint when Dagster retries it.
+    """
+    home, profile = sessionbert.home_path, sessionbert.size
+    settings = compute.train_settings(profile.training, "pretrain", sessionbert.seed, profile.model.max_length)
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    train, validation = _split(session_splits, "train"), _split(session_splits, "validation")
+    checkpoints = _checkpoints(home, "pretrained_model", settings, profile.model,
+                               _stamp(tokenizer / "tokenizer.json"), _stamp(home / "session_splits.parquet"))
+    with mlflow_tracking.run(context, home):
+        mlflow.log_params(_params(settings) | {f"model_{k}": v for k, v in vars(profile.model).items()})
+        model, summary = pretrain(tok, train["text"].to_list(), validation["text"].to_list(), profile.model,
+                                  settings, checkpoints, report=context.log.info, callbacks=[_log_to_mlflow()])
+        target = _save(model, home / "pretrained_model", tok)
+        mlflow.log_metrics(_numbers(summary))
+        mlflow.log_artifacts(str(target), artifact_path="pretrained_model")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    context.add_output_metadata(_training_metadata(summary, settings))
+    return target
+
+
+class FinetuneConfig(dg.Config):
+    task: str = "multitask"  # or service / page: the single-task ablations
+
+
+@dg.asset(group_name="model", kinds={"pytorch", "huggingface", "mlflow"}, pool="gpu", retry_policy=TRAINING_RETRIES)
+def finetuned_model(context: dg.AssetExecutionContext, config: FinetuneConfig, sessionbert: SessionBertResource,
+                    compute: ComputeResource, mlflow_tracking: MlflowResource, tokenizer: Path,
+                    pretrained_model: Path, session_splits: pl.DataFrame) -> Path:
+    """The pretrained encoder with a next-service head and a next-page head, trained jointly.
+
+    Inputs are train sessions without their last activity, ending in a [MASK] slot where the next
+    activity goes; the targets are that activity's service and page. `task: service` or `page`
+    trains one head only. Each model is registered as a new version in the MLflow Model Registry.
+    """
+    if config.task not in TASKS:
+        raise dg.Failure(description=f"task must be one of {', '.join(TASKS)}, not {config.task!r}")
+    home, profile = sessionbert.home_path, sessionbert.size
+    settings = compute.train_settings(profile.training, "finetune", sessionbert.seed, profile.model.max_length)
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    train, validation = _split(session_splits, "train"), _split(session_splits, "validation")
+    checkpoints = _checkpoints(home, "finetuned_model", settings, config.task, _stamp(pretrained_model / "config.json"),
+                               _stamp(home / "session_splits.parquet"))
+    with mlflow_tracking.run(context, home) as run:
+        mlflow.log_params(_params(settings) | {"task": config.task})
+        model, summary = finetune(tok, pretrained_model, train, validation, settings, checkpoints, task=config.task,
+                                  report=context.log.info, callbacks=[_log_to_mlflow()])
+        target = _save(model, home / "finetuned_model", tok)
+        mlflow.log_metrics(_numbers(summary))
+        mlflow.log_artifacts(str(target), artifact_path="finetuned_model")
+        version = mlflow_tracking.register(run, "finetuned_model", f"{config.task} fine-tuning, Dagster run "
+                                                                   f"{context.run_id}")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    context.add_output_metadata(_training_metadata(summary, settings) | {
+        "task": config.task, "registered_model": f"{mlflow_tracking.registered_model} version {version}",
+        "model_version": version, "services": summary["n_services"], "pages": summary["n_pages"]})
+    return target
+
+
+@dg.asset(group_name="evaluation", kinds={"pytorch", "mlflow", "json"})
+def model_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, compute: ComputeResource,
+                     mlflow_tracking: MlflowResource, finetuned_model: Path, session_splits: pl.DataFrame,
+                     next_activity_baselines: dict) -> dict:
+    """Next service and next page of the test split (paper Table 2): SessionBERT beside the baselines.
+
+    Accuracy, weighted F1 and macro F1 per head, for SessionBERT, most popular, first-order Markov
+    and, on the synthetic world, the ceiling. Written to model_evaluation.json and MLflow.
+    """
+    home = sessionbert.home_path
+    device = compute.resolved_device()
+    model = SessionBertForNextActivity.from_pretrained(finetuned_model).to(device)
+    tok = AutoTokenizer.from_pretrained(finetuned_model)
+    predictions = predict_next_activity(model, tok, _split(session_splits, "test"),
+                                        max_length=sessionbert.size.model.max_length, bf16=compute.bf16(device))
+    storage.write_parquet(predictions, home / "model_evaluation_predictions.parquet")
+    evaluation = json.loads(json.dumps(next_activity_baselines))
+    evaluation["service"]["sessionbert"] = scores(predictions["target_service"], predictions["predicted_service"])
+    evaluation["page"]["sessionbert"] = scores(predictions["target_page"], predictions["predicted_page"])
+    evaluation["n_sessions"] = predictions.height
+    with mlflow_tracking.run(context, home):
+        mlflow.log_metrics({f"{head}_{method}_{metric}": value for head in ("service", "page")
+                            for method, figures in evaluation[head].items() for metric, value in figures.items()})
+    metadata = {"n_sessions": predictions.height, "scores": scores_table(evaluation)}
+    for head in ("service", "page"):
+        for method in ("sessionbert", "markov", "ceiling"):
+            if method in evaluation[head]:
+                metadata[f"{head}/{method}/accuracy"] = round(evaluation[head][method]["accuracy"], 4)
+    context.add_output_metadata(metadata)
+    return evaluation
+
+
+def _params(settings: TrainSettings) -> dict:
+    return dict(vars(settings))
+
+
+def _numbers(summary: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _training_metadata(summary: dict, settings: TrainSettings) -> dict:
+    return {
+        "steps": summary["steps"], "epochs": summary["epochs"], "seconds": summary["seconds"],
+        "best_validation_loss": round(summary["best_validation_loss"] or float("nan"), 4),
+        "useful_tokens_per_second": summary["useful_tokens_per_second"],
+        "parameters": summary["parameters"], "train_sessions": summary["train_sessions"],
+        "resumed_from": summary["resumed_from"] or "none", "stopped_early": summary["stopped_early"],
+        "device": settings.device, "bf16": settings.bf16,
+    }

@@ -1,0 +1,90 @@
+"""SessionBERT models: a BERT encoder from scratch (MLM), and the next-service / next-page multitask model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel, BertPreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput
+
+from sessionbert_core.config import ModelSize
+
+
+def encoder_config(size: ModelSize, vocab_size: int, pad_token_id: int) -> BertConfig:
+    return BertConfig(
+        vocab_size=vocab_size, hidden_size=size.hidden_size, num_hidden_layers=size.num_layers,
+        num_attention_heads=size.num_heads, intermediate_size=size.intermediate_size,
+        max_position_embeddings=size.max_length, pad_token_id=pad_token_id, type_vocab_size=1,
+    )
+
+
+@dataclass
+class NextActivityOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    service_logits: torch.Tensor | None = None
+    page_logits: torch.Tensor | None = None
+
+
+class NextActivityHead(nn.Module):
+    """BERT's prediction-head transform (dense, activation, layer norm), then one linear layer."""
+
+    def __init__(self, config: BertConfig, n_labels: int):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.classifier = nn.Linear(config.hidden_size, n_labels)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.norm(self.activation(self.dense(hidden))))
+
+
+class SessionBertForNextActivity(BertPreTrainedModel):
+    """The pretrained encoder with a next-service head and a next-page head.
+
+    The input ends with a [MASK] slot where the next activity goes (as at inference); both heads
+    read the encoder's state at that slot. The config carries the label vocabularies
+    (`service_labels`, `page_labels`) and the task weights; a weight of 0 turns a head's loss off
+    (the single-task ablations).
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.service_head = NextActivityHead(config, len(config.service_labels))
+        self.page_head = NextActivityHead(config, len(config.page_labels))
+        self.post_init()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                service_labels: torch.Tensor | None = None, page_labels: torch.Tensor | None = None,
+                **_: object) -> NextActivityOutput:
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        slot = _last_mask_position(input_ids, self.config.mask_token_id)
+        state = hidden[torch.arange(hidden.shape[0], device=hidden.device), slot]
+        service_logits, page_logits = self.service_head(state), self.page_head(state)
+        loss = None
+        if service_labels is not None and page_labels is not None:
+            weights = self.config.task_weights
+            loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
+            loss = (weights["service"] * loss_fn(service_logits.float(), service_labels)
+                    + weights["page"] * loss_fn(page_logits.float(), page_labels))
+        return NextActivityOutput(loss=loss, service_logits=service_logits, page_logits=page_logits)
+
+
+def _last_mask_position(input_ids: torch.Tensor, mask_token_id: int) -> torch.Tensor:
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+    return torch.where(input_ids == mask_token_id, positions, -1).max(dim=1).values.clamp(min=0)
+
+
+def next_activity_config(encoder: BertConfig, service_labels: list[str], page_labels: list[str],
+                         mask_token_id: int, task_weights: dict[str, float]) -> BertConfig:
+    config = BertConfig.from_dict(encoder.to_dict())
+    config.service_labels = list(service_labels)
+    config.page_labels = list(page_labels)
+    config.mask_token_id = mask_token_id
+    config.task_weights = dict(task_weights)
+    config.architectures = [SessionBertForNextActivity.__name__]
+    return config

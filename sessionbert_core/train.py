@@ -1,0 +1,380 @@
+"""Training: MLM pretraining on activities, multitask next-activity fine-tuning, batched prediction.
+
+Both stages run on the Hugging Face `Trainer`: dynamic padding in the collators, length-grouped
+batches, bf16 autocast, checkpoints every half epoch with resume from the last one, early
+stopping on validation loss, and callbacks that report progress and metrics to the caller.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from transformers import (
+    BertForMaskedLM,
+    EarlyStoppingCallback,
+    PreTrainedTokenizerFast,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from sessionbert_core.config import ModelSize, TrainingPlan
+from sessionbert_core.model import SessionBertForNextActivity, encoder_config, next_activity_config
+from sessionbert_core.serialize import session_text
+from sessionbert_core.tokenizer import ACTIVITY_TOKEN, MASK
+
+TASKS = {"multitask": {"service": 1.0, "page": 1.0}, "service": {"service": 1.0, "page": 0.0},
+         "page": {"service": 0.0, "page": 1.0}}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How one training stage runs; the compute resource and the profile fill it in."""
+
+    epochs: float = 3.0
+    learning_rate: float = 5e-4
+    batch_size: int = 64
+    max_length: int = 128
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    patience: int = 3  # evaluations without a better validation loss before stopping
+    evaluations_per_epoch: int = 2
+    seed: int = 0
+    device: str = "cpu"
+    bf16: bool = True
+    threads: int = 0  # 0: leave torch's default
+    max_train_sessions: int | None = None
+    every_cut: bool = False  # fine-tuning: every activity of a training session as a target, not only the last
+
+    @classmethod
+    def for_stage(cls, plan: TrainingPlan, stage: str, seed: int, max_length: int, device: str = "cpu",
+                  bf16: bool = True, threads: int = 0, batch_size: int = 0) -> TrainSettings:
+        """The settings of `stage` ("pretrain" or "finetune") from a profile's training plan."""
+        pretraining = stage == "pretrain"
+        return cls(
+            epochs=plan.pretrain_epochs if pretraining else plan.finetune_epochs,
+            learning_rate=plan.pretrain_learning_rate if pretraining else plan.finetune_learning_rate,
+            batch_size=batch_size or plan.batch_size, max_length=max_length, seed=seed, device=device, bf16=bf16,
+            threads=threads, every_cut=plan.finetune_every_cut and not pretraining, patience=plan.patience,
+        )
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    summary: dict
+
+
+class ProgressCallback(TrainerCallback):
+    """Reports step, loss, useful (non-padding) tokens per second and time left, at most every `every` seconds."""
+
+    def __init__(self, report: Callable[[str], None], every: float = 10.0):
+        self.report, self.every = report, every
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = self.last = time.perf_counter()
+        self.start_step, self.start_tokens = state.global_step, state.num_input_tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        now = time.perf_counter()
+        done = state.global_step >= state.max_steps
+        if logs is None or "loss" not in logs or (now - self.last < self.every and not done):
+            return
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        steps = max(state.global_step - self.start_step, 1)
+        tokens_per_second = (state.num_input_tokens_seen - self.start_tokens) / elapsed
+        left = (state.max_steps - state.global_step) * elapsed / steps
+        self.report(f"step {state.global_step}/{state.max_steps} epoch {state.epoch:.2f} loss {logs['loss']:.4f} "
+                    f"{tokens_per_second:,.0f} tokens/s, {left:.0f} s left")
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics:
+            shown = ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in metrics.items()
+                              if isinstance(v, float) and "runtime" not in k and "per_second" not in k)
+            self.report(f"validation at step {state.global_step}: {shown}")
+
+
+class MetricsCallback(TrainerCallback):
+    """Hands every logged figure (training loss, learning rate, validation loss) to `sink(metrics, step)`."""
+
+    def __init__(self, sink: Callable[[dict[str, float], int], None], prefix: str = ""):
+        self.sink, self.prefix = sink, prefix
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            numbers = {f"{self.prefix}{k}": float(v) for k, v in logs.items()
+                       if isinstance(v, int | float) and not isinstance(v, bool)}
+            self.sink(numbers, state.global_step)
+
+
+class ActivityMaskingCollator:
+    """Dynamic padding and MLM masking drawn among activity tokens only.
+
+    Per sequence, 15% of the activity positions (at least one, never all) are chosen afresh for
+    every batch; of those, 80% become [MASK], 10% a random activity-section token, 10% stay.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerFast, probability: float = 0.15):
+        self.tokenizer, self.probability = tokenizer, probability
+        self.activity_id = tokenizer.convert_tokens_to_ids(ACTIVITY_TOKEN)
+        self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+        self.vocab_size = len(tokenizer)
+
+    def activity_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        after_section = torch.cumsum(input_ids == self.activity_id, dim=1) > 0
+        return after_section & ~torch.isin(input_ids, self.special_ids)
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer.pad([{"input_ids": f["input_ids"]} for f in features], return_tensors="pt")
+        input_ids = batch["input_ids"]
+        candidates = self.activity_positions(input_ids)
+        n_candidates = candidates.sum(dim=1)
+        n_masked = torch.where(n_candidates >= 2,
+                               (n_candidates * self.probability).round().long().clamp(min=1), 0)
+        n_masked = torch.minimum(n_masked, (n_candidates - 1).clamp(min=0))
+        keys = torch.rand(input_ids.shape).masked_fill(~candidates, 2.0)
+        ranks = keys.argsort(dim=1).argsort(dim=1)
+        masked = (ranks < n_masked[:, None]) & candidates
+        labels = torch.where(masked, input_ids, -100)
+        draw = torch.rand(input_ids.shape)
+        replaced = masked & (draw < 0.8)
+        randomized = masked & (draw >= 0.8) & (draw < 0.9)
+        # random replacements come from the batch's own activity tokens, so they look like activities
+        pool = input_ids[candidates]
+        random_tokens = pool[torch.randint(len(pool), input_ids.shape)] if len(pool) else input_ids
+        input_ids = torch.where(replaced, self.tokenizer.mask_token_id, input_ids)
+        input_ids = torch.where(randomized, random_tokens, input_ids)
+        return {"input_ids": input_ids, "attention_mask": batch["attention_mask"], "labels": labels}
+
+
+class NextActivityCollator:
+    def __init__(self, tokenizer: PreTrainedTokenizerFast):
+        self.tokenizer = tokenizer
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer.pad([{"input_ids": f["input_ids"]} for f in features], return_tensors="pt")
+        batch["service_labels"] = torch.tensor([f["service_labels"] for f in features])
+        batch["page_labels"] = torch.tensor([f["page_labels"] for f in features])
+        return dict(batch)
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def _arguments(settings: TrainSettings, output_dir: Path, n_train: int, label_names: list[str]) -> TrainingArguments:
+    steps_per_epoch = max(math.ceil(n_train / settings.batch_size), 1)
+    every = max(steps_per_epoch // settings.evaluations_per_epoch, 1)
+    total = math.ceil(steps_per_epoch * settings.epochs)
+    return TrainingArguments(
+        output_dir=str(output_dir), num_train_epochs=settings.epochs, learning_rate=settings.learning_rate,
+        per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=settings.batch_size * 2,
+        weight_decay=settings.weight_decay, warmup_steps=int(total * settings.warmup_ratio),
+        lr_scheduler_type="linear", eval_strategy="steps", eval_steps=every, save_strategy="steps", save_steps=every,
+        save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+        logging_steps=max(total // 100, 1), bf16=settings.bf16, use_cpu=settings.device == "cpu", seed=settings.seed,
+        data_seed=settings.seed, train_sampling_strategy="group_by_length", report_to="none", disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding", dataloader_num_workers=0, label_names=label_names,
+    )
+
+
+def _run(trainer: Trainer, output_dir: Path, report: Callable[[str], None]) -> dict:
+    trainer.remove_callback(PrinterCallback)  # progress goes through ProgressCallback instead
+    resume = get_last_checkpoint(str(output_dir)) if output_dir.exists() else None
+    if resume:
+        report(f"resuming from {Path(resume).name}")
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+    state = trainer.state
+    best = state.best_metric
+    losses = [log["loss"] for log in state.log_history if "loss" in log]
+    return {"steps": state.global_step, "epochs": round(state.epoch or 0.0, 3), "seconds": round(seconds, 2),
+            "best_validation_loss": best, "final_training_loss": losses[-1] if losses else None,
+            "useful_tokens_seen": int(state.num_input_tokens_seen),
+            "useful_tokens_per_second": round(state.num_input_tokens_seen / max(seconds, 1e-9), 1),
+            "resumed_from": Path(resume).name if resume else None,
+            "stopped_early": state.global_step < state.max_steps}
+
+
+def _prepare(settings: TrainSettings) -> None:
+    _seed_everything(settings.seed)
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
+
+
+def pretrain(tokenizer: PreTrainedTokenizerFast, train_texts: Sequence[str], validation_texts: Sequence[str],
+             size: ModelSize, settings: TrainSettings, output_dir: Path, report: Callable[[str], None] = print,
+             callbacks: Sequence[TrainerCallback] = ()) -> tuple[BertForMaskedLM, dict]:
+    """BertForMaskedLM from scratch on session texts; returns the best model (lowest validation loss)."""
+    _prepare(settings)
+    collator = ActivityMaskingCollator(tokenizer)
+    train = _mlm_examples(tokenizer, train_texts, settings, collator)
+    validation = _mlm_examples(tokenizer, validation_texts, settings, collator)
+    if not train or not validation:
+        raise ValueError(f"too few sessions with two or more activities to pretrain on "
+                         f"({len(train)} train, {len(validation)} validation)")
+    model = BertForMaskedLM(encoder_config(size, len(tokenizer), tokenizer.pad_token_id))
+    trainer = Trainer(model=model, args=_arguments(settings, output_dir, len(train), ["labels"]),
+                      train_dataset=train, eval_dataset=validation, data_collator=collator,
+                      callbacks=[ProgressCallback(report), EarlyStoppingCallback(settings.patience), *callbacks])
+    summary = _run(trainer, output_dir, report)
+    summary |= {"train_sessions": len(train), "validation_sessions": len(validation),
+                "validation_perplexity": math.exp(min(summary["best_validation_loss"] or 0.0, 50.0)),
+                "parameters": sum(p.numel() for p in trainer.model.parameters())}
+    return trainer.model, summary
+
+
+def _mlm_examples(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], settings: TrainSettings,
+                  collator: ActivityMaskingCollator) -> list[dict]:
+    texts = list(texts)[: settings.max_train_sessions] if settings.max_train_sessions else list(texts)
+    encoded = tokenizer(texts, truncation=True, max_length=settings.max_length)["input_ids"]
+    examples = []
+    for ids in encoded:
+        if collator.activity_positions(torch.tensor([ids])).sum() >= 2:
+            examples.append({"input_ids": ids})
+    return examples
+
+
+# ----------------------------------------------------------------------------------------------
+# fine-tuning
+
+
+def next_activity_inputs(sessions: pl.DataFrame, every_cut: bool = False) -> pl.DataFrame:
+    """Sessions of two or more activities as model input: context, the prefix, then a [MASK] slot.
+
+    The target is the last activity (the evaluation protocol) or, with `every_cut`, each activity
+    after the first in turn, its prefix being everything before it (more training examples from
+    the same sessions; the prefix never holds the target or anything after it).
+    """
+    eligible = sessions.filter(pl.col("n_activities") >= 2)
+    if every_cut:
+        cuts = eligible.with_columns(cut=pl.int_ranges(1, pl.col("n_activities"))).explode("cut")
+    else:
+        cuts = eligible.with_columns(cut=pl.col("n_activities").cast(pl.Int64) - 1)
+    return (
+        cuts.with_columns(prefix=pl.col("activities").list.slice(0, pl.col("cut")),
+                          target_page=pl.col("activities").list.get(pl.col("cut")))
+        .with_columns(input_text=session_text(pl.col("context"), pl.col("prefix").list.concat(pl.lit([MASK]))),
+                      target_service=pl.col("target_page").str.split(";").list.first())
+        .drop("cut")
+    )
+
+
+def label_vocabularies(train: pl.DataFrame) -> tuple[list[str], list[str]]:
+    """Services and pages the heads can predict: every one seen in the training sessions."""
+    activities = train.select(pl.col("activities").explode()).to_series().drop_nulls()
+    pages = sorted(activities.unique().to_list())
+    services = sorted({a.split(";", 1)[0] for a in pages})
+    return services, pages
+
+
+def _encode_inputs(tokenizer: PreTrainedTokenizerFast, texts: list[str], max_length: int) -> list[list[int]]:
+    # keep the end of the session (the [MASK] slot) when it is too long: cut from the left
+    side = tokenizer.truncation_side
+    tokenizer.truncation_side = "left"
+    try:
+        return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    finally:
+        tokenizer.truncation_side = side
+
+
+def _next_activity_examples(tokenizer, inputs: pl.DataFrame, services: list[str], pages: list[str],
+                            max_length: int) -> list[dict]:
+    service_index = {s: i for i, s in enumerate(services)}
+    page_index = {p: i for i, p in enumerate(pages)}
+    ids = _encode_inputs(tokenizer, inputs["input_text"].to_list(), max_length)
+    return [{"input_ids": x, "service_labels": service_index.get(s, -100), "page_labels": page_index.get(p, -100)}
+            for x, s, p in zip(ids, inputs["target_service"], inputs["target_page"], strict=True)]
+
+
+def finetune(tokenizer: PreTrainedTokenizerFast, encoder_dir: Path, train_sessions: pl.DataFrame,
+             validation_sessions: pl.DataFrame, settings: TrainSettings, output_dir: Path, task: str = "multitask",
+             report: Callable[[str], None] = print,
+             callbacks: Sequence[TrainerCallback] = ()) -> tuple[SessionBertForNextActivity, dict]:
+    """The pretrained encoder with both heads, trained on next-activity targets (weights by `task`)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown fine-tuning task {task!r}: choose one of {', '.join(TASKS)}")
+    _prepare(settings)
+    services, pages = label_vocabularies(train_sessions)
+    train_inputs = next_activity_inputs(train_sessions, every_cut=settings.every_cut)
+    if settings.max_train_sessions:
+        train_inputs = train_inputs.head(settings.max_train_sessions)
+    train = _next_activity_examples(tokenizer, train_inputs, services, pages, settings.max_length)
+    validation = _next_activity_examples(tokenizer, next_activity_inputs(validation_sessions), services, pages,
+                                         settings.max_length)
+    if not train or not validation:
+        raise ValueError(f"too few sessions with two or more activities to fine-tune on "
+                         f"({len(train)} train, {len(validation)} validation)")
+    encoder = BertForMaskedLM.from_pretrained(encoder_dir).config
+    config = next_activity_config(encoder, services, pages, tokenizer.mask_token_id, TASKS[task])
+    model = SessionBertForNextActivity.from_pretrained(encoder_dir, config=config)
+    trainer = Trainer(model=model, args=_arguments(settings, output_dir, len(train), ["service_labels", "page_labels"]),
+                      train_dataset=train, eval_dataset=validation, data_collator=NextActivityCollator(tokenizer),
+                      compute_metrics=_head_accuracy, preprocess_logits_for_metrics=_argmax,
+                      callbacks=[ProgressCallback(report), EarlyStoppingCallback(settings.patience), *callbacks])
+    summary = _run(trainer, output_dir, report)
+    summary |= {"train_examples": len(train), "train_sessions": train_inputs["session_id"].n_unique(),
+                "validation_sessions": len(validation), "task": task, "every_cut": settings.every_cut,
+                "n_services": len(services), "n_pages": len(pages),
+                "parameters": sum(p.numel() for p in trainer.model.parameters()), "settings": asdict(settings)}
+    return trainer.model, summary
+
+
+def _argmax(logits, labels):
+    return tuple(x.argmax(dim=-1) for x in logits)
+
+
+def _head_accuracy(prediction) -> dict[str, float]:
+    service_pred, page_pred = prediction.predictions
+    service_true, page_true = prediction.label_ids
+    return {"service_accuracy": float((service_pred == service_true).mean()),
+            "page_accuracy": float((page_pred == page_true).mean())}
+
+
+# ----------------------------------------------------------------------------------------------
+# inference
+
+
+@torch.inference_mode()
+def predict_next_activity(model: SessionBertForNextActivity, tokenizer: PreTrainedTokenizerFast,
+                          sessions: pl.DataFrame, batch_size: int = 256, max_length: int = 128, top_k: int = 5,
+                          bf16: bool = True) -> pl.DataFrame:
+    """Top-k next services and pages (with probabilities) for each session of two or more activities.
+
+    Sessions are batched by length (little padding); memory is bounded by the batch size.
+    """
+    inputs = next_activity_inputs(sessions)
+    encoded = _encode_inputs(tokenizer, inputs["input_text"].to_list(), max_length)
+    order = np.argsort([len(x) for x in encoded], kind="stable")
+    model.eval()
+    device = next(model.parameters()).device
+    services, pages = np.array(model.config.service_labels), np.array(model.config.page_labels)
+    k_service, k_page = min(top_k, len(services)), min(top_k, len(pages))
+    rows: list[tuple] = [()] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = tokenizer.pad([{"input_ids": encoded[i]} for i in chunk], return_tensors="pt").to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        sp, si = out.service_logits.float().softmax(-1).topk(k_service)
+        pp, pi = out.page_logits.float().softmax(-1).topk(k_page)
+        for j, i in enumerate(chunk):
+            rows[i] = (services[si[j]].tolist(), sp[j].tolist(), pages[pi[j]].tolist(), pp[j].tolist())
+    return inputs.select("user_id", "session_id", "target_service", "target_page").with_columns(
+        pl.Series("services", [r[0] for r in rows], dtype=pl.List(pl.String)),
+        pl.Series("service_probabilities", [r[1] for r in rows], dtype=pl.List(pl.Float64)),
+        pl.Series("pages", [r[2] for r in rows], dtype=pl.List(pl.String)),
+        pl.Series("page_probabilities", [r[3] for r in rows], dtype=pl.List(pl.Float64)),
+    ).with_columns(predicted_service=pl.col("services").list.first(), predicted_page=pl.col("pages").list.first())

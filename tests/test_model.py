@@ -1,0 +1,131 @@
+"""SessionBERT: activity-only masking, save/load round trips, resume after interruption, a real learning test."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import dagster as dg
+import polars as pl
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer, TrainerCallback
+
+from sessionbert_assets.definitions import all_assets
+from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource, artifact_io_manager
+from sessionbert_core.config import ModelSize
+from sessionbert_core.model import SessionBertForNextActivity, encoder_config, next_activity_config
+from sessionbert_core.serialize import serialize_sessions, split_sessions
+from sessionbert_core.tokenizer import ACTIVITY_TOKEN, train_tokenizer
+from sessionbert_core.train import ActivityMaskingCollator, TrainSettings, pretrain
+
+SIZE = ModelSize(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_length=128)
+
+
+@pytest.fixture(scope="module")
+def sessions(tiny_world) -> pl.DataFrame:
+    events = pl.read_parquet(tiny_world.landing / "events-*.parquet")
+    billing = pl.read_parquet(tiny_world.landing / "billing-*.parquet")
+    return split_sessions(serialize_sessions(events, billing))
+
+
+@pytest.fixture(scope="module")
+def session_tokenizer(sessions):
+    return train_tokenizer(sessions.filter(pl.col("split") == "train")["text"].to_list(), "wordpiece")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple:
+    """The whole graph materialized once on tiny, through Dagster, with MLflow on SQLite."""
+    home = tmp_path_factory.mktemp("trained") / "home"
+    sessionbert = SessionBertResource(home=str(home), source="synthetic", profile="tiny", seed=0)
+    resources = {"sessionbert": sessionbert, "io_manager": artifact_io_manager, "compute": ComputeResource(),
+                 "mlflow_tracking": MlflowResource(tracking_uri="")}
+    result = dg.materialize(all_assets, resources=resources, instance=dg.DagsterInstance.ephemeral())
+    return home, result
+
+
+def test_masked_positions_are_activities(sessions, session_tokenizer):
+    collator = ActivityMaskingCollator(session_tokenizer)
+    texts = sessions["text"].head(64).to_list()
+    features = [{"input_ids": ids} for ids in session_tokenizer(texts, truncation=True, max_length=128)["input_ids"]]
+    batch = collator(features)
+    original = session_tokenizer.pad(features, return_tensors="pt")["input_ids"]
+    candidates = collator.activity_positions(original)
+    masked = batch["labels"] != -100
+    activity_id = session_tokenizer.convert_tokens_to_ids(ACTIVITY_TOKEN)
+    assert masked.any()
+    assert not (masked & ~candidates).any()  # never a context, section, [SEP] or padding position
+    assert (batch["labels"][masked] == original[masked]).all()
+    assert not torch.isin(original[masked], torch.tensor([*session_tokenizer.all_special_ids, activity_id])).any()
+    n_candidates, n_masked = candidates.sum(1), masked.sum(1)
+    eligible = n_candidates >= 2
+    assert (n_masked[eligible] >= 1).all() and (n_masked[eligible] < n_candidates[eligible]).all()
+    again = collator(features)["labels"] != -100
+    assert not torch.equal(masked, again)  # drawn afresh for every batch
+
+
+def test_models_round_trip_and_automodel_loads_the_encoder(tmp_path, session_tokenizer):
+    encoder = encoder_config(SIZE, len(session_tokenizer), session_tokenizer.pad_token_id)
+    config = next_activity_config(encoder, ["iam", "vpc"], ["iam;users", "vpc;subnets", "vpc;vpcs"],
+                                  session_tokenizer.mask_token_id, {"service": 1.0, "page": 1.0})
+    model = SessionBertForNextActivity(config).eval()
+    model.save_pretrained(tmp_path / "m")
+    session_tokenizer.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "model.safetensors").exists()
+    loaded = SessionBertForNextActivity.from_pretrained(tmp_path / "m").eval()
+    ids = AutoTokenizer.from_pretrained(tmp_path / "m")(["[activity] iam;users [SEP] [MASK]"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(model(**ids).page_logits, loaded(**ids).page_logits)
+        encoder_only = AutoModel.from_pretrained(tmp_path / "m").eval()
+        assert torch.allclose(encoder_only(**ids).last_hidden_state, model.bert(**ids).last_hidden_state, atol=1e-6)
+    assert loaded.config.page_labels == ["iam;users", "vpc;subnets", "vpc;vpcs"]
+
+
+class _Interrupt(TrainerCallback):
+    """Kills training right after the first checkpoint is written, as a crash or a lost machine would."""
+
+    def on_save(self, args, state, control, **kwargs):
+        raise KeyboardInterrupt("simulated kill after the first checkpoint")
+
+
+def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, sessions, session_tokenizer):
+    train = sessions.filter(pl.col("split") == "train")["text"].to_list()[:300]
+    validation = sessions.filter(pl.col("split") == "validation")["text"].to_list()[:100]
+    settings = TrainSettings(epochs=2, batch_size=32, learning_rate=1e-3, bf16=False)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(session_tokenizer, train, validation, SIZE, settings, tmp_path, report=lambda _: None,
+                 callbacks=[_Interrupt()])
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-5"]
+    _, summary = pretrain(session_tokenizer, train, validation, SIZE, settings, tmp_path, report=lambda _: None)
+    assert summary["resumed_from"] == "checkpoint-5"
+    assert summary["steps"] == 20
+
+
+def test_graph_trains_and_evaluates_on_tiny(trained):
+    home, result = trained
+    assert result.success
+    for folder in ("tokenizer", "pretrained_model", "finetuned_model"):
+        assert (home / folder).is_dir()
+    assert AutoModel.from_pretrained(home / "pretrained_model").config.hidden_size == 64
+
+
+def test_finetuned_model_beats_popularity_on_tiny(trained):
+    home, _ = trained
+    evaluation = json.loads((home / "model_evaluation.json").read_text())
+    for head in ("service", "page"):
+        assert evaluation[head]["sessionbert"]["accuracy"] > evaluation[head]["popularity"]["accuracy"] + 0.05
+    assert {"markov", "ceiling"} <= set(evaluation["service"])
+
+
+def test_mlflow_runs_and_a_registered_model_version_exist(trained):
+    home, result = trained
+    with sqlite3.connect(home / "mlflow.db") as db:
+        tags = db.execute("select key, value from tags where key in ('dagster.asset_key', 'dagster.run_id')").fetchall()
+        versions = db.execute("select name, version, run_id from model_versions").fetchall()
+        losses = db.execute("select count(*) from metrics where key = 'loss'").fetchone()[0]
+    assets = {value for key, value in tags if key == "dagster.asset_key"}
+    assert {"tokenizer", "pretrained_model", "finetuned_model", "model_evaluation"} <= assets
+    assert (("dagster.run_id", result.run_id) in tags)
+    assert [(name, version) for name, version, _ in versions] == [("sessionbert", 1)]
+    assert losses > 10  # per-step training loss
