@@ -117,6 +117,15 @@ class MetricsCallback(TrainerCallback):
             self.sink(numbers, state.global_step)
 
 
+class WeightsOnlyCheckpoints(TrainerCallback):
+    """Drops `training_args.bin` (a pickled object resume never reads) from each checkpoint, so every file
+    left loads with `torch.load(weights_only=True)`: tensors, the optimizer and scheduler state, and the
+    RNG state (numpy arrays, which the Trainer loads under its own allow-list)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        Path(args.output_dir, f"checkpoint-{state.global_step}", "training_args.bin").unlink(missing_ok=True)
+
+
 class ActivityMaskingCollator:
     """Dynamic padding and MLM masking drawn among activity tokens only.
 
@@ -228,7 +237,8 @@ def pretrain(tokenizer: PreTrainedTokenizerFast, train_texts: Sequence[str], val
     model = BertForMaskedLM(encoder_config(size, len(tokenizer), tokenizer.pad_token_id))
     trainer = Trainer(model=model, args=_arguments(settings, output_dir, len(train), ["labels"]),
                       train_dataset=train, eval_dataset=validation, data_collator=collator,
-                      callbacks=[ProgressCallback(report), EarlyStoppingCallback(settings.patience), *callbacks])
+                      callbacks=[WeightsOnlyCheckpoints(), ProgressCallback(report),
+                                 EarlyStoppingCallback(settings.patience), *callbacks])
     summary = _run(trainer, output_dir, report)
     summary |= {"train_sessions": len(train), "validation_sessions": len(validation),
                 "validation_perplexity": math.exp(min(summary["best_validation_loss"] or 0.0, 50.0)),
@@ -323,7 +333,8 @@ def finetune(tokenizer: PreTrainedTokenizerFast, encoder_dir: Path, train_sessio
     trainer = Trainer(model=model, args=_arguments(settings, output_dir, len(train), ["service_labels", "page_labels"]),
                       train_dataset=train, eval_dataset=validation, data_collator=NextActivityCollator(tokenizer),
                       compute_metrics=_head_accuracy, preprocess_logits_for_metrics=_argmax,
-                      callbacks=[ProgressCallback(report), EarlyStoppingCallback(settings.patience), *callbacks])
+                      callbacks=[WeightsOnlyCheckpoints(), ProgressCallback(report),
+                                 EarlyStoppingCallback(settings.patience), *callbacks])
     summary = _run(trainer, output_dir, report)
     summary |= {"train_examples": len(train), "train_sessions": train_inputs["session_id"].n_unique(),
                 "validation_sessions": len(validation), "task": task, "every_cut": settings.every_cut,

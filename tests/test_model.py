@@ -97,6 +97,9 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, session
         pretrain(session_tokenizer, train, validation, SIZE, settings, tmp_path, report=lambda _: None,
                  callbacks=[_Interrupt()])
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-5"]
+    for state in (tmp_path / "checkpoint-5").glob("*.pt"):
+        torch.load(state, weights_only=True)  # optimizer and scheduler: tensors and plain state
+    assert not (tmp_path / "checkpoint-5" / "training_args.bin").exists()
     _, summary = pretrain(session_tokenizer, train, validation, SIZE, settings, tmp_path, report=lambda _: None)
     assert summary["resumed_from"] == "checkpoint-5"
     assert summary["steps"] == 20
