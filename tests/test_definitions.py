@@ -109,3 +109,20 @@ def test_run_config_override_moves_every_artifact(tmp_path):
     assert result.success
     assert (home / "raw_sessions.parquet").exists() and (home / "next_activity_baselines.json").exists()
     assert not (tmp_path / "default").exists()
+
+
+def test_training_assets_share_the_gpu_pool_and_retry():
+    graph = defs.resolve_asset_graph()
+    for name in ("pretrained_model", "finetuned_model"):
+        node = graph.get(dg.AssetKey(name))
+        assert node.pools == {"gpu"}, name
+        assert node.assets_def.op.retry_policy.max_retries >= 1, name
+
+
+def test_instance_limits_the_gpu_pool_to_one(tmp_path, monkeypatch):
+    from sessionbert_assets.instance import prepare
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    dagster_home = prepare(tmp_path)
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert instance.event_log_storage.get_concurrency_info("gpu").limit == 1
