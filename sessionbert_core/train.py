@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 import torch
 from transformers import (
+    BertConfig,
     BertForMaskedLM,
     EarlyStoppingCallback,
     PreTrainedTokenizerFast,
@@ -248,7 +249,10 @@ def pretrain(tokenizer: PreTrainedTokenizerFast, train_texts: Sequence[str], val
 
 def _mlm_examples(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], settings: TrainSettings,
                   collator: ActivityMaskingCollator) -> list[dict]:
-    texts = list(texts)[: settings.max_train_sessions] if settings.max_train_sessions else list(texts)
+    texts = list(texts)
+    if settings.max_train_sessions and len(texts) > settings.max_train_sessions:  # texts are user-sorted
+        keep = np.random.default_rng(settings.seed).choice(len(texts), settings.max_train_sessions, replace=False)
+        texts = [texts[i] for i in sorted(keep)]
     encoded = tokenizer(texts, truncation=True, max_length=settings.max_length)["input_ids"]
     examples = []
     for ids in encoded:
@@ -319,15 +323,15 @@ def finetune(tokenizer: PreTrainedTokenizerFast, encoder_dir: Path, train_sessio
     _prepare(settings)
     services, pages = label_vocabularies(train_sessions)
     train_inputs = next_activity_inputs(train_sessions, every_cut=settings.every_cut)
-    if settings.max_train_sessions:
-        train_inputs = train_inputs.head(settings.max_train_sessions)
+    if settings.max_train_sessions and train_inputs.height > settings.max_train_sessions:
+        train_inputs = train_inputs.sample(settings.max_train_sessions, seed=settings.seed)  # rows are user-sorted
     train = _next_activity_examples(tokenizer, train_inputs, services, pages, settings.max_length)
     validation = _next_activity_examples(tokenizer, next_activity_inputs(validation_sessions), services, pages,
                                          settings.max_length)
     if not train or not validation:
         raise ValueError(f"too few sessions with two or more activities to fine-tune on "
                          f"({len(train)} train, {len(validation)} validation)")
-    encoder = BertForMaskedLM.from_pretrained(encoder_dir).config
+    encoder = BertConfig.from_pretrained(encoder_dir)
     config = next_activity_config(encoder, services, pages, tokenizer.mask_token_id, TASKS[task])
     model = SessionBertForNextActivity.from_pretrained(encoder_dir, config=config)
     trainer = Trainer(model=model, args=_arguments(settings, output_dir, len(train), ["service_labels", "page_labels"]),
