@@ -27,11 +27,14 @@ from transformers import (
 )
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging as transformers_logging
 
 from sessionbert_core.config import ModelSize, TrainingPlan
 from sessionbert_core.model import SessionBertForNextActivity, encoder_config, next_activity_config
 from sessionbert_core.serialize import session_text
 from sessionbert_core.tokenizer import ACTIVITY_TOKEN, MASK
+
+transformers_logging.disable_progress_bar()  # progress goes to the caller's log, not to tqdm bars
 
 TASKS = {"multitask": {"service": 1.0, "page": 1.0}, "service": {"service": 1.0, "page": 0.0},
          "page": {"service": 0.0, "page": 1.0}}
