@@ -113,7 +113,7 @@ def ingest_landing(folder: Path, pseudonym_key: bytes) -> Ingested:
 
 
 # ----------------------------------------------------------------------------------------------
-# reading: every file becomes string columns plus _file, _line, _raw and _reason (a read problem)
+# reading: every file becomes string columns plus _file, _line, _raw (all the user's columns) and _reason
 
 
 def _read_table(path: Path, name: str, required: tuple[str, ...], optional: tuple[str, ...]) -> pl.DataFrame:
@@ -124,7 +124,7 @@ def _read_table(path: Path, name: str, required: tuple[str, ...], optional: tupl
             frame = frame.with_columns(_line=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
                                        _reason=pl.lit(None, pl.String))
         elif suffix == ".csv":
-            frame = _read_csv(path)
+            frame = _read_csv(path, name)
         else:
             frame = _read_jsonl(path)
     except IngestError:
@@ -136,19 +136,17 @@ def _read_table(path: Path, name: str, required: tuple[str, ...], optional: tupl
         found = ", ".join(c for c in frame.columns if not c.startswith("_")) or "none"
         raise IngestError(f"{name}: missing required column(s) {', '.join(missing)} (columns found: {found})")
     columns = [c for c in (*required, *optional) if c in frame.columns]
-    typed_time = {c: frame[c].dtype for c in ("timestamp", "date") if c in frame.columns}
-    strings = frame.select(
+    given = [c for c in frame.columns if not c.startswith("_")]  # every column the user gave, for the raw row
+    raw = pl.struct([_as_string(c, frame[c].dtype) for c in given]).struct.json_encode()
+    typed = [c for c in ("timestamp", "date") if c in columns and frame[c].dtype != pl.String]
+    return frame.select(
         *[_as_string(c, frame[c].dtype) for c in columns],
-        *[pl.col(c).alias(f"_typed_{c}") for c in typed_time if frame[c].dtype != pl.String],
+        *[pl.col(c).alias(f"_typed_{c}") for c in typed],
         "_line",
         "_reason",
         *(["_detail"] if "_detail" in frame.columns else []),
-        *(["_raw_line"] if "_raw_line" in frame.columns else []),
-    )
-    return strings.with_columns(
         _file=pl.lit(name),
-        _raw=pl.coalesce(*(["_raw_line"] if "_raw_line" in frame.columns else []),
-                         pl.struct(columns).struct.json_encode()),
+        _raw=pl.coalesce(pl.col("_raw_line"), raw) if "_raw_line" in frame.columns else raw,
     )
 
 
@@ -160,7 +158,7 @@ def _as_string(column: str, dtype: pl.DataType) -> pl.Expr:
     return pl.col(column).cast(pl.String, strict=False).alias(column)
 
 
-def _read_csv(path: Path) -> pl.DataFrame:
+def _read_csv(path: Path, name: str) -> pl.DataFrame:
     try:
         frame = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy")
         # one physical line per record unless quoted fields hold newlines; header is line 1
@@ -172,7 +170,7 @@ def _read_csv(path: Path) -> pl.DataFrame:
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if not header:
-        raise IngestError(f"{path.name}: empty CSV file (no header line)")
+        raise IngestError(f"{name}: empty CSV file (no header line)")
     rows, lines, reasons, details = [], [], [], []
     for record in reader:
         lines.append(reader.line_num)

@@ -61,6 +61,14 @@ def test_quarantine_rows_point_at_file_and_line(landing):
     assert json.loads(row["raw"])["timestamp"] == "yesterday at noon"
 
 
+def test_quarantine_keeps_columns_outside_the_contract(landing):
+    folder = landing({"events.csv": "user_id,session_id,timestamp,service,page,referrer\n"
+                                    "u1,s1,not a time,compute,home,https://example.org/x\n"})
+    raw = json.loads(ingest_landing(folder, KEY).quarantine["raw"].item())
+    assert raw == {"user_id": "u1", "session_id": "s1", "timestamp": "not a time", "service": "compute",
+                   "page": "home", "referrer": "https://example.org/x"}
+
+
 def test_timestamps_and_tiers_are_normalized(landing):
     folder = landing({"events.csv": HEADER + "\n".join(GOOD) + "\n"})
     events = ingest_landing(folder, KEY).events
