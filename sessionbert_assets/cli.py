@@ -36,17 +36,28 @@ def _value(entry: dg.MetadataValue) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _selected_keys(defs: dg.Definitions, selection: str) -> list[dg.AssetKey]:
+    """The named assets, plus what is computed together with them (the outputs of one multi-asset)."""
+    graph = defs.resolve_asset_graph()
+    known = {key.to_user_string(): key for key in graph.get_all_asset_keys()}
+    names = [name.strip() for name in selection.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown asset(s) {', '.join(unknown)}; the assets are: {', '.join(sorted(known))}")
+    keys = {key for name in names for key in graph.get(known[name]).assets_def.keys}
+    return sorted(keys, key=lambda key: key.to_user_string())
+
+
 def run(selection: str | None) -> int:
     settings = settings_from_env()
     prepare(settings.home)
     from sessionbert_assets.definitions import defs  # after DAGSTER_HOME is set
 
     job = defs.resolve_job_def("sessionbert_main")
+    keys = _selected_keys(defs, selection) if selection else None
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False,
-                                        asset_selection=[dg.AssetKey(k) for k in selection.split(",")]
-                                        if selection else None)
+        result = job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=keys)
         elapsed = time.perf_counter() - started
         print(f"\nSessionBERT run {result.run_id} on source={settings.source} profile={settings.profile}: "
               f"{'succeeded' if result.success else 'FAILED'} in {elapsed:.1f} s")

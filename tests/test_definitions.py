@@ -126,3 +126,12 @@ def test_instance_limits_the_gpu_pool_to_one(tmp_path, monkeypatch):
     dagster_home = prepare(tmp_path)
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         assert instance.event_log_storage.get_concurrency_info("gpu").limit == 1
+
+
+def test_cli_selection_takes_siblings_and_names_unknown_assets():
+    from sessionbert_assets.cli import _selected_keys
+
+    keys = {key.to_user_string() for key in _selected_keys(defs, "raw_sessions")}
+    assert keys == {"raw_sessions", "quarantined_events", "billing_records"}
+    with pytest.raises(ValueError, match="unknown asset\\(s\\) raw_session;"):
+        _selected_keys(defs, "raw_session")
