@@ -25,6 +25,15 @@ def date_range(frame: pl.DataFrame, column: str) -> str:
     return f"{frame[column].min()} to {frame[column].max()}"
 
 
+def evaluation_metadata(evaluation: dict) -> dict:
+    """A next-activity evaluation as metadata: the scores table and each method's accuracy per head."""
+    metadata = {"n_sessions": evaluation["n_sessions"], "scores": scores_table(evaluation)}
+    for head in ("service", "page"):
+        for method, figures in evaluation.get(head, {}).items():
+            metadata[f"{head}/{method}/accuracy"] = round(figures["accuracy"], 4)
+    return metadata
+
+
 def scores_table(evaluation: dict) -> dg.MetadataValue:
     """A next-activity evaluation as a table: method by head and metric."""
     rows = []

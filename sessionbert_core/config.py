@@ -84,33 +84,23 @@ class Settings:
     source: str
     profile: str
     personas: str | None
-    device: str
     seed: int
-    mlflow_tracking_uri: str
-
-    @property
-    def is_synthetic(self) -> bool:
-        return self.source == "synthetic"
 
 
-def default_home() -> Path:
-    return Path(os.environ.get("SESSIONBERT_HOME") or PROJECT_ROOT / ".sessionbert").resolve()
+def default_home(env: dict[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("SESSIONBERT_HOME") or PROJECT_ROOT / ".sessionbert").resolve()
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
+    """The data settings (device and MLflow belong to the compute and MLflow resources)."""
     env = dict(os.environ if env is None else env)
-    home = Path(env.get("SESSIONBERT_HOME") or PROJECT_ROOT / ".sessionbert").resolve()
     profile = env.get("SESSIONBERT_PROFILE") or "small"
     get_profile(profile)
-    device = env.get("SESSIONBERT_DEVICE") or "auto"
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"SESSIONBERT_DEVICE must be auto, cpu or cuda, not {device!r}")
     return Settings(
-        home=home,
+        home=default_home(env),
         source=env.get("SESSIONBERT_SOURCE") or "synthetic",
         profile=profile,
         personas=env.get("SESSIONBERT_PERSONAS") or None,
-        device=device,
         seed=int(env.get("SESSIONBERT_SEED") or 0),
-        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
     )

@@ -6,18 +6,30 @@ import polars as pl
 from sklearn.metrics import accuracy_score, f1_score
 
 from sessionbert_core.baselines import MarkovBaseline, PopularityBaseline
+from sessionbert_core.serialize import session_text
+
+MASK = "[MASK]"  # the slot where the next activity goes (the tokenizer's mask token)
 
 
-def next_activity_targets(sessions: pl.DataFrame) -> pl.DataFrame:
-    """Sessions with at least two activities: the prefix without the last activity, and its targets."""
+def next_activity_inputs(sessions: pl.DataFrame, every_cut: bool = False) -> pl.DataFrame:
+    """Sessions of two or more activities as model input: context, the prefix, then a [MASK] slot.
+
+    The target is the last activity (the evaluation protocol) or, with `every_cut`, each activity
+    after the first in turn, its prefix being everything before it (more training examples from
+    the same sessions; the prefix never holds the target or anything after it).
+    """
+    eligible = sessions.filter(pl.col("n_activities") >= 2)
+    if every_cut:
+        cuts = eligible.with_columns(cut=pl.int_ranges(1, pl.col("n_activities"))).explode("cut")
+    else:
+        cuts = eligible.with_columns(cut=pl.col("n_activities").cast(pl.Int64) - 1)
     return (
-        sessions.filter(pl.col("n_activities") >= 2)
-        .with_columns(
-            prefix=pl.col("activities").list.slice(0, pl.col("n_activities") - 1),
-            previous=pl.col("activities").list.get(-2),
-            target_page=pl.col("activities").list.get(-1),
-        )
-        .with_columns(target_service=pl.col("target_page").str.split(";").list.first())
+        cuts.with_columns(prefix=pl.col("activities").list.slice(0, pl.col("cut")),
+                          target_page=pl.col("activities").list.get(pl.col("cut")))
+        .with_columns(input_text=session_text(pl.col("context"), pl.col("prefix").list.concat(pl.lit([MASK]))),
+                      previous=pl.col("prefix").list.last(),
+                      target_service=pl.col("target_page").str.split(";").list.first())
+        .drop("cut")
     )
 
 
@@ -46,9 +58,9 @@ def baseline_scores(train: pl.DataFrame, test: pl.DataFrame, ceiling: pl.DataFra
 
     `ceiling` has session_id, ceiling_service and ceiling_activity: the best prediction given the true task.
     """
-    fit_on = next_activity_targets(train)
+    fit_on = next_activity_inputs(train)
     pairs = transitions(train)
-    targets = next_activity_targets(test)
+    targets = next_activity_inputs(test)
     result: dict = {"service": {}, "page": {}, "n_sessions": targets.height}
     if targets.height == 0:
         return result

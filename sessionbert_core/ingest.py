@@ -29,6 +29,7 @@ MAX_CHARS = 512
 CONTROL_CHARS = r"[\x00-\x1f\x7f]"
 EARLIEST, LATEST = "1990-01-01", "2100-01-01"
 _TIER_BY_KEY = {t.lower().replace(" ", ""): t for t in TIERS}
+_TIER_KEY = pl.col("billing_tier").str.to_lowercase().str.replace_all(r"[\s_-]", "")  # "very_high" -> "veryhigh"
 
 QUARANTINE_SCHEMA = {"source_file": pl.String, "line": pl.Int64, "kind": pl.String, "reason": pl.String,
                      "detail": pl.String, "raw": pl.String}
@@ -285,14 +286,13 @@ def _validated_events(frame: pl.DataFrame) -> pl.DataFrame:
         if c not in frame.columns:
             frame = frame.with_columns(pl.lit(None, pl.String).alias(c))
     frame = frame.with_columns(_ts=_parsed_timestamp(frame))
-    tier_key = pl.col("billing_tier").str.to_lowercase().str.replace_all(r"[\s_-]", "")
     rules = _text_problems(frame, EVENT_COLUMNS, OPTIONAL_COLUMNS)
     rules += [
         (pl.col("_ts").is_null(), "unparseable timestamp", pl.col("timestamp").str.slice(0, 60)),
         ((pl.col("_ts") < pl.lit(EARLIEST).str.to_datetime(time_zone="UTC"))
          | (pl.col("_ts") >= pl.lit(LATEST).str.to_datetime(time_zone="UTC")),
          f"timestamp outside {EARLIEST[:4]}-{LATEST[:4]}", pl.col("timestamp").str.slice(0, 60)),
-        (pl.col("billing_tier").str.strip_chars().ne("") & ~tier_key.is_in(list(_TIER_BY_KEY)),
+        (pl.col("billing_tier").str.strip_chars().ne("") & ~_TIER_KEY.is_in(list(_TIER_BY_KEY)),
          "unknown billing tier", pl.col("billing_tier").str.slice(0, 60)),
     ]
     return _first_reason(frame, rules)
@@ -331,13 +331,12 @@ def _validated_billing(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _kept_events(events: pl.DataFrame) -> pl.DataFrame:
-    tier_key = pl.col("billing_tier").str.to_lowercase().str.replace_all(r"[\s_-]", "")
     kept = events.filter(pl.col("_reason").is_null()).select(
         *[pl.col(c).str.strip_chars() for c in ("user_id", "session_id")],
         pl.col("_ts").alias("timestamp"),
         *[pl.col(c).str.strip_chars() for c in ("service", "page")],
         *[pl.col(c).str.strip_chars().replace("", None) for c in ("country", "city")],
-        tier_key.replace_strict(_TIER_BY_KEY, default=None).alias("billing_tier"),
+        _TIER_KEY.replace_strict(_TIER_BY_KEY, default=None).alias("billing_tier"),
     )
     return kept.with_columns(_start=pl.col("timestamp").min().over("user_id", "session_id")).sort(
         "user_id", "_start", "session_id", "timestamp").drop("_start").cast(EVENT_SCHEMA)

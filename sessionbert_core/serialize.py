@@ -8,6 +8,8 @@ its context, or every next-activity figure measured on it would be void.
 
 from __future__ import annotations
 
+import hashlib
+
 import polars as pl
 
 SECTION_TOKENS = (
@@ -145,8 +147,6 @@ def split_sessions(sessions: pl.DataFrame, seed: int = 0,
     The assignment is a keyed hash of (user_id, session_id), so a session keeps its split when
     other sessions are added or removed, and no session can be in two splits.
     """
-    import hashlib
-
     total = sum(proportions)
     train_cut, validation_cut = proportions[0] / total, (proportions[0] + proportions[1]) / total
     key = f"sessionbert-split-{seed}".encode()

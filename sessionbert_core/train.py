@@ -30,9 +30,9 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as transformers_logging
 
 from sessionbert_core.config import ModelSize, TrainingPlan
+from sessionbert_core.evaluate import next_activity_inputs
 from sessionbert_core.model import SessionBertForNextActivity, encoder_config, next_activity_config
-from sessionbert_core.serialize import session_text
-from sessionbert_core.tokenizer import ACTIVITY_TOKEN, MASK
+from sessionbert_core.tokenizer import ACTIVITY_TOKEN
 
 transformers_logging.disable_progress_bar()  # progress goes to the caller's log, not to tqdm bars
 
@@ -266,27 +266,6 @@ def _mlm_examples(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], sett
 
 # ----------------------------------------------------------------------------------------------
 # fine-tuning
-
-
-def next_activity_inputs(sessions: pl.DataFrame, every_cut: bool = False) -> pl.DataFrame:
-    """Sessions of two or more activities as model input: context, the prefix, then a [MASK] slot.
-
-    The target is the last activity (the evaluation protocol) or, with `every_cut`, each activity
-    after the first in turn, its prefix being everything before it (more training examples from
-    the same sessions; the prefix never holds the target or anything after it).
-    """
-    eligible = sessions.filter(pl.col("n_activities") >= 2)
-    if every_cut:
-        cuts = eligible.with_columns(cut=pl.int_ranges(1, pl.col("n_activities"))).explode("cut")
-    else:
-        cuts = eligible.with_columns(cut=pl.col("n_activities").cast(pl.Int64) - 1)
-    return (
-        cuts.with_columns(prefix=pl.col("activities").list.slice(0, pl.col("cut")),
-                          target_page=pl.col("activities").list.get(pl.col("cut")))
-        .with_columns(input_text=session_text(pl.col("context"), pl.col("prefix").list.concat(pl.lit([MASK]))),
-                      target_service=pl.col("target_page").str.split(";").list.first())
-        .drop("cut")
-    )
 
 
 def label_vocabularies(train: pl.DataFrame) -> tuple[list[str], list[str]]:

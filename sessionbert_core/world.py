@@ -335,14 +335,9 @@ def _draw(rng: np.random.Generator, cum: np.ndarray) -> np.ndarray:
     return np.minimum((u > cum).sum(axis=1), cum.shape[1] - 1)
 
 
-def _walk_sessions(structure: WorldStructure, tables: _ChainTables, sessions: pl.DataFrame,
+def _walk_sessions(tables: _ChainTables, task_ids: np.ndarray, focus_ids: np.ndarray, lengths: np.ndarray,
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Activity ids (sessions x max length, -1 padded) and the chain state before each last activity."""
-    task_ids = sessions["task"].replace_strict(structure.task_index, return_dtype=pl.Int64).to_numpy()
-    lengths = sessions["length"].to_numpy()
-    index = structure.activity_index
-    focus = sessions["focus_service"].to_list()
-    focus_ids = np.array([index[f"catalog;{f}"] if f else -1 for f in focus], dtype=np.int64)
     n, l_max = len(task_ids), int(lengths.max(initial=1))
     acts = np.full((n, l_max), -1, dtype=np.int64)
     prev_state = np.zeros(n, dtype=np.int64)
@@ -460,13 +455,14 @@ def generate_world(root: Path, size: WorldSize, seed: int) -> WorldPaths:
 def _chunk_events(structure: WorldStructure, tables: _ChainTables, part: _Chunk,
                   rng: np.random.Generator) -> tuple[pl.DataFrame, pl.DataFrame]:
     sessions = part.sessions
-    acts, prev_state = _walk_sessions(structure, tables, sessions, rng)
     task_ids = sessions["task"].replace_strict(structure.task_index, return_dtype=pl.Int64).to_numpy()
     index = structure.activity_index
-    focus_ids = np.array([index[f"catalog;{f}"] if f else -1 for f in sessions["focus_service"].to_list()])
+    focus_ids = np.array([index[f"catalog;{f}"] if f else -1 for f in sessions["focus_service"].to_list()],
+                         dtype=np.int64)
+    lengths = sessions["length"].to_numpy()
+    acts, prev_state = _walk_sessions(tables, task_ids, focus_ids, lengths, rng)
     best_page, best_service = _ceilings(structure, tables, task_ids, prev_state, focus_ids)
 
-    lengths = sessions["length"].to_numpy()
     rows = np.repeat(np.arange(len(lengths)), lengths)
     positions = np.concatenate([np.arange(n) for n in lengths]) if len(lengths) else np.zeros(0, dtype=np.int64)
     activity = np.array(structure.activities)[acts[rows, positions]]

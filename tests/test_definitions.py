@@ -94,6 +94,8 @@ def test_unreadable_landing_file_fails_the_run_with_its_name(tmp_path):
 
 def test_build_definitions_accepts_a_configured_resource(tmp_path):
     custom = build_definitions(SessionBertResource(home=str(tmp_path), source="synthetic", profile="tiny"))
+    bound = custom.resources["sessionbert"]
+    assert (bound.home, bound.profile) == (str(tmp_path), "tiny")
     assert custom.resolve_job_def("sessionbert_main") is not None
 
 

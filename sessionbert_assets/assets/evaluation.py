@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 
 from sessionbert_assets.assets.source import world_paths
-from sessionbert_assets.metadata import scores_table
+from sessionbert_assets.metadata import evaluation_metadata
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core import storage
 from sessionbert_core.evaluate import baseline_scores
@@ -27,10 +27,7 @@ def next_activity_baselines(context: dg.AssetExecutionContext, sessionbert: Sess
     test = session_splits.filter(pl.col("split") == "test")
     evaluation = baseline_scores(train, test, ceiling)
     storage.write_json(evaluation, sessionbert.home_path / "next_activity_baselines.json")
-    metadata = {"n_sessions": evaluation["n_sessions"], "scores": scores_table(evaluation)}
-    for head in ("service", "page"):
-        for method, figures in evaluation[head].items():
-            metadata[f"{head}/{method}/accuracy"] = round(figures["accuracy"], 4)
+    metadata = evaluation_metadata(evaluation)
     if ceiling is not None and "ceiling" in evaluation["service"]:
         for head in ("service", "page"):
             gap = evaluation[head]["ceiling"]["accuracy"] - evaluation[head]["markov"]["accuracy"]

@@ -11,7 +11,7 @@ import polars as pl
 from transformers import AutoTokenizer
 from transformers.trainer_callback import TrainerCallback
 
-from sessionbert_assets.metadata import scores_table, table
+from sessionbert_assets.metadata import evaluation_metadata, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import storage
 from sessionbert_core.evaluate import scores
@@ -169,12 +169,7 @@ def model_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBert
     with mlflow_tracking.run(context, home):
         mlflow.log_metrics({f"{head}_{method}_{metric}": value for head in ("service", "page")
                             for method, figures in evaluation[head].items() for metric, value in figures.items()})
-    metadata = {"n_sessions": predictions.height, "scores": scores_table(evaluation)}
-    for head in ("service", "page"):
-        for method in ("sessionbert", "markov", "ceiling"):
-            if method in evaluation[head]:
-                metadata[f"{head}/{method}/accuracy"] = round(evaluation[head][method]["accuracy"], 4)
-    context.add_output_metadata(metadata)
+    context.add_output_metadata(evaluation_metadata(evaluation))
     return evaluation
 
 
