@@ -1,4 +1,4 @@
-"""`sessionbert run`: materialize the main job in the project's Dagster instance and print a summary."""
+"""`sessionbert run` materializes the main job and prints a summary; `sessionbert recommend USER` looks one user up."""
 
 from __future__ import annotations
 
@@ -28,6 +28,13 @@ SUMMARY_KEYS = {
     "model_evaluation": ("n_sessions", "service/sessionbert/accuracy", "service/markov/accuracy",
                          "service/ceiling/accuracy", "page/sessionbert/accuracy", "page/markov/accuracy",
                          "page/ceiling/accuracy"),
+    "session_embeddings": ("sessions", "pooling", "sessions_per_second"),
+    "cluster_sweep": ("k", "users", "sample_users", "baseline_users"),
+    "persona_mapping": ("not_enough_signal", "personas"),
+    "persona_evaluation": ("k", "ari", "nmi", "accuracy"),
+    "recommendation_table": ("users", "users_with_recommendations", "ranker"),
+    "hit_at_k_evaluation": ("D10/n_users", "D10/sessionbert/hit@5", "D10/sessionbert_persona/hit@5",
+                            "D10/oracle/hit@5", "persona_fit/true"),
 }
 
 
@@ -82,15 +89,42 @@ def run(selection: str | None) -> int:
     return 0
 
 
+def recommend(user_id: str) -> int:
+    """Print one user's new-service recommendations and persona from the materialized artifacts."""
+    import polars as pl
+
+    from sessionbert_core.recommend import lookup
+
+    home = settings_from_env().home
+    path = home / "recommendation_table.parquet"
+    if not path.exists():
+        raise ValueError(f"no recommendation table at {path}: run `make run` (or materialize recommendation_table)")
+    try:
+        rows = lookup(pl.read_parquet(path), user_id)
+    except KeyError as error:
+        raise ValueError(error.args[0]) from error
+    first = rows.row(0, named=True)
+    print(f"user {user_id}   persona: {first['persona'] or 'none defined'}   model version: {first['model_version']}"
+          f"   generated: {first['generated_at']:%Y-%m-%d %H:%M} UTC")
+    print(f"  {'rank':<5} {'service':<24} {'score':>7}  landing page")
+    for row in rows.iter_rows(named=True):
+        print(f"  {row['rank']:<5} {row['service']:<24} {row['score']:>7.3f}  {row['page'] or '-'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sessionbert", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="materialize the asset graph and print a summary")
     run_parser.add_argument("--select", help="comma-separated asset names (default: all)")
+    recommend_parser = sub.add_parser("recommend", help="print one user's top-5 new services and persona")
+    recommend_parser.add_argument("user_id")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             return run(args.select)
+        if args.command == "recommend":
+            return recommend(args.user_id)
     except ValueError as error:  # bad configuration: say what is wrong, no stack trace
         print(f"sessionbert: {error}", file=sys.stderr)
         return 2

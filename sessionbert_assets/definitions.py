@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from sessionbert_assets.assets import evaluation, ingestion, model, sessions, source
+from sessionbert_assets.assets import evaluation, ingestion, model, personas, recommendation, sessions, source
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource, artifact_io_manager
 
-all_assets = dg.load_assets_from_modules([source, ingestion, sessions, evaluation, model])
+all_assets = dg.load_assets_from_modules([source, ingestion, sessions, evaluation, model, personas, recommendation])
 
 main_job = dg.define_asset_job(
     "sessionbert_main",

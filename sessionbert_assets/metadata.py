@@ -41,3 +41,14 @@ def scores_table(evaluation: dict) -> dg.MetadataValue:
         for method, figures in evaluation.get(head, {}).items():
             rows.append({"head": head, "method": method, **{k: round(v, 4) for k, v in figures.items()}})
     return table(pl.DataFrame(rows)) if rows else dg.MetadataValue.text("no sessions to evaluate")
+
+
+def figure(fig) -> dg.MetadataValue:
+    """A matplotlib figure as a Markdown image the Dagster UI shows inline (PNG, base64)."""
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return dg.MetadataValue.md(f"![figure](data:image/png;base64,{encoded})")

@@ -158,3 +158,8 @@ def split_sessions(sessions: pl.DataFrame, seed: int = 0,
     split = (pl.when(draws < train_cut).then(pl.lit("train"))
              .when(draws < validation_cut).then(pl.lit("validation")).otherwise(pl.lit("test")))
     return sessions.with_columns(split=split.cast(pl.Enum(["train", "validation", "test"])))
+
+
+def recent_sessions(sessions: pl.DataFrame, n: int) -> pl.DataFrame:
+    """Each user's last `n` sessions by start time."""
+    return sessions.sort("user_id", "start", "session_id").group_by("user_id", maintain_order=True).tail(n)

@@ -345,20 +345,19 @@ def _head_accuracy(prediction) -> dict[str, float]:
 
 
 @torch.inference_mode()
-def predict_next_activity(model: SessionBertForNextActivity, tokenizer: PreTrainedTokenizerFast,
-                          sessions: pl.DataFrame, batch_size: int = 256, max_length: int = 128, top_k: int = 5,
-                          bf16: bool = True) -> pl.DataFrame:
-    """Top-k next services and pages (with probabilities) for each session of two or more activities.
+def predict_top_k(model: SessionBertForNextActivity, tokenizer: PreTrainedTokenizerFast, texts: list[str],
+                  batch_size: int = 256, max_length: int = 128, top_k_services: int = 5, top_k_pages: int = 5,
+                  bf16: bool = True) -> pl.DataFrame:
+    """Top-k services and pages (with probabilities) at the last [MASK] slot of each text, in order.
 
-    Sessions are batched by length (little padding); memory is bounded by the batch size.
+    Texts are batched by length (little padding); memory is bounded by the batch size.
     """
-    inputs = next_activity_inputs(sessions)
-    encoded = _encode_inputs(tokenizer, inputs["input_text"].to_list(), max_length)
+    encoded = _encode_inputs(tokenizer, texts, max_length)
     order = np.argsort([len(x) for x in encoded], kind="stable")
     model.eval()
     device = next(model.parameters()).device
     services, pages = np.array(model.config.service_labels), np.array(model.config.page_labels)
-    k_service, k_page = min(top_k, len(services)), min(top_k, len(pages))
+    k_service, k_page = min(top_k_services, len(services)), min(top_k_pages, len(pages))
     rows: list[tuple] = [()] * len(encoded)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
@@ -369,9 +368,20 @@ def predict_next_activity(model: SessionBertForNextActivity, tokenizer: PreTrain
         pp, pi = out.page_logits.float().softmax(-1).topk(k_page)
         for j, i in enumerate(chunk):
             rows[i] = (services[si[j]].tolist(), sp[j].tolist(), pages[pi[j]].tolist(), pp[j].tolist())
-    return inputs.select("user_id", "session_id", "target_service", "target_page").with_columns(
+    return pl.DataFrame([
         pl.Series("services", [r[0] for r in rows], dtype=pl.List(pl.String)),
         pl.Series("service_probabilities", [r[1] for r in rows], dtype=pl.List(pl.Float64)),
         pl.Series("pages", [r[2] for r in rows], dtype=pl.List(pl.String)),
         pl.Series("page_probabilities", [r[3] for r in rows], dtype=pl.List(pl.Float64)),
-    ).with_columns(predicted_service=pl.col("services").list.first(), predicted_page=pl.col("pages").list.first())
+    ])
+
+
+def predict_next_activity(model: SessionBertForNextActivity, tokenizer: PreTrainedTokenizerFast,
+                          sessions: pl.DataFrame, batch_size: int = 256, max_length: int = 128, top_k: int = 5,
+                          bf16: bool = True) -> pl.DataFrame:
+    """Top-k next services and pages for each session of two or more activities, its last one held out."""
+    inputs = next_activity_inputs(sessions)
+    top = predict_top_k(model, tokenizer, inputs["input_text"].to_list(), batch_size, max_length, top_k, top_k, bf16)
+    return pl.concat([inputs.select("user_id", "session_id", "target_service", "target_page"), top],
+                     how="horizontal").with_columns(predicted_service=pl.col("services").list.first(),
+                                                    predicted_page=pl.col("pages").list.first())

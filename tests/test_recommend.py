@@ -1,0 +1,159 @@
+"""New-service recommendation: used services never come back, the count ranking, the leak-free Hit@k split."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+
+import numpy as np
+import polars as pl
+import pytest
+
+from sessionbert_core.recommend import (
+    candidates,
+    hit_metrics,
+    lookup,
+    probability_ranking,
+    random_ranking,
+    rank_by_count,
+    rank_by_similarity,
+    split_seen_unseen,
+    used_services,
+)
+from sessionbert_core.serialize import serialize_sessions
+from sessionbert_core.world import adoption_oracle, used_before
+
+
+def _predictions(rows: list[tuple[str, list[str], list[float]]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={"user_id": pl.String, "services": pl.List(pl.String),
+                                      "service_probabilities": pl.List(pl.Float64)}, orient="row")
+
+
+def test_count_ranking_orders_by_times_recommended_then_probability():
+    predictions = _predictions([
+        ("u", ["logs", "dns", "vpc"], [0.5, 0.3, 0.2]),
+        ("u", ["dns", "cdn", "logs"], [0.4, 0.35, 0.25]),
+        ("u", ["cdn", "waf", "iam"], [0.1, 0.6, 0.3]),
+        ("u", ["dns", "waf"], [0.2, 0.1]),
+    ])
+    used = pl.DataFrame({"user_id": ["u", "u"], "service": ["logs", "iam"]})
+    ranked = rank_by_count(candidates(predictions, used))
+    # dns 3x; cdn 2x (0.45) and waf 2x (0.7): waf first on probability; vpc once
+    assert ranked["service"].to_list() == ["dns", "waf", "cdn", "vpc"]
+    assert ranked["rank"].to_list() == [1, 2, 3, 4]
+    assert [int(score) for score in ranked["score"]] == [3, 2, 2, 1]  # the whole part is the count
+
+
+def test_short_lists_are_filled_by_probability_after_the_counted_services():
+    # 6 services per session; only the first 5 count as the session's top 5
+    predictions = _predictions([("u", ["a", "b", "c", "d", "e", "f"], [0.3, 0.2, 0.2, 0.1, 0.1, 0.05]),
+                                ("u", ["a", "b", "c", "g", "d", "h"], [0.3, 0.2, 0.2, 0.1, 0.1, 0.08])])
+    used = pl.DataFrame({"user_id": ["u"] * 3, "service": ["a", "b", "c"]})
+    ranked = rank_by_count(candidates(predictions, used))
+    # d counted twice, e and g once each (e: 0.1, g: 0.1 -> by name), then the fill: h (0.08) before f (0.05)
+    assert ranked["service"].to_list() == ["d", "e", "g", "h", "f"]
+    assert ranked["score"].is_between(0, 3).all() and ranked["score"].is_sorted(descending=True)
+
+
+def test_recommendations_exclude_used_services_and_keep_five_at_most():
+    services = [f"s{i}" for i in range(12)]
+    predictions = _predictions([("u", services[i:i + 5], [0.2] * 5) for i in range(8)])
+    used = pl.DataFrame({"user_id": ["u"] * 3, "service": ["s0", "s5", "s9"]})
+    ranked = rank_by_count(candidates(predictions, used))
+    assert ranked.height == 5 and ranked["rank"].to_list() == [1, 2, 3, 4, 5]
+    assert not set(ranked["service"]) & {"s0", "s5", "s9"}
+
+
+def test_similarity_ranking_prefers_services_near_the_used_ones():
+    found = pl.DataFrame({"user_id": ["u", "u"], "service": ["far", "near"], "count": [3, 1],
+                          "probability": [0.9, 0.1]}).cast({"count": pl.UInt32})
+    vectors = {"used": np.array([1.0, 0.0]), "near": np.array([0.9, 0.436]), "far": np.array([0.0, 1.0])}
+    ranked = rank_by_similarity(found, pl.DataFrame({"user_id": ["u"], "service": ["used"]}), vectors)
+    assert ranked["service"].to_list() == ["near", "far"]
+
+
+def _session(user: str, session: str, when: datetime, activities: list[str]) -> list[dict]:
+    service_page = [a.split(";") for a in activities]
+    return [{"user_id": user, "session_id": session, "timestamp": when.replace(minute=i), "service": s, "page": p,
+             "country": None, "city": None, "billing_tier": None} for i, (s, p) in enumerate(service_page)]
+
+
+def _events(rows: list[dict]) -> pl.DataFrame:
+    frame = pl.DataFrame(rows, schema_overrides={"country": pl.String, "city": pl.String, "billing_tier": pl.String})
+    return frame.with_columns(pl.col("timestamp").dt.replace_time_zone("UTC"))
+
+
+def test_seen_unseen_split_never_lets_an_unseen_day_into_the_input():
+    events = []
+    for day in range(1, 8):
+        events += _session("u", f"s{day}", datetime(2026, 3, day, 9), ["console;home", "metrics;dashboards"])
+    events += _session("u", "s8", datetime(2026, 3, 8, 9), ["planted;only_unseen", "metrics;dashboards"])
+    events += _session("u", "s3b", datetime(2026, 3, 3, 15), ["logs;search"])  # later the same (seen) day
+    billing = pl.DataFrame({"user_id": ["u", "u"], "date": [date(2026, 3, 2), date(2026, 3, 7)],
+                            "service": ["storage", "planted"], "cost": [1.0, 1.0]})
+    sessions = serialize_sessions(_events(events), billing)
+    split = split_seen_unseen(sessions, billing, seen_days=5)
+    seen_text = " ".join(split.seen["text"].to_list())
+    assert split.seen["day"].max() == date(2026, 3, 5)
+    assert "planted" not in seen_text and "planted" not in split.used["service"].to_list()
+    assert {"storage", "logs"} <= set(split.used["service"])  # billing and sessions of seen days only
+    assert split.adopted["service"].to_list() == ["planted"]
+
+
+def test_users_without_enough_days_take_no_part():
+    events = _session("short", "a", datetime(2026, 3, 1, 9), ["console;home"])
+    events += _session("short", "b", datetime(2026, 3, 2, 9), ["logs;search"])
+    no_billing = pl.DataFrame(schema={"user_id": pl.String, "date": pl.Date, "service": pl.String, "cost": pl.Float64})
+    sessions = serialize_sessions(_events(events), no_billing)
+    assert split_seen_unseen(sessions, None, seen_days=2).cutoffs.height == 0
+
+
+def test_hit_metrics_on_a_hand_made_ranking():
+    ranked = pl.DataFrame({"user_id": ["a", "a", "a", "b", "b"], "rank": [1, 2, 3, 1, 2],
+                           "service": ["x", "y", "z", "x", "y"]}).cast({"rank": pl.Int32})
+    adopted = pl.DataFrame({"user_id": ["a", "b", "c"], "service": ["z", "q", "x"]})
+    figures = hit_metrics(ranked, adopted, pl.Series(["a", "b", "c"]))
+    assert figures["hit@3"] == pytest.approx(1 / 3) and figures["hit@5"] == pytest.approx(1 / 3)
+    assert figures["mrr"] == pytest.approx((1 / 3) / 3)
+    assert figures["ndcg@5"] == pytest.approx((1 / np.log2(4)) / 3)
+
+
+def test_oracle_hits_at_least_as_often_as_random_on_tiny(tiny_world):
+    events = pl.read_parquet(tiny_world.landing / "events-*.parquet")
+    billing = pl.read_parquet(tiny_world.landing / "billing-*.parquet")
+    sessions = serialize_sessions(events, billing)
+    split = split_seen_unseen(sessions, billing, seen_days=6, used_before=used_before(tiny_world.root))
+    adopters = split.adopted["user_id"].unique()
+    assert adopters.len() > 10
+    services = sorted(set(events["service"]))
+    oracle = probability_ranking(adoption_oracle(tiny_world.root)(split.cutoffs), split.used)
+    randoms = [hit_metrics(random_ranking(split.cutoffs["user_id"], split.used, services, seed), split.adopted,
+                           adopters)["hit@5"] for seed in range(5)]
+    assert hit_metrics(oracle, split.adopted, adopters)["hit@5"] >= max(randoms)
+
+
+def test_graph_recommends_new_services_on_tiny(trained):
+    home, _ = trained
+    table = pl.read_parquet(home / "recommendation_table.parquet")
+    assert table.columns == ["user_id", "rank", "service", "score", "persona", "model_version", "generated_at",
+                             "page"]  # DESIGN.md's columns, then the landing page
+    assert table.group_by("user_id").len()["len"].max() <= 5
+    sessions = pl.read_parquet(home / "session_splits.parquet")
+    billing = pl.read_parquet(home / "billing_records.parquet")
+    clashes = table.join(used_services(sessions, billing), on=["user_id", "service"], how="inner")
+    assert clashes.height == 0
+    assert (table["page"].str.split(";").list.first() == table["service"]).all()
+    assert set(table["model_version"]) == {"1"}
+    someone = table["user_id"][0]
+    assert lookup(table, someone)["rank"].to_list() == sorted(lookup(table, someone)["rank"].to_list())
+    with pytest.raises(KeyError, match="nobody"):
+        lookup(table, "nobody")
+    evaluation = json.loads((home / "hit_at_k_evaluation.json").read_text())
+    for days in ("6", "10", "12"):
+        entry = evaluation["seen_days"][days]
+        assert entry["n_users"] > 0
+        for method in ("sessionbert", "sessionbert_persona", "popularity", "markov", "random", "oracle",
+                       "sessionbert_names", "sessionbert_descriptions"):
+            assert set(entry[method]) == {"hit@3", "hit@5", "ndcg@5", "mrr"}
+            assert 0.0 <= entry[method]["hit@3"] <= entry[method]["hit@5"] <= 1.0
+    assert 0.0 <= evaluation["persona_fit"]["true"]["share"] <= 1.0
