@@ -104,7 +104,7 @@ def recommend(user_id: str) -> int:
     except KeyError as error:
         raise ValueError(error.args[0]) from error
     first = rows.row(0, named=True)
-    print(f"user {user_id}   persona: {first['persona'] or 'none defined'}   model version: {first['model_version']}"
+    print(f"user {user_id}   persona: {first['persona'] or '-'}   model version: {first['model_version']}"
           f"   generated: {first['generated_at']:%Y-%m-%d %H:%M} UTC")
     print(f"  {'rank':<5} {'service':<24} {'score':>7}  landing page")
     for row in rows.iter_rows(named=True):

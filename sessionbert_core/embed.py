@@ -52,6 +52,8 @@ def embed_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, text
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
     device = next(model.parameters()).device
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    if not len(texts):
+        return out
     for positions, batch in _batches(texts, tokenizer, batch_size, max_length):
         batch = batch.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -88,3 +90,14 @@ def user_vectors(embeddings: pl.DataFrame, n_recent: int) -> tuple[list[str], np
     sums = np.add.reduceat(recent["embedding"].to_numpy().astype(np.float32), firsts["index"].to_numpy(), axis=0)
     sums /= np.clip(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12, None)
     return firsts["user_id"].to_list(), sums
+
+
+def general_language_user_vectors(sessions: pl.DataFrame, users: list[str], n_recent: int, device: str = "cpu",
+                                  bf16: bool = True, batch_size: int = 64) -> tuple[list[str], np.ndarray]:
+    """The baseline of the paper's Figure 2: all-MiniLM-L6-v2 (mean pooling, as it was trained) on the
+    same session texts, for the given users' last `n_recent` sessions, as user vectors."""
+    encoder, tokenizer = load_encoder(general_language_encoder(), device)
+    recent = recent_sessions(sessions.filter(pl.col("user_id").is_in(users)), n_recent)
+    vectors = embed_texts(encoder, tokenizer, recent["text"].to_list(), "mean", batch_size, 256, bf16)
+    return user_vectors(recent.select("user_id", "session_id", "start").with_columns(
+        embedding=pl.Series(vectors, dtype=pl.Array(pl.Float32, vectors.shape[1]))), n_recent)

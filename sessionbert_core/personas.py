@@ -61,8 +61,9 @@ def load_definitions(path: Path | str) -> PersonaDefinitions:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
         raise ValueError(f"persona definitions {path}: cannot read ({error})") from error
-    if not isinstance(raw, dict) or not isinstance(raw.get("personas"), dict) or not isinstance(raw.get("tasks"), dict):
-        raise ValueError(f"persona definitions {path}: need a `personas:` and a `tasks:` mapping")
+    sections = ("personas", "tasks")
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(key), dict) and raw[key] for key in sections):
+        raise ValueError(f"persona definitions {path}: need a non-empty `personas:` and a non-empty `tasks:` mapping")
     tasks = {}
     for name, body in raw["tasks"].items():
         activities = (body or {}).get("activities") if isinstance(body, dict) else None
@@ -160,7 +161,7 @@ def persona_evaluation(assigned: pl.DataFrame, truth: pl.DataFrame) -> dict:
         "ari": float(adjusted_rand_score(joined["true_persona"], joined["cluster"])),
         "nmi": float(normalized_mutual_info_score(joined["true_persona"], joined["cluster"])),
         "accuracy": float(joined["hit"].mean()),
-        "n_users": joined.height,
+        "n_users_with_truth": joined.height,
         "per_persona": {p: {"sensitivity": float(s), "n_users": int(n)} for p, s, n in per_persona.iter_rows()},
     }
 

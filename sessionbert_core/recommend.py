@@ -13,6 +13,7 @@ first and the rest of the list is filled by the model's next most probable unuse
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import polars as pl
 from transformers import AutoTokenizer
 
 from sessionbert_core.evaluate import MASK
-from sessionbert_core.serialize import recent_sessions, session_text
+from sessionbert_core.serialize import recent_sessions, session_text, word
 from sessionbert_core.train import predict_top_k
 
 RECENT_SESSIONS = 8  # the paper's appendix B choice
@@ -46,8 +47,8 @@ def used_services(sessions: pl.DataFrame, billing: pl.DataFrame | None = None) -
     """`user_id, service`: every service in the users' sessions, and every service they were billed for."""
     seen = sessions.select("user_id", service=pl.col("activities").list.eval(
         pl.element().str.split(";").list.first())).explode("service")
-    if billing is not None and billing.height:
-        seen = pl.concat([seen, billing.select("user_id", "service")])
+    if billing is not None and billing.height:  # named as in the sessions' activities
+        seen = pl.concat([seen, billing.select("user_id", service=word(pl.col("service")).str.replace_all(";", ":"))])
     return seen.drop_nulls().unique().sort("user_id", "service")
 
 
@@ -78,6 +79,15 @@ def service_vectors(services: list[str], descriptions: dict[str, str] | None,
     if described:
         vectors["descriptions"] = dict(zip(described, encode([descriptions[s] for s in described]), strict=True))
     return vectors
+
+
+def service_vectors_from_encoder(services: list[str], descriptions: dict[str, str] | None, device: str = "cpu",
+                                 bf16: bool = True) -> dict[str, dict[str, np.ndarray]]:
+    """`service_vectors` under the general-language encoder all-MiniLM-L6-v2 (from its installed package)."""
+    from sessionbert_core.embed import embed_texts, general_language_encoder, load_encoder
+
+    encoder, tokenizer = load_encoder(general_language_encoder(), device)
+    return service_vectors(services, descriptions, partial(embed_texts, encoder, tokenizer, pooling="mean", bf16=bf16))
 
 
 @dataclass(frozen=True)
@@ -153,7 +163,7 @@ def _top(frame: pl.DataFrame, by: list[str], score: pl.Expr, n: int) -> pl.DataF
 def rank_by_count(candidate_services: pl.DataFrame, n: int = N_RECOMMENDATIONS) -> pl.DataFrame:
     """The paper's rec1: most often in a session's top 5 first, ties (and the fill) by summed probability.
 
-    The score is the count plus the summed probability over the number of sessions, below 1: it
+    The score is count + p / (1 + p), p the summed probability: its whole part is the count and it
     orders exactly as the ranking does.
     """
     return _top(candidate_services, ["count", "probability"],
@@ -385,18 +395,66 @@ def rankings(split: SeenUnseen, recommenders: Recommenders, recent: int = RECENT
 
 
 def hit_at_k(sessions: pl.DataFrame, billing: pl.DataFrame | None, recommenders: Recommenders,
-             seen_days: tuple[int, ...] = SEEN_DAYS, recent: int = RECENT_SESSIONS) -> dict:
-    """DESIGN.md's Hit@k evaluation: for each D, every method's figures over users who adopt something."""
+             seen_days: tuple[int, ...] = SEEN_DAYS, recent: int = RECENT_SESSIONS,
+             scored_users: pl.Series | None = None) -> dict:
+    """DESIGN.md's Hit@k evaluation: for each D, every method's figures over users who adopt something.
+
+    `scored_users` limits the figures to those users (the test split's: no session of theirs was
+    trained on); every eligible user's seen days still feed popularity and the clusters.
+    """
     result: dict = {"seen_days": {}, "recent_sessions": recent}
     for days in seen_days:
         split = split_seen_unseen(sessions, billing, days, recommenders.used_before)
         adopters = split.adopted["user_id"].unique()
-        entry: dict = {"n_users": adopters.len(), "n_users_eligible": split.cutoffs.height}
+        eligible = split.cutoffs["user_id"]
+        if scored_users is not None:
+            adopters = adopters.filter(adopters.is_in(scored_users.implode()))
+            eligible = eligible.filter(eligible.is_in(scored_users.implode()))
+        entry: dict = {"n_users": adopters.len(), "n_users_eligible": eligible.len()}
         if adopters.len():
             for method, ranked in rankings(split, recommenders, recent).items():
                 entry[method] = hit_metrics(ranked, split.adopted, adopters)
         result["seen_days"][str(days)] = entry
     return result
+
+
+RANKERS = ("count", "persona", "names", "descriptions")
+
+
+def recommend_services(predictor: Predictor, sessions: pl.DataFrame, billing: pl.DataFrame | None,
+                       ranker: str = "count", recent: int = RECENT_SESSIONS,
+                       cluster_of_user: pl.DataFrame | None = None,
+                       vectors: dict[str, dict[str, np.ndarray]] | None = None) -> pl.DataFrame:
+    """`user_id, rank, service, score, page`: every user's top-5 unused services from their recent sessions.
+
+    `ranker`: count (the paper's), persona (needs `cluster_of_user`), names or descriptions (need
+    `vectors` of that kind). Landing pages come from the page head, else the most visited page.
+    """
+    if ranker not in RANKERS:
+        raise ValueError(f"ranker must be one of {', '.join(RANKERS)}, not {ranker!r}")
+    used = used_services(sessions, billing)
+    predictions = predictor(recent_sessions(sessions, recent))
+    found = candidates(predictions, used)
+    if ranker == "count":
+        ranked = rank_by_count(found)
+    elif ranker == "persona":
+        if cluster_of_user is None:
+            raise ValueError("the persona ranker needs each user's cluster")
+        ranked = rank_by_persona(found, cluster_of_user, observed_adoptions(sessions))
+    elif not vectors or ranker not in vectors:
+        raise ValueError(f"the {ranker} ranker needs service {ranker}: none were given (for descriptions, a "
+                         "service_catalog.json {service: {description}} in the landing folder)")
+    else:
+        ranked = rank_by_similarity(found, used, vectors[ranker])
+    return landing_pages(predictions, ranked, most_visited_pages(sessions))
+
+
+def load_descriptions(path: Path) -> dict[str, str] | None:
+    """Service descriptions from a catalog JSON, `{service: {"description": ...}}` or `{service: "..."}`."""
+    if not path.exists():
+        return None
+    catalog = json.loads(path.read_text())
+    return {s: (v.get("description") if isinstance(v, dict) else str(v)) for s, v in catalog.items()}
 
 
 def persona_fit(recommendations: pl.DataFrame, personas: pl.DataFrame, services_of_persona: Callable[[str], set[str]],
@@ -434,7 +492,6 @@ def load_recommenders(finetuned_model: Path, sessions: pl.DataFrame, embeddings:
     """Everything the Hit@k protocol compares, from the artifacts: the fine-tuned model, a Markov chain
     fitted on the train split, service vectors from the general-language encoder, SessionBERT clusters
     and, given a synthetic world's root, the oracle."""
-    from sessionbert_core.embed import embed_texts, general_language_encoder, load_encoder
     from sessionbert_core.model import SessionBertForNextActivity
     from sessionbert_core.segment import cluster_users
     from sessionbert_core.world import adoption_oracle, used_before
@@ -442,13 +499,11 @@ def load_recommenders(finetuned_model: Path, sessions: pl.DataFrame, embeddings:
     model = SessionBertForNextActivity.from_pretrained(finetuned_model).to(device)
     tokenizer = AutoTokenizer.from_pretrained(finetuned_model)
     services = list(model.config.service_labels)
-    encoder, encoder_tokenizer = load_encoder(general_language_encoder(), device)
     return Recommenders(
         sessionbert=sessionbert_predictor(model, tokenizer, max_length, bf16=bf16),
         markov=MarkovServices.fit(sessions.filter(pl.col("split") == "train")),
         services=services,
-        service_vectors=service_vectors(services, descriptions,
-                                        partial(embed_texts, encoder, encoder_tokenizer, pooling="mean", bf16=bf16)),
+        service_vectors=service_vectors_from_encoder(services, descriptions, device, bf16),
         oracle=adoption_oracle(world_root) if world_root else None,
         used_before=used_before(world_root) if world_root else None,
         clusters=partial(cluster_users, embeddings, k=k, n_recent=n_recent_for_clusters, seed=seed),

@@ -76,21 +76,22 @@ def choose_k(curve: dict[int, float], tolerance: float = K_TOLERANCE) -> int:
     return min(k for k, score in curve.items() if score >= best - tolerance)
 
 
-def top_activities(sessions: pl.DataFrame, cluster_of_user: pl.DataFrame, n: int = 10) -> pl.DataFrame:
-    """`cluster, activity, count, share`: each cluster's most frequent activities over its users' sessions."""
-    counts = (
+def cluster_activity_counts(sessions: pl.DataFrame, cluster_of_user: pl.DataFrame) -> pl.DataFrame:
+    """`cluster, activity, count, share`: how often each cluster's users did each activity, most frequent first."""
+    return (
         sessions.select("user_id", "activities")
         .join(cluster_of_user.select("user_id", "cluster"), on="user_id")
         .explode("activities")
         .group_by("cluster", activity="activities")
         .len("count")
         .with_columns(share=pl.col("count") / pl.col("count").sum().over("cluster"))
+        .sort(["cluster", "count", "activity"], descending=[False, True, False])
     )
-    return (
-        counts.sort(["cluster", "count", "activity"], descending=[False, True, False])
-        .group_by("cluster", maintain_order=True)
-        .head(n)
-    )
+
+
+def top_activities(counts: pl.DataFrame, n: int = 10) -> pl.DataFrame:
+    """The first `n` rows of each cluster of `cluster_activity_counts`."""
+    return counts.group_by("cluster", maintain_order=True).head(n)
 
 
 def cluster_users(embeddings: pl.DataFrame, sessions: pl.DataFrame, k: int, n_recent: int,
@@ -102,5 +103,7 @@ def cluster_users(embeddings: pl.DataFrame, sessions: pl.DataFrame, k: int, n_re
     """
     kept = embeddings.join(sessions.select("user_id", "session_id"), on=["user_id", "session_id"], how="semi")
     users, vectors = user_vectors(kept, n_recent)
+    if not users:
+        return pl.DataFrame(schema={"user_id": pl.String, "cluster": pl.Int64})
     labels = CosineKMeans.fit(vectors, min(k, len(users)), seed).predict(vectors)
     return pl.DataFrame({"user_id": pl.Series(users, dtype=pl.String), "cluster": labels.astype(np.int64)})

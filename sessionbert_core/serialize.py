@@ -144,19 +144,25 @@ def split_sessions(sessions: pl.DataFrame, seed: int = 0,
                    proportions: tuple[float, float, float] = (5.9, 1.9, 1.1)) -> pl.DataFrame:
     """Assign each session to train, validation or test in the paper's proportions, deterministically.
 
-    The assignment is a keyed hash of (user_id, session_id), so a session keeps its split when
-    other sessions are added or removed, and no session can be in two splits.
+    Test holds every session of a held-out share of users; the other users' sessions are drawn into
+    train and validation one by one. So no test user's session is ever trained on: the next-activity
+    test measures sessions of people the model never saw, and the Hit@k evaluation scores those
+    users' later days against a model that knows nothing of them. Draws are keyed hashes of the
+    user (test) and of (user, session), so an assignment never changes when other users or sessions
+    are added or removed.
     """
     total = sum(proportions)
-    train_cut, validation_cut = proportions[0] / total, (proportions[0] + proportions[1]) / total
+    test_cut = 1.0 - proportions[2] / total
+    train_share = proportions[0] / (proportions[0] + proportions[1])
     key = f"sessionbert-split-{seed}".encode()
 
     def unit(value: str) -> float:
         return int.from_bytes(hashlib.blake2b(value.encode(), key=key, digest_size=8).digest(), "big") / 2.0**64
 
-    draws = pl.concat_str("user_id", pl.lit("\x1f"), "session_id").map_elements(unit, return_dtype=pl.Float64)
-    split = (pl.when(draws < train_cut).then(pl.lit("train"))
-             .when(draws < validation_cut).then(pl.lit("validation")).otherwise(pl.lit("test")))
+    user_draw = pl.col("user_id").map_elements(unit, return_dtype=pl.Float64)
+    session_draw = pl.concat_str("user_id", pl.lit("\x1f"), "session_id").map_elements(unit, return_dtype=pl.Float64)
+    split = (pl.when(user_draw >= test_cut).then(pl.lit("test"))
+             .when(session_draw < train_share).then(pl.lit("train")).otherwise(pl.lit("validation")))
     return sessions.with_columns(split=split.cast(pl.Enum(["train", "validation", "test"])))
 
 

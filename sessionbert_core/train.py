@@ -352,7 +352,7 @@ def predict_top_k(model: SessionBertForNextActivity, tokenizer: PreTrainedTokeni
 
     Texts are batched by length (little padding); memory is bounded by the batch size.
     """
-    encoded = _encode_inputs(tokenizer, texts, max_length)
+    encoded = _encode_inputs(tokenizer, texts, max_length) if texts else []
     order = np.argsort([len(x) for x in encoded], kind="stable")
     model.eval()
     device = next(model.parameters()).device

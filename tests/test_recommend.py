@@ -16,10 +16,11 @@ from sessionbert_core.recommend import (
     probability_ranking,
     random_ranking,
     rank_by_count,
+    rank_by_persona,
     rank_by_similarity,
     split_seen_unseen,
-    used_services,
 )
+from sessionbert_core.segment import cluster_users
 from sessionbert_core.serialize import serialize_sessions
 from sessionbert_core.world import adoption_oracle, used_before
 
@@ -89,14 +90,16 @@ def test_seen_unseen_split_never_lets_an_unseen_day_into_the_input():
         events += _session("u", f"s{day}", datetime(2026, 3, day, 9), ["console;home", "metrics;dashboards"])
     events += _session("u", "s8", datetime(2026, 3, 8, 9), ["planted;only_unseen", "metrics;dashboards"])
     events += _session("u", "s3b", datetime(2026, 3, 3, 15), ["logs;search"])  # later the same (seen) day
-    billing = pl.DataFrame({"user_id": ["u", "u"], "date": [date(2026, 3, 2), date(2026, 3, 7)],
-                            "service": ["storage", "planted"], "cost": [1.0, 1.0]})
+    billing = pl.DataFrame({"user_id": ["u"] * 4, "date": [date(2026, 3, 2), date(2026, 3, 5), date(2026, 3, 6),
+                                                             date(2026, 3, 7)],
+                            "service": ["storage", "Last Seen Day", "planted", "planted"], "cost": [1.0] * 4})
     sessions = serialize_sessions(_events(events), billing)
     split = split_seen_unseen(sessions, billing, seen_days=5)
     seen_text = " ".join(split.seen["text"].to_list())
     assert split.seen["day"].max() == date(2026, 3, 5)
     assert "planted" not in seen_text and "planted" not in split.used["service"].to_list()
-    assert {"storage", "logs"} <= set(split.used["service"])  # billing and sessions of seen days only
+    # billing up to and including the last seen day (names as in activities), sessions of seen days only
+    assert {"storage", "Last_Seen_Day", "logs"} <= set(split.used["service"])
     assert split.adopted["service"].to_list() == ["planted"]
 
 
@@ -106,6 +109,29 @@ def test_users_without_enough_days_take_no_part():
     no_billing = pl.DataFrame(schema={"user_id": pl.String, "date": pl.Date, "service": pl.String, "cost": pl.Float64})
     sessions = serialize_sessions(_events(events), no_billing)
     assert split_seen_unseen(sessions, None, seen_days=2).cutoffs.height == 0
+
+
+def test_persona_ranking_puts_what_the_cluster_adopted_first():
+    found = pl.DataFrame({"user_id": ["a", "a", "a"], "service": ["x", "y", "z"], "count": [3, 1, 0],
+                          "probability": [0.9, 0.2, 0.1]}).cast({"count": pl.UInt32})
+    clusters = pl.DataFrame({"user_id": ["a", "b", "c", "d"], "cluster": [0, 0, 0, 1]})
+    adoptions = pl.DataFrame({"user_id": ["b", "c", "c", "d"], "service": ["z", "z", "y", "x"]})
+    ranked = rank_by_persona(found, clusters, adoptions)
+    # z: 2 of 3 cluster-0 users adopted it; y: 1 of 3; x only in the other cluster, so last
+    assert ranked["service"].to_list() == ["z", "y", "x"]
+    assert ranked["score"].to_list() == pytest.approx([2 / 3, 1 / 3, 0.0])
+
+
+def test_clusters_for_hit_at_k_come_from_the_given_sessions_only():
+    start = pl.datetime(2026, 3, 1, time_zone="UTC")
+    embeddings = pl.DataFrame({
+        "user_id": ["a", "a", "b", "b"], "session_id": ["a1", "a2", "b1", "b2"],
+        "start": pl.select(pl.datetime_range(start, start + pl.duration(days=3), "1d", eager=True)).to_series(),
+        "embedding": pl.Series([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]], dtype=pl.Array(pl.Float32, 2)),
+    })
+    seen = pl.DataFrame({"user_id": ["a", "b"], "session_id": ["a1", "b1"]})
+    clusters = cluster_users(embeddings, seen, k=2, n_recent=8)
+    assert clusters["cluster"][0] != clusters["cluster"][1]  # with the later sessions they would be alike
 
 
 def test_hit_metrics_on_a_hand_made_ranking():
@@ -138,9 +164,11 @@ def test_graph_recommends_new_services_on_tiny(trained):
     assert table.columns == ["user_id", "rank", "service", "score", "persona", "model_version", "generated_at",
                              "page"]  # DESIGN.md's columns, then the landing page
     assert table.group_by("user_id").len()["len"].max() <= 5
-    sessions = pl.read_parquet(home / "session_splits.parquet")
-    billing = pl.read_parquet(home / "billing_records.parquet")
-    clashes = table.join(used_services(sessions, billing), on=["user_id", "service"], how="inner")
+    # used services read straight from the landing files, not through the code under test
+    landing = json.loads((home / "landing_folder.json").read_text())["folder"]
+    events = pl.read_parquet(f"{landing}/events-*.parquet").select("user_id", "service")
+    billed = pl.read_parquet(f"{landing}/billing-*.parquet").select("user_id", "service")
+    clashes = table.join(pl.concat([events, billed]).unique(), on=["user_id", "service"], how="inner")
     assert clashes.height == 0
     assert (table["page"].str.split(";").list.first() == table["service"]).all()
     assert set(table["model_version"]) == {"1"}

@@ -106,3 +106,12 @@ def test_splits_are_deterministic_disjoint_and_in_paper_proportions(tiny_world):
     joined = half.join(a, on=["user_id", "session_id"])
     assert (joined["split"] == joined["split_right"]).all()
     assert not a["split"].equals(split_sessions(sessions, seed=1)["split"])
+
+
+def test_test_users_have_no_session_in_train_or_validation(tiny_world):
+    events = pl.read_parquet(tiny_world.landing / "events-*.parquet")
+    sessions = split_sessions(serialize_sessions(events, pl.read_parquet(tiny_world.landing / "billing-*.parquet")))
+    splits_per_user = sessions.group_by("user_id").agg(test=(pl.col("split") == "test").any(),
+                                                       other=(pl.col("split") != "test").any())
+    assert splits_per_user["test"].sum() > 0
+    assert not (splits_per_user["test"] & splits_per_user["other"]).any()

@@ -15,8 +15,7 @@ from sessionbert_core import plots, storage
 from sessionbert_core.embed import (
     POOLINGS,
     embed_sessions,
-    embed_texts,
-    general_language_encoder,
+    general_language_user_vectors,
     load_encoder,
     user_vectors,
 )
@@ -28,8 +27,15 @@ from sessionbert_core.personas import (
     tag_clusters,
 )
 from sessionbert_core.personas import persona_evaluation as score_personas
-from sessionbert_core.segment import K_RANGE, K_TOLERANCE, CosineKMeans, choose_k, silhouette_sweep, top_activities
-from sessionbert_core.serialize import recent_sessions
+from sessionbert_core.segment import (
+    K_RANGE,
+    K_TOLERANCE,
+    CosineKMeans,
+    choose_k,
+    cluster_activity_counts,
+    silhouette_sweep,
+    top_activities,
+)
 from sessionbert_core.world import load_truth
 
 
@@ -84,8 +90,11 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
     """
     seed = sessionbert.seed
     users, vectors = user_vectors(session_embeddings, config.recent_sessions)
-    if len(users) < 3:
-        raise dg.Failure(description=f"cannot cluster {len(users)} users: at least 3 are needed")
+    if len(users) < 3:  # nothing to sweep: one cluster, said plainly
+        context.add_output_metadata({"k": 1, "users": len(users), "note": "fewer than 3 users: one cluster, no sweep"})
+        return {"k": 1, "k_rule": "fewer than 3 users", "recent_sessions": config.recent_sessions,
+                "n_users": len(users), "sample_users": len(users), "baseline_users": 0,
+                "silhouette": {"sessionbert": {}, "sessionbert_same_users": {}, "general_language": {}}}
     curve = silhouette_sweep(vectors, K_RANGE, config.sample_users, seed)
     k = config.k or choose_k(curve)
     if k >= len(users):
@@ -93,14 +102,9 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
 
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(users), size=min(config.baseline_users, len(users)), replace=False).tolist())
-    sample_ids = [users[i] for i in chosen]
-    sample_sessions = recent_sessions(session_splits.filter(pl.col("user_id").is_in(sample_ids)),
-                                      config.recent_sessions)
     device = compute.resolved_device()
-    encoder, tok = load_encoder(general_language_encoder(), device)
-    baseline = sample_sessions.select("user_id", "session_id", "start").with_columns(embedding=pl.Series(
-        embed_texts(encoder, tok, sample_sessions["text"].to_list(), "mean", 64, 256, compute.bf16(device))))
-    _, baseline_vectors = user_vectors(baseline, config.recent_sessions)
+    _, baseline_vectors = general_language_user_vectors(session_splits, [users[i] for i in chosen],
+                                                        config.recent_sessions, device, compute.bf16(device))
     sample_size = len(chosen)
     curves = {"sessionbert": curve,
               "sessionbert_same_users": silhouette_sweep(vectors[chosen], K_RANGE, sample_size, seed),
@@ -135,7 +139,7 @@ def cluster_centroids(context: dg.AssetExecutionContext, sessionbert: SessionBer
     users, vectors = user_vectors(session_embeddings, cluster_sweep["recent_sessions"])
     kmeans = CosineKMeans.fit(vectors, cluster_sweep["k"], sessionbert.seed)
     of_user = pl.DataFrame({"user_id": users, "cluster": kmeans.predict(vectors).astype(np.int64)})
-    top = top_activities(session_splits, of_user).group_by("cluster", maintain_order=True).agg(
+    top = top_activities(cluster_activity_counts(session_splits, of_user)).group_by("cluster", maintain_order=True).agg(
         top_activities=pl.col("activity"), top_activity_shares=pl.col("share"))
     centroids = (
         pl.DataFrame({"cluster": np.arange(len(kmeans.centroids), dtype=np.int64),
@@ -169,8 +173,7 @@ def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertR
     centroids = np.stack(cluster_centroids["centroid"].to_numpy())
     empty_tags = pl.DataFrame({"cluster": cluster_centroids["cluster"], "persona": "", "probability": 0.0})
     of_user = assign_personas(session_embeddings, centroids, empty_tags, cluster_sweep["recent_sessions"])
-    counts = (session_splits.select("user_id", "activities").join(of_user.select("user_id", "cluster"), on="user_id")
-              .explode("activities").group_by("cluster", activity="activities").len("count"))
+    counts = cluster_activity_counts(session_splits, of_user)
     summary = {"defined": definitions is not None, "merge_margin": MERGE_MARGIN,
                "formula": "P(p|c) = cos(onehot(p), P(task|c)) / sum over personas"}
     if definitions is None:

@@ -1,8 +1,6 @@
 """New-service recommendation (paper 4.5): the recommendation table and its Hit@k evaluation."""
 
-import json
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -14,29 +12,20 @@ from sessionbert_assets.assets.source import persona_definitions, world_paths
 from sessionbert_assets.metadata import figure, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import plots
-from sessionbert_core.embed import embed_texts, general_language_encoder, load_encoder
 from sessionbert_core.model import SessionBertForNextActivity
 from sessionbert_core.recommend import (
+    RANKERS,
     RECENT_SESSIONS,
     SEEN_DAYS,
-    candidates,
     hit_at_k,
-    landing_pages,
+    load_descriptions,
     load_recommenders,
-    most_visited_pages,
-    observed_adoptions,
     persona_fit,
-    rank_by_count,
-    rank_by_persona,
-    rank_by_similarity,
-    service_vectors,
+    recommend_services,
+    service_vectors_from_encoder,
     sessionbert_predictor,
-    used_services,
 )
-from sessionbert_core.serialize import recent_sessions
 from sessionbert_core.world import load_truth
-
-RANKERS = ("count", "persona", "names", "descriptions")
 
 
 class RecommendationConfig(dg.Config):
@@ -45,27 +34,10 @@ class RecommendationConfig(dg.Config):
     # `persona`: what users of the same cluster adopted most, then the count ranking
 
 
-def _model(finetuned_model: Path, compute: ComputeResource):
-    device = compute.resolved_device()
-    model = SessionBertForNextActivity.from_pretrained(finetuned_model).to(device)
-    return model, AutoTokenizer.from_pretrained(finetuned_model), compute.bf16(device)
-
-
 def _descriptions(landing_folder: dict) -> dict[str, str] | None:
     """Service descriptions: the synthetic world's catalog, or `service_catalog.json` in the landing folder."""
     world = world_paths(landing_folder)
-    path = world.catalog_json if world else Path(landing_folder["folder"]) / "service_catalog.json"
-    if not path.exists():
-        return None
-    catalog = json.loads(path.read_text())
-    return {s: (v.get("description") if isinstance(v, dict) else str(v)) for s, v in catalog.items()}
-
-
-def _service_vectors(services: list[str], landing_folder: dict, compute: ComputeResource) -> dict:
-    device = compute.resolved_device()
-    encoder, tok = load_encoder(general_language_encoder(), device)
-    return service_vectors(services, _descriptions(landing_folder),
-                           partial(embed_texts, encoder, tok, pooling="mean", bf16=compute.bf16(device)))
+    return load_descriptions(world.catalog_json if world else Path(landing_folder["folder"]) / "service_catalog.json")
 
 
 def _model_version(context: dg.AssetExecutionContext) -> str:
@@ -83,36 +55,33 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
     """Top-5 services each user has not used yet, from their last 8 sessions (what the product shows).
 
     The service head's top 5 after each recent session, services the user already used (in any
-    session or bill) removed, ranked by how many sessions recommended them (ties: summed
-    probability), with a landing page from the page head and the user's persona.
+    session or bill) removed, ranked by how many sessions recommended them (ties and the fill:
+    summed probability), with a landing page from the page head and the user's persona.
     """
     if config.ranker not in RANKERS:
         raise dg.Failure(description=f"ranker must be one of {', '.join(RANKERS)}, not {config.ranker!r}")
-    model, tok, bf16 = _model(finetuned_model, compute)
-    predict = sessionbert_predictor(model, tok, sessionbert.size.model.max_length, bf16=bf16)
-    used = used_services(session_splits, billing_records)
-    predictions = predict(recent_sessions(session_splits, config.recent_sessions))
-    found = candidates(predictions, used)
-    if config.ranker == "count":
-        ranked = rank_by_count(found)
-    elif config.ranker == "persona":
-        ranked = rank_by_persona(found, user_personas.select("user_id", "cluster"), observed_adoptions(session_splits))
-    else:
-        vectors = _service_vectors(list(model.config.service_labels), landing_folder, compute).get(config.ranker)
-        if vectors is None:
-            raise dg.Failure(description=f"ranker {config.ranker!r} needs service descriptions: put a "
-                                         "service_catalog.json ({service: {description}}) in the landing folder")
-        ranked = rank_by_similarity(found, used, vectors)
+    device = compute.resolved_device()
+    model = SessionBertForNextActivity.from_pretrained(finetuned_model).to(device)
+    predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(finetuned_model),
+                                      sessionbert.size.model.max_length, bf16=compute.bf16(device))
+    vectors = None
+    if config.ranker in ("names", "descriptions"):
+        vectors = service_vectors_from_encoder(list(model.config.service_labels), _descriptions(landing_folder),
+                                               device, compute.bf16(device))
+    try:
+        ranked = recommend_services(predictor, session_splits, billing_records, config.ranker, config.recent_sessions,
+                                    user_personas.select("user_id", "cluster"), vectors)
+    except ValueError as error:
+        raise dg.Failure(description=str(error)) from error
     recommendations = (
-        landing_pages(predictions, ranked, most_visited_pages(session_splits))
-        .join(user_personas.select("user_id", "persona"), on="user_id", how="left", maintain_order="left")
+        ranked.join(user_personas.select("user_id", "persona"), on="user_id", how="left", maintain_order="left")
         .with_columns(pl.col("persona").fill_null(""), model_version=pl.lit(_model_version(context)),
                       generated_at=pl.lit(datetime.now(UTC)))
         .select("user_id", "rank", "service", "score", "persona", "model_version", "generated_at", "page")
     )
-    n_users = session_splits["user_id"].n_unique()
     context.add_output_metadata({
-        "users": n_users, "users_with_recommendations": recommendations["user_id"].n_unique(),
+        "users": session_splits["user_id"].n_unique(),
+        "users_with_recommendations": recommendations["user_id"].n_unique(),
         "ranker": config.ranker, "recent_sessions": config.recent_sessions,
         "most_recommended": table(recommendations.group_by("service").len("users").sort("users", descending=True)),
         "sample": table(recommendations.head(15).drop("generated_at")),
@@ -130,8 +99,9 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
 
     Each user's first D active days are seen, the rest unseen; every method recommends from the
     seen days only and is scored on the services first used in the unseen days, over users who
-    adopt at least one. Methods: SessionBERT (count ranker), its persona, name and description
-    rankers, popularity, first-order Markov, random and, on the synthetic world, the oracle. The
+    adopt at least one. Only test-split users are scored: no model was trained on any of their
+    sessions. Methods: SessionBERT (count ranker), its persona, name and description rankers,
+    popularity, first-order Markov, random and, on the synthetic world, the oracle. The
     persona ranker's clusters are refitted on seen sessions only. Also the share of recommended
     services that fit the user's persona.
     """
@@ -141,7 +111,9 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
         finetuned_model, session_splits, session_embeddings, cluster_sweep["k"], cluster_sweep["recent_sessions"],
         _descriptions(landing_folder), world.root if world else None, device, compute.bf16(device),
         sessionbert.size.model.max_length, sessionbert.seed)
-    evaluation = hit_at_k(session_splits, billing_records, recommenders, SEEN_DAYS)
+    test_users = session_splits.filter(pl.col("split") == "test")["user_id"].unique()
+    evaluation = hit_at_k(session_splits, billing_records, recommenders, SEEN_DAYS, scored_users=test_users)
+    evaluation["scored_users"] = "test split: users none of whose sessions was trained on"
     definitions = persona_definitions(landing_folder)
     if definitions is not None:
         recommended = recommendation_table.select("user_id", "service")
@@ -157,16 +129,18 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
     with mlflow_tracking.run(context, sessionbert.home_path):
         mlflow.log_metrics({f"D{r['seen_days']}_{r['method']}_{k.replace('@', '_at_')}": r[k]
                             for r in rows for k in ("hit@3", "hit@5", "ndcg@5", "mrr")})
-        if rows:
-            wide = frame.filter(pl.col("seen_days") == 10).select("method", "hit@3", "hit@5", "ndcg@5", "mrr")
+        wide = frame.filter(pl.col("seen_days") == 10).select("method", "hit@3", "hit@5", "ndcg@5", "mrr") \
+            if rows else frame
+        if wide.height:
             fig = plots.grouped_bars(wide, "method", ["hit@3", "hit@5", "ndcg@5", "mrr"], "Hit@k, D = 10 seen days")
             mlflow.log_figure(fig, "hit_at_k.png")
             metadata["hit_at_k_plot"] = figure(fig)
             plots.close(fig)
     for d, entry in evaluation["seen_days"].items():
         metadata[f"D{d}/n_users"] = entry["n_users"]
-        if "sessionbert" in entry:
-            metadata[f"D{d}/sessionbert/hit@5"] = round(entry["sessionbert"]["hit@5"], 4)
+        for method, figures in entry.items():
+            if isinstance(figures, dict):
+                metadata[f"D{d}/{method}/hit@5"] = round(figures["hit@5"], 4)
     if "persona_fit" in evaluation:
         for kind, fit in evaluation["persona_fit"].items():
             if fit:
