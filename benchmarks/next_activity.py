@@ -1,11 +1,13 @@
 """Next-activity quality (paper Table 2): SessionBERT against the baselines and the ceiling, over seeds.
 
     python benchmarks/next_activity.py --profile small --seeds 0 1 2
+    python benchmarks/next_activity.py --profile small --seeds 0 1 2 --from-homes /tmp/sessionbert-benchmark
 
 For each seed: a new synthetic world, ingested, serialized and split as the pipeline does; the
 tokenizer, MLM pretraining and multitask fine-tuning of the profile; then the test split scored
 for SessionBERT, most popular, first-order Markov and the ceiling. Prints mean and standard
 deviation over seeds, the quality bar, and writes benchmarks/results/next_activity-<profile>.json.
+With --from-homes it reads the figures of whole Dagster graph runs (model_evaluation.json) instead.
 """
 
 from __future__ import annotations
@@ -85,15 +87,22 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--every-cut", choices=["profile", "yes", "no"], default="profile",
                         help="fine-tune on every activity as a target, or the last only (default: the profile's)")
+    parser.add_argument("--from-homes", type=Path,
+                        help="read model_evaluation.json of whole-graph runs in <dir>/<profile>-seed<N>/ (as "
+                             "benchmarks/personas_and_recommendations.py leaves them) instead of training here")
     args = parser.parse_args()
     every_cut = None if args.every_cut == "profile" else args.every_cut == "yes"
     runs = {}
     for seed in args.seeds:
-        with tempfile.TemporaryDirectory() as tmp:
-            runs[seed] = measure(args.profile, seed, Path(tmp), every_cut)
+        if args.from_homes:
+            runs[seed] = json.loads((args.from_homes / f"{args.profile}-seed{seed}" / "model_evaluation.json")
+                                    .read_text())
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                runs[seed] = measure(args.profile, seed, Path(tmp), every_cut)
         print(f"seed {seed}: service {runs[seed]['service']['sessionbert']['accuracy']:.4f}, "
               f"page {runs[seed]['page']['sessionbert']['accuracy']:.4f}, "
-              f"{sum(runs[seed]['seconds'].values()):.0f} s", flush=True)
+              f"{sum(runs[seed].get('seconds', {}).values()):.0f} s training here", flush=True)
     summary = summarize(runs)
     print(f"\nnext activity on the test split, profile {args.profile}, seeds {args.seeds} (mean ± std)")
     print(f"{'method':<12} {'service F1w':>15} {'service acc':>15} {'page F1w':>15} {'page acc':>15}")
@@ -116,6 +125,7 @@ def main() -> None:
     out = Path(__file__).parent / "results" / f"next_activity-{args.profile}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"profile": args.profile, "seeds": args.seeds, "summary": summary, "bar": bar,
+                               "source": f"graph runs in {args.from_homes}" if args.from_homes else "trained here",
                                "runs": {str(k): v for k, v in runs.items()}}, indent=2, default=str) + "\n")
     print(f"\nwritten to {out}")
 

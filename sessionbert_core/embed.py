@@ -30,14 +30,19 @@ def load_encoder(folder: Path, device: str = "cpu") -> tuple[torch.nn.Module, Pr
     return model, AutoTokenizer.from_pretrained(folder)
 
 
+TOKENIZE_CHUNK = 65_536  # texts tokenized at a time: memory stays bounded however many there are
+
+
 def _batches(texts: Sequence[str], tokenizer: PreTrainedTokenizerFast, batch_size: int,
              max_length: int) -> Iterator[tuple[np.ndarray, dict]]:
-    """Length-sorted batches (little padding); yields the original positions with each batch."""
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    order = np.argsort([len(x) for x in encoded], kind="stable")
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        yield chunk, tokenizer.pad([{"input_ids": encoded[i]} for i in chunk], return_tensors="pt")
+    """Length-sorted batches (little padding) within chunks of texts; yields the original positions."""
+    for offset in range(0, len(texts), TOKENIZE_CHUNK):
+        encoded = tokenizer(list(texts[offset:offset + TOKENIZE_CHUNK]), truncation=True,
+                            max_length=max_length)["input_ids"]
+        order = np.argsort([len(x) for x in encoded], kind="stable")
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            yield offset + chunk, tokenizer.pad([{"input_ids": encoded[i]} for i in chunk], return_tensors="pt")
 
 
 @torch.inference_mode()

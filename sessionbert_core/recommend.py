@@ -33,6 +33,7 @@ N_RECOMMENDATIONS = 5
 TOP_PER_SESSION = 5  # services counted per session (the paper's top 5)
 CANDIDATE_DEPTH = 50  # services kept per session, so short lists can be filled by probability
 SEEN_DAYS = (6, 10, 12)
+USERS_PER_CHUNK = 20_000  # users whose recent sessions are predicted at once: bounds memory
 RANKED = {"user_id": pl.String, "rank": pl.Int32, "service": pl.String, "score": pl.Float64}
 
 # sessions -> one row per session with `services` and `service_probabilities` (and optionally pages)
@@ -432,21 +433,29 @@ def recommend_services(predictor: Predictor, sessions: pl.DataFrame, billing: pl
     """
     if ranker not in RANKERS:
         raise ValueError(f"ranker must be one of {', '.join(RANKERS)}, not {ranker!r}")
-    used = used_services(sessions, billing)
-    predictions = predictor(recent_sessions(sessions, recent))
-    found = candidates(predictions, used)
-    if ranker == "count":
-        ranked = rank_by_count(found)
-    elif ranker == "persona":
-        if cluster_of_user is None:
-            raise ValueError("the persona ranker needs each user's cluster")
-        ranked = rank_by_persona(found, cluster_of_user, observed_adoptions(sessions))
-    elif not vectors or ranker not in vectors:
+    if ranker == "persona" and cluster_of_user is None:
+        raise ValueError("the persona ranker needs each user's cluster")
+    if ranker in ("names", "descriptions") and not (vectors and ranker in vectors):
         raise ValueError(f"the {ranker} ranker needs service {ranker}: none were given (for descriptions, a "
                          "service_catalog.json {service: {description}} in the landing folder)")
-    else:
-        ranked = rank_by_similarity(found, used, vectors[ranker])
-    return landing_pages(predictions, ranked, most_visited_pages(sessions))
+    used = used_services(sessions, billing)
+    fallback = most_visited_pages(sessions)
+    adoptions = observed_adoptions(sessions) if ranker == "persona" else None
+    recent_of_all = recent_sessions(sessions, recent)
+    users = recent_of_all["user_id"].unique(maintain_order=True)
+    parts = []
+    for start in range(0, users.len(), USERS_PER_CHUNK):  # predictions for one chunk of users at a time
+        chunk = users.slice(start, USERS_PER_CHUNK).implode()
+        predictions = predictor(recent_of_all.filter(pl.col("user_id").is_in(chunk)))
+        found = candidates(predictions, used.filter(pl.col("user_id").is_in(chunk)))
+        if ranker == "count":
+            ranked = rank_by_count(found)
+        elif ranker == "persona":
+            ranked = rank_by_persona(found, cluster_of_user, adoptions)
+        else:
+            ranked = rank_by_similarity(found, used, vectors[ranker])
+        parts.append(landing_pages(predictions, ranked, fallback))
+    return pl.concat(parts) if parts else pl.DataFrame(schema={**RANKED, "page": pl.String})
 
 
 def load_descriptions(path: Path) -> dict[str, str] | None:

@@ -344,6 +344,9 @@ def _head_accuracy(prediction) -> dict[str, float]:
 # inference
 
 
+TOKENIZE_CHUNK = 65_536  # texts tokenized at a time
+
+
 @torch.inference_mode()
 def predict_top_k(model: SessionBertForNextActivity, tokenizer: PreTrainedTokenizerFast, texts: list[str],
                   batch_size: int = 256, max_length: int = 128, top_k_services: int = 5, top_k_pages: int = 5,
@@ -352,22 +355,23 @@ def predict_top_k(model: SessionBertForNextActivity, tokenizer: PreTrainedTokeni
 
     Texts are batched by length (little padding); memory is bounded by the batch size.
     """
-    encoded = _encode_inputs(tokenizer, texts, max_length) if texts else []
-    order = np.argsort([len(x) for x in encoded], kind="stable")
     model.eval()
     device = next(model.parameters()).device
     services, pages = np.array(model.config.service_labels), np.array(model.config.page_labels)
     k_service, k_page = min(top_k_services, len(services)), min(top_k_pages, len(pages))
-    rows: list[tuple] = [()] * len(encoded)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        batch = tokenizer.pad([{"input_ids": encoded[i]} for i in chunk], return_tensors="pt").to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        sp, si = out.service_logits.float().softmax(-1).topk(k_service)
-        pp, pi = out.page_logits.float().softmax(-1).topk(k_page)
-        for j, i in enumerate(chunk):
-            rows[i] = (services[si[j]].tolist(), sp[j].tolist(), pages[pi[j]].tolist(), pp[j].tolist())
+    rows: list[tuple] = [()] * len(texts)
+    for offset in range(0, len(texts), TOKENIZE_CHUNK):  # tokenized a chunk at a time: bounded memory
+        encoded = _encode_inputs(tokenizer, texts[offset:offset + TOKENIZE_CHUNK], max_length)
+        order = np.argsort([len(x) for x in encoded], kind="stable")
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = tokenizer.pad([{"input_ids": encoded[i]} for i in chunk], return_tensors="pt").to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            sp, si = out.service_logits.float().softmax(-1).topk(k_service)
+            pp, pi = out.page_logits.float().softmax(-1).topk(k_page)
+            for j, i in enumerate(chunk):
+                rows[offset + i] = (services[si[j]].tolist(), sp[j].tolist(), pages[pi[j]].tolist(), pp[j].tolist())
     return pl.DataFrame([
         pl.Series("services", [r[0] for r in rows], dtype=pl.List(pl.String)),
         pl.Series("service_probabilities", [r[1] for r in rows], dtype=pl.List(pl.Float64)),

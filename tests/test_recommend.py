@@ -185,3 +185,25 @@ def test_graph_recommends_new_services_on_tiny(trained):
             assert set(entry[method]) == {"hit@3", "hit@5", "ndcg@5", "mrr"}
             assert 0.0 <= entry[method]["hit@3"] <= entry[method]["hit@5"] <= 1.0
     assert 0.0 <= evaluation["persona_fit"]["true"]["share"] <= 1.0
+
+
+def test_recommendations_are_the_same_whatever_the_user_chunk(tiny_world, monkeypatch):
+    import sessionbert_core.recommend as recommend
+
+    events = pl.read_parquet(tiny_world.landing / "events-*.parquet")
+    billing = pl.read_parquet(tiny_world.landing / "billing-*.parquet")
+    sessions = serialize_sessions(events, billing)
+    services = sorted(set(events["service"]))
+
+    def predictor(recent: pl.DataFrame) -> pl.DataFrame:  # a fixed stand-in for the model: the ranking is tested
+        order = recent["session_id"].str.len_chars() % len(services)
+        return recent.select("user_id", "session_id").with_columns(
+            services=pl.concat_list([pl.lit(services).list.get((order + i) % len(services)) for i in range(8)]),
+            service_probabilities=pl.lit([0.3, 0.2, 0.15, 0.1, 0.1, 0.08, 0.05, 0.02]),
+            pages=pl.lit([], pl.List(pl.String)), page_probabilities=pl.lit([], pl.List(pl.Float64)))
+
+    whole = recommend.recommend_services(predictor, sessions, billing).sort("user_id", "rank")
+    monkeypatch.setattr(recommend, "USERS_PER_CHUNK", 3)
+    chunked = recommend.recommend_services(predictor, sessions, billing).sort("user_id", "rank")
+    assert whole.height > 0 and whole.equals(chunked)
+    assert whole["page"].null_count() == 0  # the page head gave nothing: the most visited page stands in
