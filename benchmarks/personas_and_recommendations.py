@@ -47,6 +47,8 @@ from sessionbert_core.recommend import (
     persona_fit,
     rank_by_count,
     rank_by_persona,
+    rankings,
+    split_seen_unseen,
     used_services,
 )
 from sessionbert_core.segment import K_RANGE, CosineKMeans, choose_k, cluster_activity_counts, silhouette_sweep
@@ -127,6 +129,12 @@ def recommendation_figures(home: Path, world: WorldPaths, profile_max_length: in
         "persona": persona_fit(rank_by_persona(found, clusters, observed_adoptions(sessions)), truth,
                                definitions.services_of_persona),
     }
+    # early in the window, when users still have persona tasks to take up: the D = 10 rankings of test users
+    split = split_seen_unseen(sessions, billing, 10, recommenders.used_before)
+    ranked = rankings(split, recommenders, 8)
+    for method in ("sessionbert", "sessionbert_persona"):
+        scored = ranked[method].filter(pl.col("user_id").is_in(test_users.implode()))
+        fit[f"{method}_D10"] = persona_fit(scored, truth, definitions.services_of_persona)
     return {"appendix_b": curve, "persona_fit": {k: v.get("share") for k, v in fit.items()},
             "persona_fit_per_persona": {k: v.get("per_persona") for k, v in fit.items()}}
 
@@ -185,8 +193,9 @@ def report(runs: list[dict], profile: str) -> dict:
         print(f"    {recent:>3} sessions  " + "  ".join(
             f"{m} {spread([r['recommendation']['appendix_b'][recent][m] for r in runs])}"
             for m in ("sessionbert", "sessionbert_persona", "markov")))
-    print("  persona fit (true persona): " + ", ".join(
-        f"{k} ranker {spread([r['recommendation']['persona_fit'][k] for r in runs])}" for k in ("count", "persona")))
+    print("  persona fit (share of recommended services in the true persona's tasks): " + ", ".join(
+        f"{k} {spread([r['recommendation']['persona_fit'][k] for r in runs])}"
+        for k in ("count", "persona", "sessionbert_D10", "sessionbert_persona_D10")))
 
     def d10(r, m):
         return r["hit_at_k"]["seen_days"]["10"][m]["hit@5"]

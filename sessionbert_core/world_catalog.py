@@ -144,7 +144,8 @@ TASKS: dict[str, tuple[str, ...]] = {
 }
 
 # persona -> (share of users, {task: weight}). Persona 2 and Persona 4 differ by one minor task, so
-# clustering should merge them; Persona 6 and Persona 7 are too rare to carry signal.
+# clustering should merge them; Persona 6 and Persona 7 are rare (at `small` scale Persona 6 is just
+# separable from its users' task mix, Persona 7 is not).
 PERSONAS: dict[str, tuple[float, dict[str, float]]] = {
     "Persona 1": (0.255, {"monitoring": 0.35, "incident_response": 0.25, "deploy_application": 0.15,
                           "support_cases": 0.1, "explore_new_services": 0.15}),
