@@ -79,6 +79,14 @@ def run(selection: str | None) -> int:
             for key in SUMMARY_KEYS.get(name, ()):
                 if key in metadata:
                     print(f"      {key:<28} {_value(metadata[key])}")
+        checks = result.get_asset_check_evaluations()
+        if checks:
+            print("\n  quality gates")
+            for check in checks:
+                print(f"      {'passed' if check.passed else 'FAILED':<7} {check.asset_key.to_user_string()}:"
+                      f"{check.check_name}")
+                if not check.passed:
+                    print(f"              {', '.join(f'{k}: {_value(v)}' for k, v in check.metadata.items())}")
         if not result.success:
             for event in result.all_events:
                 if event.is_step_failure and event.step_failure_data.error:

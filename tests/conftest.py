@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from sessionbert_assets.checks import QualityGatesResource, all_checks
 from sessionbert_assets.definitions import all_assets
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource, artifact_io_manager
 from sessionbert_core.config import get_profile
@@ -28,13 +29,14 @@ def trained(tmp_path_factory) -> tuple:
     return home, materialize_all(home, "synthetic")
 
 
-def materialize_all(home: Path, source: str, selection=None) -> dg.ExecuteInProcessResult:
-    """Materialize the graph (or a selection) on tiny into `home`, from `source`."""
+def materialize_all(home: Path, source: str, selection=None, gates: QualityGatesResource | None = None,
+                    instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+    """Materialize the graph (or a selection) and its quality gates on tiny into `home`, from `source`."""
     sessionbert = SessionBertResource(home=str(home), source=source, profile="tiny", seed=0)
     resources = {"sessionbert": sessionbert, "io_manager": artifact_io_manager, "compute": ComputeResource(),
-                 "mlflow_tracking": MlflowResource(tracking_uri="")}
-    return dg.materialize(all_assets, selection=selection, resources=resources,
-                          instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+                 "mlflow_tracking": MlflowResource(tracking_uri=""), "quality_gates": gates or QualityGatesResource()}
+    return dg.materialize([*all_assets, *all_checks], selection=selection, resources=resources,
+                          instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False)
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def _model_version(context: dg.AssetExecutionContext) -> str:
     return str(entry.value) if entry is not None else "unregistered"
 
 
-@dg.asset(group_name="recommendation", kinds={"pytorch", "parquet"})
+@dg.asset(group_name="recommendation", kinds={"pytorch", "parquet"}, deps=["model_evaluation"])
 def recommendation_table(context: dg.AssetExecutionContext, config: RecommendationConfig,
                          sessionbert: SessionBertResource, compute: ComputeResource, landing_folder: dict,
                          finetuned_model: Path, session_splits: pl.DataFrame, billing_records: pl.DataFrame,
@@ -56,7 +56,9 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
 
     The service head's top 5 after each recent session, services the user already used (in any
     session or bill) removed, ranked by how many sessions recommended them (ties and the fill:
-    summed probability), with a landing page from the page head and the user's persona.
+    summed probability), with a landing page from the page head and the user's persona. It waits
+    for the model's quality gate (a check on `model_evaluation`): a model that fails it never
+    reaches this table, and the previous one stays served.
     """
     if config.ranker not in RANKERS:
         raise dg.Failure(description=f"ranker must be one of {', '.join(RANKERS)}, not {config.ranker!r}")

@@ -1,0 +1,107 @@
+"""Quality gates as blocking asset checks: a failing gate stops everything downstream in the run.
+
+So a bad ingest trains nothing, and a fine-tuned model that loses to popularity, or falls more than
+the allowed margin below the model in production, never refreshes the recommendation table: the
+previous table stays served. A model that passes becomes the registry's `champion`.
+"""
+
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import polars as pl
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from pydantic import Field
+
+from sessionbert_assets.resources import MlflowResource, SessionBertResource
+from sessionbert_core import gates
+from sessionbert_core.recommend import used_services
+from sessionbert_core.tokenizer import measure
+
+CHAMPION = "champion"
+
+
+class QualityGatesResource(dg.ConfigurableResource):
+    """Thresholds of the quality gates (sessionbert_core.gates holds the rules)."""
+
+    quarantine_share_limit: float = Field(default=gates.QUARANTINE_SHARE_LIMIT,
+                                          description="largest share of quarantined rows an ingest may have")
+    unknown_token_limit: float = Field(default=gates.UNKNOWN_TOKEN_LIMIT,
+                                       description="largest [UNK] share of validation tokens")
+    margin_over_popularity: float = Field(default=gates.MARGIN_OVER_POPULARITY,
+                                          description="accuracy the model must beat popularity by, per head")
+    max_drop_from_champion: float = Field(default=gates.MAX_DROP_FROM_CHAMPION,
+                                          description="accuracy a new model may lose against the champion")
+
+
+@dg.asset_check(asset="raw_sessions", blocking=True, additional_ins={"quarantined_events": dg.AssetIn()},
+                description="The share of quarantined rows stays under the limit, or nothing trains on the ingest.")
+def check_quarantine_share(raw_sessions: pl.DataFrame, quarantined_events: pl.DataFrame,
+                           quality_gates: QualityGatesResource) -> dg.AssetCheckResult:
+    share = gates.quarantine_share(raw_sessions.height, quarantined_events.height)
+    return dg.AssetCheckResult(passed=share <= quality_gates.quarantine_share_limit,
+                               metadata={"share": round(share, 6), "limit": quality_gates.quarantine_share_limit,
+                                         "quarantined": quarantined_events.height})
+
+
+@dg.asset_check(asset="tokenizer", blocking=True, additional_ins={"session_splits": dg.AssetIn()},
+                description="The tokenizer's [UNK] share on validation sessions stays under the limit.")
+def check_unknown_token_rate(tokenizer: Path, session_splits: pl.DataFrame,
+                             quality_gates: QualityGatesResource) -> dg.AssetCheckResult:
+    from transformers import AutoTokenizer
+
+    validation = session_splits.filter(pl.col("split") == "validation")
+    stats = measure(AutoTokenizer.from_pretrained(tokenizer), "saved", validation["text"].to_list(),
+                    validation["activities"].explode().drop_nulls())
+    return dg.AssetCheckResult(passed=stats.unknown_token_rate <= quality_gates.unknown_token_limit,
+                               metadata={"unknown_token_rate": round(stats.unknown_token_rate, 6),
+                                         "limit": quality_gates.unknown_token_limit})
+
+
+@dg.asset_check(asset="model_evaluation", blocking=True,
+                description="The new model beats popularity and is not worse than the champion by more than the "
+                            "margin; then it becomes the champion. Otherwise the recommendation table is not "
+                            "refreshed.")
+def check_model_beats_popularity_and_champion(context: dg.AssetCheckExecutionContext, model_evaluation: dict,
+                                              sessionbert: SessionBertResource, mlflow_tracking: MlflowResource,
+                                              quality_gates: QualityGatesResource) -> dg.AssetCheckResult:
+    mlflow.set_tracking_uri(mlflow_tracking.uri(sessionbert.home_path))
+    client = MlflowClient()
+    name = mlflow_tracking.registered_model
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champion = None
+    figures = {head: float(champion.tags[f"{head}_accuracy"]) for head in ("service", "page")
+               if champion is not None and f"{head}_accuracy" in champion.tags}
+    verdict = gates.model_verdict(model_evaluation, figures or None, quality_gates.margin_over_popularity,
+                                  quality_gates.max_drop_from_champion)
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("finetuned_model"))
+    entry = event.asset_materialization.metadata.get("model_version") if event and event.asset_materialization else None
+    version = str(entry.value) if entry is not None else None
+    if verdict.passed and version is not None:
+        for head in ("service", "page"):
+            client.set_model_version_tag(name, version, f"{head}_accuracy",
+                                         str(model_evaluation[head]["sessionbert"]["accuracy"]))
+        client.set_registered_model_alias(name, CHAMPION, version)
+    return dg.AssetCheckResult(passed=verdict.passed, metadata={
+        "reasons": "; ".join(verdict.reasons) or "passed",
+        "model_version": version or "unregistered",
+        "champion_before": champion.version if champion is not None else "none",
+        "champion_now": version if verdict.passed and version else (champion.version if champion else "none"),
+    })
+
+
+@dg.asset_check(asset="recommendation_table", blocking=True,
+                additional_ins={"session_splits": dg.AssetIn(), "billing_records": dg.AssetIn()},
+                description="No recommended service was used before; at most 5 per user, ranked 1..n.")
+def check_recommendations_are_new_and_few(recommendation_table: pl.DataFrame, session_splits: pl.DataFrame,
+                                          billing_records: pl.DataFrame) -> dg.AssetCheckResult:
+    problems = gates.recommendation_problems(recommendation_table, used_services(session_splits, billing_records))
+    return dg.AssetCheckResult(passed=not problems, metadata={"problems": "; ".join(problems) or "none",
+                                                              "rows": recommendation_table.height})
+
+
+all_checks = [check_quarantine_share, check_unknown_token_rate, check_model_beats_popularity_and_champion,
+              check_recommendations_are_new_and_few]

@@ -1,0 +1,59 @@
+"""Quality gates: the rules that keep a bad ingest, tokenizer, model or recommendation table from users."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+QUARANTINE_SHARE_LIMIT = 0.05  # of the rows kept or quarantined
+UNKNOWN_TOKEN_LIMIT = 0.01
+MARGIN_OVER_POPULARITY = 0.0  # accuracy points the model must beat popularity by, on both heads
+MAX_DROP_FROM_CHAMPION = 0.02  # accuracy points a new model may lose against the model in production
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    reasons: tuple[str, ...]  # why it failed (empty when it passed)
+
+
+def quarantine_share(kept_rows: int, quarantined_rows: int) -> float:
+    return quarantined_rows / max(kept_rows + quarantined_rows, 1)
+
+
+def model_verdict(evaluation: dict, champion: dict | None, margin: float = MARGIN_OVER_POPULARITY,
+                  max_drop: float = MAX_DROP_FROM_CHAMPION) -> Verdict:
+    """A new model (its `model_evaluation`) must beat popularity on both heads by more than `margin` (a tie
+    is no win), and lose no
+    more than `max_drop` accuracy against the champion's (`{"service": acc, "page": acc}`), if any."""
+    reasons = []
+    for head in ("service", "page"):
+        if "sessionbert" not in evaluation.get(head, {}):
+            reasons.append(f"{head}: no SessionBERT figure")
+            continue
+        ours = evaluation[head]["sessionbert"]["accuracy"]
+        popular = evaluation[head]["popularity"]["accuracy"]
+        if ours <= popular + margin:
+            reasons.append(f"{head} accuracy {ours:.4f} does not beat popularity {popular:.4f} by {margin}")
+        if champion and head in champion and ours < champion[head] - max_drop:
+            reasons.append(f"{head} accuracy {ours:.4f} is more than {max_drop} below the champion's "
+                           f"{champion[head]:.4f}")
+    return Verdict(not reasons, tuple(reasons))
+
+
+def recommendation_problems(table: pl.DataFrame, used: pl.DataFrame, limit: int = 5) -> list[str]:
+    """What is wrong with a recommendation table: used services, too many rows, ranks not 1..n."""
+    problems = []
+    clashes = table.join(used.select("user_id", "service"), on=["user_id", "service"], how="semi")
+    if clashes.height:
+        problems.append(f"{clashes.height} recommendations of services the user already used "
+                        f"(e.g. {clashes['user_id'][0]}: {clashes['service'][0]})")
+    per_user = table.group_by("user_id").agg(n=pl.len(), ranks=pl.col("rank").sort())
+    crowded = per_user.filter(pl.col("n") > limit)
+    if crowded.height:
+        problems.append(f"{crowded.height} users with more than {limit} recommendations")
+    expected = per_user.with_columns(ok=pl.col("ranks") == pl.int_ranges(1, pl.col("n") + 1).cast(pl.List(pl.Int32)))
+    if not expected["ok"].all():
+        problems.append(f"{(~expected['ok']).sum()} users whose ranks are not 1..n")
+    return problems

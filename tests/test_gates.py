@@ -1,0 +1,80 @@
+"""Quality gates and schedules: each gate passes and fails on crafted artifacts; a failing model gate
+leaves the served recommendation table untouched; the schedules request the right runs."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import dagster as dg
+import polars as pl
+import pytest
+from conftest import materialize_all
+
+from sessionbert_assets.checks import QualityGatesResource
+from sessionbert_assets.definitions import daily_refresh, defs, weekly_retrain
+from sessionbert_core import gates
+
+
+def _evaluation(service: float, page: float, popular: float = 0.2) -> dict:
+    return {head: {"sessionbert": {"accuracy": ours}, "popularity": {"accuracy": popular}}
+            for head, ours in (("service", service), ("page", page))}
+
+
+def test_model_gate_needs_to_beat_popularity_and_stay_near_the_champion():
+    assert gates.model_verdict(_evaluation(0.6, 0.4), None).passed
+    lost = gates.model_verdict(_evaluation(0.6, 0.15), None)
+    assert not lost.passed and "page accuracy 0.1500 does not beat popularity" in lost.reasons[0]
+    assert gates.model_verdict(_evaluation(0.6, 0.4), {"service": 0.61, "page": 0.41}).passed  # within 0.02
+    worse = gates.model_verdict(_evaluation(0.55, 0.4), {"service": 0.61, "page": 0.41})
+    assert not worse.passed and "below the champion" in worse.reasons[0]
+
+
+def test_recommendation_gate_finds_used_services_crowding_and_bad_ranks():
+    used = pl.DataFrame({"user_id": ["a"], "service": ["logs"]})
+    good = pl.DataFrame({"user_id": ["a", "a", "b"], "rank": [1, 2, 1], "service": ["dns", "cdn", "logs"]}).cast(
+        {"rank": pl.Int32})
+    assert gates.recommendation_problems(good, used) == []
+    bad = pl.DataFrame({"user_id": ["a"] * 7, "rank": [1, 2, 3, 4, 5, 6, 8],
+                        "service": ["logs", "b", "c", "d", "e", "f", "g"]}).cast({"rank": pl.Int32})
+    problems = gates.recommendation_problems(bad, used)
+    assert len(problems) == 3 and "already used" in problems[0] and "more than 5" in problems[1]
+
+
+def test_quarantine_share_counts_kept_and_quarantined_rows():
+    assert gates.quarantine_share(95, 5) == pytest.approx(0.05)
+    assert gates.quarantine_share(0, 0) == 0.0
+
+
+def test_every_gate_passes_on_tiny_and_the_model_becomes_champion(trained):
+    home, result = trained
+    evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert evaluations == {"check_quarantine_share": True, "check_unknown_token_rate": True,
+                           "check_model_beats_popularity_and_champion": True,
+                           "check_recommendations_are_new_and_few": True}
+    with sqlite3.connect(home / "mlflow.db") as db:
+        aliases = db.execute("select alias, version from registered_model_aliases").fetchall()
+    assert aliases == [("champion", 1)]
+
+
+def test_a_failing_model_gate_leaves_the_served_table_untouched(trained):
+    home, _ = trained
+    served = home / "recommendation_table.parquet"
+    before = (served.stat().st_mtime_ns, served.read_bytes())
+    strict = QualityGatesResource(margin_over_popularity=1.0)  # no model can beat popularity by 100 points
+    result = materialize_all(home, "synthetic", selection=["model_evaluation", "recommendation_table"], gates=strict)
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["check_model_beats_popularity_and_champion"] is False
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "model_evaluation" in materialized and "recommendation_table" not in materialized
+    assert (served.stat().st_mtime_ns, served.read_bytes()) == before
+
+
+def test_schedules_request_the_refresh_and_the_retraining():
+    context = dg.build_schedule_context(scheduled_execution_time=None)
+    for schedule, job in ((daily_refresh, "refresh_recommendations"), (weekly_retrain, "sessionbert_main")):
+        requests = schedule.evaluate_tick(context).run_requests
+        assert len(requests) == 1 and schedule.job_name == job
+    assert daily_refresh.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert weekly_retrain.default_status == dg.DefaultScheduleStatus.STOPPED
+    refresh = defs.resolve_job_def("refresh_recommendations")
+    assert "recommendation_table" in {k.to_user_string() for k in refresh.asset_layer.executable_asset_keys}
