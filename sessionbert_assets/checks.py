@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import Field
 
+from sessionbert_assets.metadata import registered_model_version
 from sessionbert_assets.resources import MlflowResource, SessionBertResource
 from sessionbert_core import gates
 from sessionbert_core.recommend import used_services
@@ -77,9 +78,7 @@ def check_model_beats_popularity_and_champion(context: dg.AssetCheckExecutionCon
                if champion is not None and f"{head}_accuracy" in champion.tags}
     verdict = gates.model_verdict(model_evaluation, figures or None, quality_gates.margin_over_popularity,
                                   quality_gates.max_drop_from_champion)
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("finetuned_model"))
-    entry = event.asset_materialization.metadata.get("model_version") if event and event.asset_materialization else None
-    version = str(entry.value) if entry is not None else None
+    version = registered_model_version(context.instance)
     if verdict.passed and version is not None:
         for head in ("service", "page"):
             client.set_model_version_tag(name, version, f"{head}_accuracy",

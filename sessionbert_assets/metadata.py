@@ -52,3 +52,10 @@ def figure(fig) -> dg.MetadataValue:
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     encoded = base64.b64encode(buffer.getvalue()).decode()
     return dg.MetadataValue.md(f"![figure](data:image/png;base64,{encoded})")
+
+
+def registered_model_version(instance: dg.DagsterInstance) -> str | None:
+    """The registry version of the fine-tuned model, from its latest materialization's metadata."""
+    event = instance.get_latest_materialization_event(dg.AssetKey("finetuned_model"))
+    entry = event.asset_materialization.metadata.get("model_version") if event and event.asset_materialization else None
+    return str(entry.value) if entry is not None else None

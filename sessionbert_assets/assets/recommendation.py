@@ -9,7 +9,7 @@ import polars as pl
 from transformers import AutoTokenizer
 
 from sessionbert_assets.assets.source import persona_definitions, world_paths
-from sessionbert_assets.metadata import figure, table
+from sessionbert_assets.metadata import figure, registered_model_version, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import plots
 from sessionbert_core.model import SessionBertForNextActivity
@@ -40,13 +40,6 @@ def _descriptions(landing_folder: dict) -> dict[str, str] | None:
     return load_descriptions(world.catalog_json if world else Path(landing_folder["folder"]) / "service_catalog.json")
 
 
-def _model_version(context: dg.AssetExecutionContext) -> str:
-    """The registry version of the fine-tuned model, from its latest materialization's metadata."""
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("finetuned_model"))
-    entry = event.asset_materialization.metadata.get("model_version") if event and event.asset_materialization else None
-    return str(entry.value) if entry is not None else "unregistered"
-
-
 @dg.asset(group_name="recommendation", kinds={"pytorch", "parquet"}, deps=["model_evaluation"])
 def recommendation_table(context: dg.AssetExecutionContext, config: RecommendationConfig,
                          sessionbert: SessionBertResource, compute: ComputeResource, landing_folder: dict,
@@ -75,9 +68,10 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
                                     user_personas.select("user_id", "cluster"), vectors)
     except ValueError as error:
         raise dg.Failure(description=str(error)) from error
+    version = registered_model_version(context.instance) or "unregistered"
     recommendations = (
         ranked.join(user_personas.select("user_id", "persona"), on="user_id", how="left", maintain_order="left")
-        .with_columns(pl.col("persona").fill_null(""), model_version=pl.lit(_model_version(context)),
+        .with_columns(pl.col("persona").fill_null(""), model_version=pl.lit(version),
                       generated_at=pl.lit(datetime.now(UTC)))
         .select("user_id", "rank", "service", "score", "persona", "model_version", "generated_at", "page")
     )
