@@ -33,11 +33,9 @@ from sessionbert_core import plots
 from sessionbert_core.embed import embed_sessions, load_encoder, user_vectors
 from sessionbert_core.personas import (
     assign_personas,
-    cluster_task_probabilities,
     load_definitions,
+    map_clusters,
     persona_evaluation,
-    persona_probabilities,
-    tag_clusters,
 )
 from sessionbert_core.recommend import (
     candidates,
@@ -51,7 +49,7 @@ from sessionbert_core.recommend import (
     split_seen_unseen,
     used_services,
 )
-from sessionbert_core.segment import K_RANGE, CosineKMeans, choose_k, cluster_activity_counts, silhouette_sweep
+from sessionbert_core.segment import K_RANGE, CosineKMeans, choose_k, silhouette_sweep
 from sessionbert_core.serialize import recent_sessions
 from sessionbert_core.world import WorldPaths, load_truth
 
@@ -97,8 +95,7 @@ def pooling_figures(home: Path, world: WorldPaths, pooling: str, n_recent: int, 
     kmeans = CosineKMeans.fit(vectors, k, seed)
     definitions = load_definitions(world.personas_yaml)
     of_user = pl.DataFrame({"user_id": users, "cluster": kmeans.predict(vectors).astype(np.int64)})
-    counts = cluster_activity_counts(sessions, of_user)
-    tags, _ = tag_clusters(persona_probabilities(cluster_task_probabilities(counts, definitions), definitions))
+    tags = map_clusters(sessions, of_user, definitions).tags
     assigned = assign_personas(embeddings, kmeans.centroids, tags, n_recent)
     figures = persona_evaluation(assigned, load_truth(world.root, "users"))
     return {"k": k, "silhouette": {str(kk): v for kk, v in curve.items()},

@@ -28,6 +28,7 @@ import yaml
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from sessionbert_core.embed import user_vectors
+from sessionbert_core.segment import cluster_activity_counts
 
 TOP_ACTIVITIES = 200
 MERGE_MARGIN = 0.05  # a persona within 5% of the best P(persona | cluster) shares the cluster's tag
@@ -167,6 +168,15 @@ def persona_evaluation(assigned: pl.DataFrame, truth: pl.DataFrame) -> dict:
 
 
 
+def nearest_clusters(embeddings: pl.DataFrame, centroids: np.ndarray, n_recent: int) -> pl.DataFrame:
+    """`user_id, cluster`: each user (the mean of their last `n_recent` session embeddings) at its
+    nearest centroid by cosine."""
+    users, vectors = user_vectors(embeddings, n_recent)
+    similarity = vectors.astype(np.float64) @ np.asarray(centroids, dtype=np.float64).T
+    clusters = similarity.argmax(axis=1) if len(users) else np.zeros(0, dtype=np.int64)
+    return pl.DataFrame({"user_id": pl.Series(users, dtype=pl.String), "cluster": pl.Series(clusters, dtype=pl.Int64)})
+
+
 def assign_personas(embeddings: pl.DataFrame, centroids: np.ndarray, tags: pl.DataFrame,
                     n_recent: int) -> pl.DataFrame:
     """`user_id, cluster, persona, probability`: each user's nearest centroid and that cluster's tag.
@@ -175,12 +185,26 @@ def assign_personas(embeddings: pl.DataFrame, centroids: np.ndarray, tags: pl.Da
     user the model never saw gets a persona from their sessions alone, as the paper assigns new
     users. `tags` is `tag_clusters`' output; with no definitions the persona is empty.
     """
-    users, vectors = user_vectors(embeddings, n_recent)
-    similarity = vectors.astype(np.float64) @ np.asarray(centroids, dtype=np.float64).T
-    clusters = similarity.argmax(axis=1) if len(users) else np.zeros(0, dtype=np.int64)
     return (
-        pl.DataFrame({"user_id": pl.Series(users, dtype=pl.String), "cluster": pl.Series(clusters, dtype=pl.Int64)})
+        nearest_clusters(embeddings, centroids, n_recent)
         .join(tags, on="cluster", how="left", maintain_order="left")
         .with_columns(pl.col("persona").fill_null(""), pl.col("probability").fill_null(0.0))
         .select("user_id", "cluster", "persona", "probability")
     )
+
+
+@dataclass(frozen=True)
+class ClusterMapping:
+    tasks: pl.DataFrame  # P(task | cluster)
+    probabilities: pl.DataFrame  # P(persona | cluster)
+    tags: pl.DataFrame  # cluster, persona, probability
+    not_enough_signal: list[str]
+
+
+def map_clusters(sessions: pl.DataFrame, cluster_of_user: pl.DataFrame,
+                 definitions: PersonaDefinitions) -> ClusterMapping:
+    """The whole of paper 4.3 for clustered users: task probabilities, persona probabilities, tags."""
+    tasks = cluster_task_probabilities(cluster_activity_counts(sessions, cluster_of_user), definitions)
+    probabilities = persona_probabilities(tasks, definitions)
+    tags, unsupported = tag_clusters(probabilities)
+    return ClusterMapping(tasks, probabilities, tags, unsupported)

@@ -374,9 +374,16 @@ class Recommenders:
     seed: int = 0
 
 
-def rankings(split: SeenUnseen, recommenders: Recommenders, recent: int = RECENT_SESSIONS) -> dict[str, pl.DataFrame]:
-    """Every method's top-5 for the users of one seen/unseen split, from the seen days only."""
+def rankings(split: SeenUnseen, recommenders: Recommenders, recent: int = RECENT_SESSIONS,
+             scored_users: pl.Series | None = None) -> dict[str, pl.DataFrame]:
+    """Every method's top-5 for the users of one seen/unseen split, from the seen days only.
+
+    The model-based methods predict only for `scored_users` (all eligible users when None): the
+    others need every user's seen days, the predictions do not.
+    """
     inputs = recent_sessions(split.seen, recent)
+    if scored_users is not None:
+        inputs = inputs.filter(pl.col("user_id").is_in(scored_users.implode()))
     users = split.cutoffs["user_id"]
     adoptions = observed_adoptions(split.seen)
     found = candidates(recommenders.sessionbert(inputs), split.used)
@@ -413,7 +420,7 @@ def hit_at_k(sessions: pl.DataFrame, billing: pl.DataFrame | None, recommenders:
             eligible = eligible.filter(eligible.is_in(scored_users.implode()))
         entry: dict = {"n_users": adopters.len(), "n_users_eligible": eligible.len()}
         if adopters.len():
-            for method, ranked in rankings(split, recommenders, recent).items():
+            for method, ranked in rankings(split, recommenders, recent, scored_users).items():
                 entry[method] = hit_metrics(ranked, split.adopted, adopters)
         result["seen_days"][str(days)] = entry
     return result

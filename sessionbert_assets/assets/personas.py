@@ -19,13 +19,7 @@ from sessionbert_core.embed import (
     load_encoder,
     user_vectors,
 )
-from sessionbert_core.personas import (
-    MERGE_MARGIN,
-    assign_personas,
-    cluster_task_probabilities,
-    persona_probabilities,
-    tag_clusters,
-)
+from sessionbert_core.personas import MERGE_MARGIN, assign_personas, map_clusters, nearest_clusters
 from sessionbert_core.personas import persona_evaluation as score_personas
 from sessionbert_core.segment import (
     K_RANGE,
@@ -170,10 +164,7 @@ def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertR
     empty and the metadata says so.
     """
     definitions = persona_definitions(landing_folder)
-    centroids = np.stack(cluster_centroids["centroid"].to_numpy())
     empty_tags = pl.DataFrame({"cluster": cluster_centroids["cluster"], "persona": "", "probability": 0.0})
-    of_user = assign_personas(session_embeddings, centroids, empty_tags, cluster_sweep["recent_sessions"])
-    counts = cluster_activity_counts(session_splits, of_user)
     summary = {"defined": definitions is not None, "merge_margin": MERGE_MARGIN,
                "formula": "P(p|c) = cos(onehot(p), P(task|c)) / sum over personas"}
     if definitions is None:
@@ -181,9 +172,10 @@ def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertR
         context.add_output_metadata({"personas": "none defined: clusters carry no persona tag",
                                      "clusters": cluster_centroids.height})
         return empty_tags
-    tasks = cluster_task_probabilities(counts, definitions)
-    probabilities = persona_probabilities(tasks, definitions)
-    tags, unsupported = tag_clusters(probabilities)
+    of_user = nearest_clusters(session_embeddings, np.stack(cluster_centroids["centroid"].to_numpy()),
+                               cluster_sweep["recent_sessions"])
+    found = map_clusters(session_splits, of_user, definitions)
+    tasks, probabilities, tags, unsupported = found.tasks, found.probabilities, found.tags, found.not_enough_signal
     mapping = tags.join(probabilities, on="cluster", how="left").sort("cluster")
     storage.write_json(summary | {"not_enough_signal": unsupported}, sessionbert.home_path / "persona_mapping.json")
     fig = plots.heat_map(probabilities.sort("cluster"), "cluster", "P(persona | cluster)")
