@@ -20,6 +20,7 @@ from pydantic import Field
 from sessionbert_core import storage
 from sessionbert_core.config import Profile, TrainingPlan, default_home, get_profile, settings_from_env
 from sessionbert_core.train import TrainSettings
+from sessionbert_core.world import WorldPaths
 
 
 class SessionBertResource(dg.ConfigurableResource):
@@ -59,6 +60,12 @@ class SessionBertResource(dg.ConfigurableResource):
 
     def world_root(self) -> Path:
         return self.home_path / "worlds" / f"{self.profile}-seed{self.seed}"
+
+    def landing_path(self) -> Path:
+        """The folder ingestion reads: the synthetic world's landing folder, or SESSIONBERT_SOURCE."""
+        if self.is_synthetic:
+            return WorldPaths(self.world_root()).landing
+        return Path(self.source).expanduser().resolve()
 
     def pseudonym_key(self) -> bytes:
         """SESSIONBERT_PSEUDONYM_KEY, or a random key kept (owner-only) under SESSIONBERT_HOME."""
@@ -163,6 +170,7 @@ class ArtifactIOManager(dg.IOManager):
         return self.sessionbert.home_path / f"{context.asset_key.path[-1]}{suffix}"
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        context.add_output_metadata(_refresh_reason(context))
         if isinstance(obj, pl.DataFrame):
             path = storage.write_parquet(obj, self._path(context, ".parquet"))
             context.add_output_metadata({"path": dg.MetadataValue.path(str(path)),
@@ -190,6 +198,19 @@ class ArtifactIOManager(dg.IOManager):
             return json.loads(record.read_text())
         raise FileNotFoundError(f"{context.asset_key.to_user_string()} has not been materialized under "
                                 f"{self.sessionbert.home_path}: materialize it first")
+
+
+def _refresh_reason(context: dg.OutputContext) -> dict:
+    """Why this run refreshed the asset: the sensor's or schedule's reason tag, or a run launched by hand."""
+    try:
+        tags = context.step_context.dagster_run.tags
+    except Exception:  # an output context built outside a run (tests of the IO manager alone)
+        return {}
+    reason = tags.get("sessionbert/reason")
+    if not reason:
+        launcher = tags.get("dagster/sensor_name") or tags.get("dagster/schedule_name")
+        reason = f"started by {launcher}" if launcher else "launched by hand (UI, CLI or make run)"
+    return {"refreshed_because": dg.MetadataValue.text(reason)}
 
 
 @dg.io_manager(required_resource_keys={"sessionbert"},

@@ -68,6 +68,13 @@ def _read_lines(path: Path) -> list[str]:
         return [line.decode("utf-8", errors="replace").rstrip("\r\n") for line in handle]
 
 
+def first_line(path: Path) -> str:
+    """The first line of a log (gzip or plain), read without reading the rest; raises when unreadable."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        return handle.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+
+
 def read_page_views(path: Path, name: str, key: bytes) -> ParsedLog:
     try:
         lines = _read_lines(path)

@@ -10,14 +10,17 @@ landing folder.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from sessionbert_core import access_log
+from sessionbert_core import access_log, storage
 from sessionbert_core.config import TIERS
 from sessionbert_core.errors import IngestError
 
@@ -27,6 +30,9 @@ BILLING_COLUMNS = ("user_id", "date", "service", "cost")
 EVENT_SUFFIXES = (".parquet", ".csv", ".jsonl")
 MAX_CHARS = 512
 CONTROL_CHARS = r"[\x00-\x1f\x7f]"
+UNREADABLE_MODES = ("fail", "quarantine")
+# the parser's own code: a change to it invalidates every cached parse
+PARSER_VERSION = hashlib.sha256(Path(__file__).read_bytes() + Path(access_log.__file__).read_bytes()).hexdigest()
 EARLIEST, LATEST = "1990-01-01", "2100-01-01"
 _TIER_BY_KEY = {t.lower().replace(" ", ""): t for t in TIERS}
 _TIER_KEY = pl.col("billing_tier").str.to_lowercase().str.replace_all(r"[\s_-]", "")  # "very_high" -> "veryhigh"
@@ -76,41 +82,163 @@ def discover(folder: Path) -> list[LandingFile]:
     return found
 
 
-def ingest_landing(folder: Path, pseudonym_key: bytes) -> Ingested:
-    """Read every file of the landing folder; see the module docstring for the guarantees."""
+def ingest_landing(folder: Path, pseudonym_key: bytes, cache: Path | None = None,
+                   unreadable: str = "fail") -> Ingested:
+    """Read every file of the landing folder; see the module docstring for the guarantees.
+
+    With `cache`, each file's parsed and validated rows are kept there under a digest of its content
+    (and of the parser's own code), so a file already seen is not parsed again: adding one file to a
+    folder of thousands parses one file. Duplicates across files are still found, over all rows.
+    `unreadable="quarantine"` turns a file that cannot be read (or lacks a required column) into a
+    quarantine row of kind `file` instead of an error, so one bad file does not block the others.
+    """
+    if unreadable not in UNREADABLE_MODES:
+        raise ValueError(f"unreadable must be one of {', '.join(UNREADABLE_MODES)}, not {unreadable!r}")
     folder = Path(folder)
-    files = discover(folder)
+    files = [f for f in discover(folder) if f.kind != "ignored"]
+    ignored = tuple(str(f.path.relative_to(folder)) for f in discover(folder) if f.kind == "ignored")
     if not any(f.kind in ("events", "access_log") for f in files):
         raise IngestError(f"{folder}: no event files (*.parquet, *.csv, *.jsonl) or access logs (*.log, *.log.gz)")
-    event_rows, billing_rows, filtered, read = [], [], [], {}
+    store = ParseCache(Path(cache), pseudonym_key) if cache is not None else None
+    parsed, rejected = [], []
     for f in files:
         name = str(f.path.relative_to(folder))
-        if f.kind == "events":
-            table = _read_table(f.path, name, EVENT_COLUMNS, OPTIONAL_COLUMNS)
-            read[name] = table.height
-            event_rows.append(_validated_events(table))
-        elif f.kind == "billing":
-            table = _read_table(f.path, name, BILLING_COLUMNS, ())
-            read[name] = table.height
-            billing_rows.append(_validated_billing(table))
-        elif f.kind == "access_log":
-            parsed = access_log.read_page_views(f.path, name, pseudonym_key)
-            read[name] = parsed.lines_read
-            event_rows.append(_validated_events(parsed.page_views))
-            filtered.append(parsed.filtered)
-    events = _quarantine_duplicates(pl.concat(event_rows, how="diagonal_relaxed"))
-    billing = pl.concat(billing_rows, how="diagonal_relaxed") if billing_rows else None
-    filtered_df = (pl.concat(filtered) if filtered else pl.DataFrame(schema=access_log.FILTERED_SCHEMA))
+        try:
+            parsed.append(store.parse(f, name) if store else parse_file(f, name, pseudonym_key))
+        except IngestError as error:
+            if unreadable == "fail":
+                raise
+            rejected.append((name, f.kind, str(error)))
+    if store:
+        store.keep_only({p.key for p in parsed})
+    event_parts = [p.rows for p in parsed if p.kind != "billing"]
+    if not event_parts:
+        raise IngestError(f"{folder}: no event file or access log could be read: "
+                          + "; ".join(problem for _, _, problem in rejected))
+    billing_parts = [p.rows for p in parsed if p.kind == "billing"]
+    events = _quarantine_duplicates(pl.concat(event_parts, how="diagonal_relaxed"))
+    billing = pl.concat(billing_parts, how="diagonal_relaxed") if billing_parts else None
+    filtered = [p.filtered for p in parsed if p.filtered is not None]
+    filtered_df = pl.concat(filtered) if filtered else pl.DataFrame(schema=access_log.FILTERED_SCHEMA)
     ingested = Ingested(
         events=_kept_events(events),
         billing=_kept(billing, BILLING_SCHEMA),
-        quarantine=pl.concat([_quarantined(events, "event"), _quarantined(billing, "billing")]),
-        files=_file_counts(read, files, folder, events, billing, filtered_df),
+        quarantine=pl.concat([_quarantined(events, "event"), _quarantined(billing, "billing"),
+                              _rejected_files(rejected)]),
+        files=_file_counts(parsed, rejected, events, billing, filtered_df),
         filtered=filtered_df,
-        ignored=tuple(str(f.path.relative_to(folder)) for f in files if f.kind == "ignored"),
+        ignored=ignored,
     )
     _check_conservation(ingested.files)
     return ingested
+
+
+def parse_file(f: LandingFile, name: str, pseudonym_key: bytes) -> ParsedFile:
+    """One file read and validated row by row (duplicates across files are found later)."""
+    if f.kind == "events":
+        table = _read_table(f.path, name, EVENT_COLUMNS, OPTIONAL_COLUMNS)
+        return ParsedFile(name, f.kind, _validated_events(table), table.height, None)
+    if f.kind == "billing":
+        table = _read_table(f.path, name, BILLING_COLUMNS, ())
+        return ParsedFile(name, f.kind, _validated_billing(table), table.height, None)
+    if f.kind == "access_log":
+        log = access_log.read_page_views(f.path, name, pseudonym_key)
+        return ParsedFile(name, f.kind, _validated_events(log.page_views), log.lines_read, log.filtered)
+    raise ValueError(f"{name}: not an ingestible file ({f.kind})")
+
+
+def probe(path: Path, name: str, kind: str) -> str | None:
+    """A cheap look at a file's header: the problem that would make ingestion refuse it, or None.
+
+    It reads the schema (Parquet), the header line (CSV), the first lines (JSON lines) or the first
+    line (access logs), never the whole file, so a watcher can call it on every new file.
+    """
+    required = BILLING_COLUMNS if kind == "billing" else EVENT_COLUMNS
+    suffix = path.suffix.lower()
+    try:
+        if kind == "access_log":
+            access_log.first_line(path)
+            return None
+        if suffix == ".parquet":
+            columns = list(pl.read_parquet_schema(path))
+        elif suffix == ".csv":
+            columns = pl.read_csv(path, n_rows=1, infer_schema=False, encoding="utf8-lossy").columns
+        else:
+            return None  # a JSON-lines file is read line by line: its bad lines are quarantined, never the file
+    except Exception as error:  # polars/pyarrow/gzip raise many types for a corrupt file
+        return f"{name}: cannot be read as {suffix[1:].upper() or kind}: {_first_line(error)}"
+    missing = [c for c in required if c not in columns]
+    if missing:
+        found = ", ".join(columns) or "none"
+        return f"{name}: missing required column(s) {', '.join(missing)} (columns found: {found})"
+    return None
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    name: str
+    kind: str
+    rows: pl.DataFrame  # the file's columns as text plus _file, _line, _reason, _detail, _raw and parsed values
+    read: int
+    filtered: pl.DataFrame | None  # access logs: rows filtered out, by reason
+    key: str = ""  # the cache key it is stored under, "" when not cached
+    from_cache: bool = False
+
+
+class ParseCache:
+    """Parsed files kept under a digest of (parser code, kind, name, content[, pseudonym key])."""
+
+    def __init__(self, folder: Path, pseudonym_key: bytes):
+        self.folder = folder
+        self.pseudonym_key = pseudonym_key
+        self.pseudonym_digest = hashlib.sha256(b"sessionbert-pseudonym:" + pseudonym_key).hexdigest()
+
+    def key(self, f: LandingFile, name: str, content: str) -> str:
+        digest = hashlib.sha256()
+        for part in (PARSER_VERSION, f.kind, name, self.pseudonym_digest if f.kind == "access_log" else "", content):
+            digest.update(part.encode() + b"\0")
+        return digest.hexdigest()[:32]
+
+    def parse(self, f: LandingFile, name: str) -> ParsedFile:
+        content = content_digest(f.path)
+        key = self.key(f, name, content)
+        entry = self.folder / key
+        if (entry / "meta.json").exists():
+            meta = json.loads((entry / "meta.json").read_text())
+            filtered = pl.read_parquet(entry / "filtered.parquet") if meta["filtered"] else None
+            return ParsedFile(name, f.kind, pl.read_parquet(entry / "rows.parquet"), meta["read"], filtered, key, True)
+        result = parse_file(f, name, self.pseudonym_key)
+        staging = storage.staging_folder(entry)
+        storage.write_parquet(result.rows, staging / "rows.parquet")
+        if result.filtered is not None:
+            storage.write_parquet(result.filtered, staging / "filtered.parquet")
+        storage.write_json({"name": name, "kind": f.kind, "sha256": content, "read": result.read,
+                            "filtered": result.filtered is not None}, staging / "meta.json")
+        storage.replace_folder(staging, entry)
+        return dataclasses.replace(result, key=key)
+
+    def keep_only(self, keys: set[str]) -> None:
+        """Forget files no longer in the landing folder (or changed since), so the cache does not grow."""
+        if self.folder.is_dir():
+            for entry in self.folder.iterdir():
+                if entry.is_dir() and not entry.name.startswith(".") and entry.name not in keys:
+                    shutil.rmtree(entry, ignore_errors=True)
+
+
+def cached_files(folder: Path) -> set[tuple[str, str]]:
+    """(name, content digest) of every file a cached ingest has already read from the landing folder."""
+    found = set()
+    for meta in Path(folder).glob("*/meta.json"):
+        record = json.loads(meta.read_text())
+        if "sha256" in record:
+            found.add((record["name"], record["sha256"]))
+    return found
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,21 +487,32 @@ def _quarantined(frame: pl.DataFrame | None, kind: str) -> pl.DataFrame:
     ).cast(QUARANTINE_SCHEMA)
 
 
-def _file_counts(read: dict[str, int], files: list[LandingFile], folder: Path, events: pl.DataFrame,
+def _rejected_files(rejected: list[tuple[str, str, str]]) -> pl.DataFrame:
+    """One quarantine row per file refused whole: no line, the problem as detail, nothing to show as raw."""
+    return pl.DataFrame({"source_file": [n for n, _, _ in rejected], "line": [None] * len(rejected),
+                         "kind": ["file"] * len(rejected), "reason": ["unreadable file"] * len(rejected),
+                         "detail": [problem for _, _, problem in rejected], "raw": [""] * len(rejected)},
+                        schema=QUARANTINE_SCHEMA)
+
+
+def _file_counts(parsed: list[ParsedFile], rejected: list[tuple[str, str, str]], events: pl.DataFrame,
                  billing: pl.DataFrame | None, filtered: pl.DataFrame) -> pl.DataFrame:
     outcomes = pl.concat([events.select("_file", "_reason"),
                           *([billing.select("_file", "_reason")] if billing is not None else [])])
     counted = outcomes.group_by("_file").agg(kept=pl.col("_reason").is_null().sum(),
                                              quarantined=pl.col("_reason").is_not_null().sum())
     dropped = filtered.group_by("source_file").agg(filtered=pl.col("rows").sum()).rename({"source_file": "_file"})
-    listing = pl.DataFrame({"_file": list(read), "read": list(read.values()),
-                            "kind": [f.kind for f in files if str(f.path.relative_to(folder)) in read]},
-                           schema={"_file": pl.String, "read": pl.Int64, "kind": pl.String})
+    listing = pl.DataFrame(
+        {"_file": [p.name for p in parsed] + [n for n, _, _ in rejected],
+         "kind": [p.kind for p in parsed] + [k for _, k, _ in rejected],
+         "read": [p.read for p in parsed] + [0] * len(rejected),
+         "parsed": ["from cache" if p.from_cache else "parsed" for p in parsed] + ["refused"] * len(rejected)},
+        schema={"_file": pl.String, "kind": pl.String, "read": pl.Int64, "parsed": pl.String})
     return (
         listing.join(counted, on="_file", how="left").join(dropped, on="_file", how="left")
         .with_columns(pl.col("kept", "quarantined", "filtered").fill_null(0).cast(pl.Int64))
         .rename({"_file": "file"})
-        .select("file", "kind", "read", "kept", "quarantined", "filtered")
+        .select("file", "kind", "read", "kept", "quarantined", "filtered", "parsed")
     )
 
 

@@ -99,3 +99,31 @@ def train_and_choose(train_texts: Sequence[str], validation_texts: Sequence[str]
     stats = [measure(tok, kind, validation_texts, validation_activities) for kind, tok in trained.items()]
     chosen = choose(stats)
     return trained[chosen.kind], [asdict(s) | {"chosen": s.kind == chosen.kind} for s in stats]
+
+
+KNOWN_ACTIVITIES = "known_activities.json"  # beside a saved tokenizer: the activities it was trained on
+
+
+def vocabulary_drift(sessions: pl.DataFrame, known: set[str], window_days: int) -> dict:
+    """How much of the recent traffic is in activities the tokenizer never saw in training.
+
+    Recent = the sessions of the last `window_days` days of data. The share is of activity
+    occurrences (page views), so a new service that few people open weighs little; the most
+    frequent unseen activities are listed.
+    """
+    if sessions.is_empty():
+        return {"drift": 0.0, "window_days": window_days, "recent_sessions": 0, "recent_activities": 0,
+                "unseen_activities": 0, "top_unseen": []}
+    last_day = sessions["day"].max()
+    recent = sessions.filter(pl.col("day") > pl.lit(last_day) - pl.duration(days=window_days))
+    activities = recent.select(pl.col("activities").explode().drop_nulls().alias("activity"))
+    unseen = activities.filter(~pl.col("activity").is_in(sorted(known)))
+    top = unseen.group_by("activity").len().sort(["len", "activity"], descending=[True, False]).head(10)
+    return {
+        "drift": unseen.height / max(activities.height, 1),
+        "window_days": window_days,
+        "recent_sessions": recent.height,
+        "recent_activities": activities.height,
+        "unseen_activities": unseen["activity"].n_unique(),
+        "top_unseen": [f"{a} ({n})" for a, n in top.iter_rows()],
+    }

@@ -10,8 +10,9 @@ import polars as pl
 import pytest
 from conftest import materialize_all
 
+from sessionbert_assets.automation import daily_refresh, weekly_retrain
 from sessionbert_assets.checks import QualityGatesResource
-from sessionbert_assets.definitions import daily_refresh, defs, weekly_retrain
+from sessionbert_assets.definitions import defs
 from sessionbert_core import gates
 
 

@@ -8,7 +8,7 @@ import json
 import polars as pl
 import pytest
 
-from sessionbert_core.ingest import IngestError, ingest_landing
+from sessionbert_core.ingest import IngestError, ingest_landing, probe
 
 KEY = b"test-key"
 HEADER = "user_id,session_id,timestamp,service,page,country,city,billing_tier\n"
@@ -138,3 +138,40 @@ def test_missing_required_column_fails_with_its_name(landing):
 def test_a_folder_without_event_files_is_an_error(landing):
     with pytest.raises(IngestError, match="no event files"):
         ingest_landing(landing({"notes.txt": "hello"}), KEY)
+
+
+def test_an_unreadable_file_can_be_quarantined_instead_of_failing_the_run(landing):
+    folder = landing({"good.csv": HEADER + GOOD[0] + "\n", "broken.parquet": b"PAR1 this is not parquet"})
+    result = ingest_landing(folder, KEY, unreadable="quarantine")
+    assert result.events.height == 1
+    row = result.quarantine.filter(pl.col("kind") == "file").row(0, named=True)
+    assert row["source_file"] == "broken.parquet" and row["reason"] == "unreadable file"
+    assert "cannot be read as PARQUET" in row["detail"]
+    assert result.files.filter(pl.col("file") == "broken.parquet")["parsed"].item() == "refused"
+
+
+def test_cached_ingest_parses_only_new_files_and_gives_the_same_result(landing, tmp_path):
+    folder = landing({"a.csv": HEADER + "\n".join(GOOD[:2]) + "\n", "b.csv": HEADER + BAD["duplicate event"] + "\n"})
+    cache = tmp_path / "cache"
+    first = ingest_landing(folder, KEY, cache=cache)
+    assert set(first.files["parsed"]) == {"parsed"}
+    (folder / "c.csv").write_text(HEADER + "\n".join(GOOD[2:]) + "\n")
+    second = ingest_landing(folder, KEY, cache=cache)
+    parsed = dict(zip(second.files["file"], second.files["parsed"], strict=True))
+    assert parsed == {"a.csv": "from cache", "b.csv": "from cache", "c.csv": "parsed"}
+    plain = ingest_landing(folder, KEY)
+    assert second.events.equals(plain.events) and second.quarantine.equals(plain.quarantine)
+    assert second.quarantine["reason"].to_list() == ["duplicate event"]  # found across a cached and a new file
+    (folder / "a.csv").write_text(HEADER + GOOD[0] + "\n")  # changed content is parsed again, the old entry dropped
+    third = ingest_landing(folder, KEY, cache=cache)
+    assert dict(zip(third.files["file"], third.files["parsed"], strict=True))["a.csv"] == "parsed"
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 3
+
+
+def test_probe_reads_headers_only_and_names_the_problem(landing):
+    folder = landing({"good.csv": HEADER + GOOD[0] + "\n", "broken.parquet": b"PAR1 this is not parquet",
+                      "short.csv": "user_id,timestamp\nu1,2026-03-02T10:00:00Z\n"})
+    assert probe(folder / "good.csv", "good.csv", "events") is None
+    assert "cannot be read as PARQUET" in probe(folder / "broken.parquet", "broken.parquet", "events")
+    assert "missing required column(s) session_id, service, page" in probe(folder / "short.csv", "short.csv",
+                                                                          "events")

@@ -6,7 +6,13 @@ import polars as pl
 
 from sessionbert_assets.metadata import date_range, table
 from sessionbert_assets.resources import SessionBertResource
-from sessionbert_core.ingest import IngestError, ingest_landing
+from sessionbert_core.ingest import UNREADABLE_MODES, IngestError, ingest_landing
+
+
+class IngestConfig(dg.Config):
+    # fail: a file that cannot be read fails the run (manual runs); quarantine: it becomes a quarantine row of
+    # kind `file` and the other files are ingested (what the sensor and the schedules ask for)
+    unreadable_files: str = "fail"
 
 
 @dg.multi_asset(
@@ -21,14 +27,21 @@ from sessionbert_core.ingest import IngestError, ingest_landing
             "Valid billing rows (user_id, date, service, cost) from billing*.parquet|csv|jsonl.")),
     },
 )
-def raw_sessions(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, landing_folder: dict):
+def raw_sessions(context: dg.AssetExecutionContext, config: IngestConfig, sessionbert: SessionBertResource,
+                 landing_folder: dict):
     """Read every event file, billing file and access log of the landing folder.
 
     For every file `read = kept + quarantined + filtered`; a file that cannot be read, or lacks a
-    required column, fails the run with its name. Client hosts of access logs are pseudonymized.
+    required column, fails the run with its name (or, with `unreadable_files: quarantine`, becomes a
+    quarantine row). Client hosts of access logs are pseudonymized. Incremental: each file's parse
+    is kept under `$SESSIONBERT_HOME/ingest_cache` by content, so only new or changed files are read.
     """
+    if config.unreadable_files not in UNREADABLE_MODES:
+        raise dg.Failure(description=f"unreadable_files must be one of {', '.join(UNREADABLE_MODES)}, "
+                                     f"not {config.unreadable_files!r}")
     try:
-        result = ingest_landing(landing_folder["folder"], sessionbert.pseudonym_key())
+        result = ingest_landing(landing_folder["folder"], sessionbert.pseudonym_key(),
+                                cache=sessionbert.home_path / "ingest_cache", unreadable=config.unreadable_files)
     except IngestError as error:
         raise dg.Failure(description=str(error)) from error
     events, quarantine = result.events, result.quarantine
@@ -36,6 +49,9 @@ def raw_sessions(context: dg.AssetExecutionContext, sessionbert: SessionBertReso
     views = result.files.filter(pl.col("kind") != "billing")
     totals = views.select(pl.col("read", "kept", "quarantined", "filtered").sum()).to_dicts()[0]
     billing_read = int(result.files.filter(pl.col("kind") == "billing")["read"].sum())
+    refused = result.quarantine.filter(pl.col("kind") == "file")
+    for problem in refused["detail"]:
+        context.log.warning(f"file refused and quarantined: {problem}")
     yield dg.Output(events, "raw_sessions", metadata={
         "page_views": events.height,
         "sessions": events.select("user_id", "session_id").n_unique(),
@@ -46,6 +62,9 @@ def raw_sessions(context: dg.AssetExecutionContext, sessionbert: SessionBertReso
         "rows_read": totals["read"],
         "rows_filtered": totals["filtered"],
         "files": table(result.files),
+        "files_parsed": int((result.files["parsed"] == "parsed").sum()),
+        "files_from_cache": int((result.files["parsed"] == "from cache").sum()),
+        "files_refused": dg.MetadataValue.md("\n".join(f"- {p}" for p in refused["detail"]) or "none"),
         "filtered_reasons": table(result.filtered),
         "ignored_files": ", ".join(result.ignored) or "none",
     })

@@ -16,7 +16,7 @@ from sessionbert_assets.resources import ComputeResource, MlflowResource, Sessio
 from sessionbert_core import storage
 from sessionbert_core.evaluate import scores
 from sessionbert_core.model import SessionBertForNextActivity
-from sessionbert_core.tokenizer import train_and_choose
+from sessionbert_core.tokenizer import KNOWN_ACTIVITIES, train_and_choose
 from sessionbert_core.train import TASKS, MetricsCallback, TrainSettings, finetune, predict_next_activity, pretrain
 
 TRAINING_RETRIES = dg.RetryPolicy(max_retries=2, delay=5)
@@ -41,12 +41,14 @@ def _log_to_mlflow(prefix: str = "") -> TrainerCallback:
     return MetricsCallback(lambda metrics, step: mlflow.log_metrics(metrics, step=step), prefix)
 
 
-def _save(model_or_tokenizer, target: Path, *extra) -> Path:
-    """save_pretrained into a staging folder, then swap it in: readers never see half a model."""
+def _save(model_or_tokenizer, target: Path, *extra, records: dict | None = None) -> Path:
+    """save_pretrained (and JSON `records`) into a staging folder, then swap it in: readers never see half a model."""
     staging = storage.staging_folder(target)
     model_or_tokenizer.save_pretrained(staging)
     for item in extra:
         item.save_pretrained(staging)
+    for name, record in (records or {}).items():
+        storage.write_json(record, staging / name)
     return storage.replace_folder(staging, target)
 
 
@@ -65,7 +67,8 @@ def tokenizer(context: dg.AssetExecutionContext, sessionbert: SessionBertResourc
     best = next(row for row in comparison if row["chosen"])
     home = sessionbert.home_path
     with mlflow_tracking.run(context, home):
-        target = _save(chosen, home / "tokenizer")
+        known = sorted(train["activities"].explode().drop_nulls().unique().to_list())
+        target = _save(chosen, home / "tokenizer", records={KNOWN_ACTIVITIES: known})
         mlflow.log_params({"kind": best["kind"], "train_sessions": train.height})
         mlflow.log_metrics({k: float(v) for k, v in best.items() if isinstance(v, int | float)
                             and not isinstance(v, bool)})

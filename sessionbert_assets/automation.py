@@ -1,0 +1,128 @@
+"""When things run: the jobs, the schedules and the sensors of the retraining policy.
+
+- New data (`new_data_sensor`, on): a settled new or changed file in the landing folder starts
+  `ingest_new_data` (ingestion, sessions, vocabulary drift).
+- Then `retrain_sensor` (on) reads the drift: at most 1% of recent page views in activities the
+  tokenizer never saw starts `finetune_and_refresh` (re-fine-tune from the current pretrained model,
+  evaluate, refresh personas and recommendations); above it, or with no pretrained model yet,
+  `full_retrain` (tokenizer and MLM pretraining too).
+- Every day at 05:00 UTC (`daily_recommendations`, on): personas and recommendations from the
+  current models, with no training.
+- Sundays at 03:00 UTC (`weekly_retrain`, off): the whole graph, for those who want pretraining on a
+  calendar as well.
+
+Every run these start carries `sessionbert/trigger` and `sessionbert/reason` tags, and each asset it
+materializes shows them as `refreshed_because` metadata.
+"""
+
+import dagster as dg
+
+from sessionbert_assets.resources import SessionBertResource
+from sessionbert_core.ingest import cached_files
+from sessionbert_core.landing_watch import look
+
+TRIGGER, REASON = "sessionbert/trigger", "sessionbert/reason"
+# automated runs must not stop on one bad file: it is quarantined and reported instead
+TOLERANT = {"ops": {"raw_sessions": {"config": {"unreadable_files": "quarantine"}}}}
+
+INGESTION = dg.AssetSelection.assets("landing_folder", "raw_sessions", "quarantined_events", "billing_records",
+                                     "session_splits")
+
+main_job = dg.define_asset_job(
+    "sessionbert_main",
+    selection=dg.AssetSelection.all(),
+    description="The whole asset graph on the configured source and profile (what `make run` materializes).",
+)
+ingest_job = dg.define_asset_job(
+    "ingest_new_data",
+    selection=INGESTION | dg.AssetSelection.assets("vocabulary_drift"),
+    config=TOLERANT,
+    description="New files in: ingestion (only new files are parsed), sessions and the vocabulary drift that "
+                "decides how much to retrain.",
+)
+finetune_job = dg.define_asset_job(
+    "finetune_and_refresh",
+    selection=dg.AssetSelection.assets("finetuned_model", "next_activity_baselines", "session_embeddings")
+    .downstream(),
+    description="Re-fine-tune from the current pretrained model and tokenizer, evaluate (quality gates), "
+                "refresh personas and recommendations.",
+)
+full_retrain_job = dg.define_asset_job(
+    "full_retrain",
+    selection=(dg.AssetSelection.assets("tokenizer", "next_activity_baselines").downstream()
+               - dg.AssetSelection.assets("vocabulary_drift")),
+    description="Retrain the tokenizer, repeat MLM pretraining, fine-tune, evaluate and refresh everything after.",
+)
+refresh_job = dg.define_asset_job(
+    "refresh_recommendations",
+    selection=INGESTION | dg.AssetSelection.assets("session_embeddings", "user_personas", "recommendation_table"),
+    config=TOLERANT,
+    description="Today's data through the current models: sessions, embeddings, user personas and the "
+                "recommendation table (no training).",
+)
+
+# on by default: cheap (about a minute on `small`) and what keeps the product's table fresh
+daily_refresh = dg.ScheduleDefinition(
+    name="daily_recommendations", job=refresh_job, cron_schedule="0 5 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING, tags={TRIGGER: "schedule", REASON: "daily refresh at 05:00 UTC"},
+    description="Every day at 05:00 UTC: user personas and recommendations from the current models.")
+# off by default: new data already retrains through the sensors, and this repeats pretraining
+# (11 minutes on 2 cores for `small`, hours on a GPU at paper scale) whether or not anything changed
+weekly_retrain = dg.ScheduleDefinition(
+    name="weekly_retrain", job=main_job, cron_schedule="0 3 * * 0", run_config=TOLERANT,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    tags={TRIGGER: "schedule", REASON: "weekly full retrain, Sundays 03:00 UTC"},
+    description="Sundays at 03:00 UTC: the whole graph, pretraining included.")
+
+
+@dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Watches the landing folder; new or changed files, once no longer being written, start "
+                       "`ingest_new_data` (one run per file set). Files ingestion would refuse are reported.")
+def new_data_sensor(context: dg.SensorEvaluationContext, sessionbert: SessionBertResource) -> dg.SensorResult:
+    folder = sessionbert.landing_path()
+    if not folder.is_dir():
+        return dg.SensorResult(skip_reason=f"{folder} does not exist yet" + (
+            ": materialize landing_folder to generate the synthetic world" if sessionbert.is_synthetic else ""))
+    seen = look(folder, context.cursor, cached_files(sessionbert.home_path / "ingest_cache"))
+    for problem in seen.rejected.values():
+        context.log.warning(f"not ingested: {problem}")
+    notes = []
+    if seen.rejected:
+        notes.append(f"refused {len(seen.rejected)}: " + "; ".join(seen.rejected.values()))
+    if seen.waiting:
+        notes.append(f"waiting for {len(seen.waiting)} file(s) still being written or seen once: "
+                     + _names(seen.waiting))
+    if not seen.new:
+        return dg.SensorResult(skip_reason="no new settled file" + (f" ({'; '.join(notes)})" if notes else ""),
+                               cursor=seen.cursor)
+    reason = f"{len(seen.new)} new file(s): {_names(sorted(seen.new))}"
+    if seen.rejected:
+        reason += f"; refused: {_names(sorted(seen.rejected))}"
+    request = dg.RunRequest(run_key=seen.run_key, tags={TRIGGER: "new_data", REASON: reason})
+    return dg.SensorResult(run_requests=[request], cursor=seen.cursor)
+
+
+@dg.asset_sensor(asset_key=dg.AssetKey("vocabulary_drift"), jobs=[finetune_job, full_retrain_job],
+                 minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+                 description="After new data is ingested, reads the vocabulary drift and starts "
+                             "`finetune_and_refresh` or, past the threshold, `full_retrain`.")
+def retrain_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    run = context.instance.get_run_by_id(asset_event.run_id)
+    if run is None or run.tags.get(TRIGGER) != "new_data":
+        return dg.SkipReason(f"vocabulary_drift was refreshed by run {asset_event.run_id[:8]}, not by new data: "
+                             "nothing to retrain")
+    metadata = asset_event.asset_materialization.metadata
+    job = full_retrain_job if metadata["needs_pretraining"].value else finetune_job
+    reason = f"{metadata['decision'].value}; after {run.tags.get(REASON, 'new data')} (run {run.run_id[:8]})"
+    return dg.RunRequest(run_key=f"retrain-after-{asset_event.run_id}", job_name=job.name,
+                         tags={TRIGGER: "retrain", REASON: reason[:1000]})
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+jobs = [main_job, ingest_job, finetune_job, full_retrain_job, refresh_job]
+schedules = [daily_refresh, weekly_retrain]
+sensors = [new_data_sensor, retrain_sensor]

@@ -1,0 +1,71 @@
+"""Watching a landing folder: which files are new, settled (no longer being written) and readable.
+
+`look` compares the folder with a JSON cursor from the previous look. A file counts once its size
+and modification time are the same at two looks in a row, so a file still being copied is not
+picked up half-way (writers that can should still write `name.part` or `.name` and rename). A
+settled file is new when its content digest is neither in the cursor nor among the files ingestion
+has already read; a touched file with the same bytes is not new. New files are probed (headers
+only): those ingestion would refuse are reported, and the others make one run key, derived from
+their names and contents, so the same file set never triggers twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sessionbert_core.ingest import content_digest, discover, probe
+
+
+@dataclass(frozen=True)
+class Look:
+    new: dict[str, str]  # name -> content digest: settled, new or changed, readable
+    rejected: dict[str, str]  # name -> the problem that makes ingestion refuse it
+    waiting: list[str]  # still changing since the previous look
+    removed: list[str]  # gone since the previous look
+    cursor: str  # the state to store for the next look
+    run_key: str | None = field(default=None)
+
+
+def look(folder: Path, cursor: str | None, already_ingested: set[tuple[str, str]] = frozenset()) -> Look:
+    """Look at `folder` once; see the module docstring. `already_ingested`: (name, digest) pairs."""
+    folder = Path(folder)
+    state = json.loads(cursor) if cursor else {}
+    seen: dict[str, dict] = state.get("seen", {})
+    pending: dict[str, list[int]] = state.get("pending", {})
+    next_seen, next_pending = {}, {}
+    new, rejected, waiting = {}, {}, []
+    for f in discover(folder):
+        if f.kind == "ignored":
+            continue
+        name = str(f.path.relative_to(folder))
+        stat = f.path.stat()
+        signature = [stat.st_size, stat.st_mtime_ns]
+        before = seen.get(name)
+        if before and before["signature"] == signature:
+            next_seen[name] = before
+            continue
+        if pending.get(name) != signature:  # first seen, or still changing
+            next_pending[name] = signature
+            if before:  # what it held before stays known until the change settles
+                next_seen[name] = before
+            waiting.append(name)
+            continue
+        digest = content_digest(f.path)
+        next_seen[name] = {"signature": signature, "sha256": digest}
+        if (before and before["sha256"] == digest) or (name, digest) in already_ingested:
+            continue
+        problem = probe(f.path, name, f.kind)
+        if problem:
+            rejected[name] = problem
+        else:
+            new[name] = digest
+    removed = sorted(set(seen) - set(next_seen) - set(next_pending))
+    run_key = None
+    if new:
+        run_key = "new-data-" + hashlib.sha256("\n".join(f"{n}:{d}" for n, d in sorted(new.items())).encode()
+                                               ).hexdigest()[:24]
+    cursor = json.dumps({"seen": next_seen, "pending": next_pending}, sort_keys=True)
+    return Look(new, rejected, sorted(waiting), removed, cursor, run_key)

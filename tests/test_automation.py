@@ -1,0 +1,220 @@
+"""Sensor-triggered retraining: the landing-folder sensor's ticks, the drift that decides how much to
+retrain, and a new file carried all the way to a re-fine-tuned model and a refreshed table."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import date
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from sessionbert_assets.automation import REASON, TRIGGER, new_data_sensor, retrain_sensor
+from sessionbert_assets.definitions import build_definitions
+from sessionbert_assets.resources import SessionBertResource
+from sessionbert_core.tokenizer import KNOWN_ACTIVITIES, vocabulary_drift
+
+INGESTED = [dg.AssetKey(k) for k in ("landing_folder", "raw_sessions", "quarantined_events", "billing_records")]
+HEADER = "user_id,session_id,timestamp,service,page\n"
+ROWS = "u1,s1,2026-03-02T10:00:00Z,compute,instances\nu1,s1,2026-03-02T10:01:00Z,compute,launch\n"
+
+
+def _tick(landing, cursor: str | None = None, home=None) -> dg.SensorResult:
+    home = home or landing.parent / "home"
+    resource = SessionBertResource(home=str(home), source=str(landing), profile="tiny")
+    context = dg.build_sensor_context(cursor=cursor, resources={"sessionbert": resource})
+    return new_data_sensor.evaluate_tick(context)
+
+
+def _write(path, text: str, mtime: int) -> None:
+    path.write_text(text)
+    os.utime(path, ns=(mtime, mtime))
+
+
+def test_a_new_file_triggers_once_after_it_settles(landing):
+    folder = landing({})
+    _write(folder / "events-1.csv", HEADER + ROWS, 1_000)
+    first = _tick(folder)
+    assert not first.run_requests and "waiting for 1 file" in first.skip_message  # seen once: may be mid-copy
+    second = _tick(folder, first.cursor)
+    [request] = second.run_requests
+    assert request.run_key.startswith("new-data-") and request.tags[TRIGGER] == "new_data"
+    assert "events-1.csv" in request.tags[REASON]
+    third = _tick(folder, second.cursor)  # a restart: the stored cursor, nothing new
+    assert not third.run_requests and "no new settled file" in third.skip_message
+
+
+def test_a_file_still_being_written_is_not_picked_up(landing):
+    folder = landing({})
+    _write(folder / "events-1.csv", HEADER + ROWS[:30], 1_000)
+    first = _tick(folder)
+    _write(folder / "events-1.csv", HEADER + ROWS, 2_000)  # grew since the last look
+    second = _tick(folder, first.cursor)
+    assert not second.run_requests and "waiting" in second.skip_message
+    third = _tick(folder, second.cursor)
+    assert len(third.run_requests) == 1
+
+
+def test_the_same_content_again_does_not_trigger_and_new_content_does(landing):
+    folder = landing({})
+    _write(folder / "events-1.csv", HEADER + ROWS, 1_000)
+    settled = _tick(folder, _tick(folder).cursor)
+    cursor = settled.cursor
+    os.utime(folder / "events-1.csv", ns=(5_000, 5_000))  # touched: same bytes
+    touched = _tick(folder, _tick(folder, cursor).cursor)
+    assert not touched.run_requests
+    _write(folder / "events-1.csv", HEADER + ROWS.replace("launch", "stop"), 9_000)
+    changed = _tick(folder, _tick(folder, touched.cursor).cursor)
+    [request] = changed.run_requests
+    assert request.run_key != settled.run_requests[0].run_key
+
+
+def test_run_keys_come_from_content_not_from_the_tick(landing, tmp_path):
+    keys = []
+    for name in ("a", "b"):
+        folder = tmp_path / name / "landing"
+        folder.mkdir(parents=True)
+        _write(folder / "events-1.csv", HEADER + ROWS, 1_000 if name == "a" else 7_000)
+        keys.append(_tick(folder, _tick(folder).cursor).run_requests[0].run_key)
+    assert keys[0] == keys[1]  # same names and bytes, whenever written: one key, so Dagster runs it once
+
+
+def test_a_bad_file_is_reported_and_does_not_block_a_good_one(landing, tmp_path):
+    folder = landing({})
+    many = "".join(f"u1,s1,2026-03-02T10:{m:02d}:00Z,compute,page{m}\n" for m in range(40))
+    _write(folder / "events-good.csv", HEADER + many, 1_000)  # a refused file counts as one quarantined row
+    _write(folder / "events-bad.csv", "user_id,when\nu1,yesterday\n", 1_000)
+    result = _tick(folder, _tick(folder).cursor)
+    [request] = result.run_requests
+    assert "events-good.csv" in request.tags[REASON] and "refused: events-bad.csv" in request.tags[REASON]
+    # the run it asks for ingests the good file and quarantines the bad one as a file
+    sessionbert = SessionBertResource(home=str(tmp_path / "home"), source=str(folder), profile="tiny")
+    job = build_definitions(sessionbert).resolve_job_def("ingest_new_data")
+    run = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+                                 asset_selection=INGESTED)
+    assert run.success
+    quarantine = pl.read_parquet(tmp_path / "home" / "quarantined_events.parquet")
+    assert quarantine.filter(pl.col("kind") == "file")["source_file"].to_list() == ["events-bad.csv"]
+    assert pl.read_parquet(tmp_path / "home" / "raw_sessions.parquet").height == 40
+
+
+def test_only_a_bad_file_starts_nothing(landing):
+    folder = landing({})
+    _write(folder / "events-bad.csv", "user_id,when\nu1,yesterday\n", 1_000)
+    result = _tick(folder, _tick(folder).cursor)
+    assert not result.run_requests and "missing required column(s)" in result.skip_message
+
+
+def test_files_ingestion_already_read_are_not_new_without_a_cursor(landing, tmp_path):
+    folder = landing({})
+    _write(folder / "events-1.csv", HEADER + ROWS, 1_000)
+    sessionbert = SessionBertResource(home=str(tmp_path / "home"), source=str(folder), profile="tiny")
+    job = build_definitions(sessionbert).resolve_job_def("ingest_new_data")
+    assert job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), asset_selection=INGESTED).success
+    fresh = _tick(folder, _tick(folder).cursor)  # e.g. `make run`, then `make ui` for the first time
+    assert not fresh.run_requests
+
+
+def test_the_synthetic_source_is_watched_once_generated(tmp_path):
+    resource = SessionBertResource(home=str(tmp_path / "home"), source="synthetic", profile="tiny")
+    result = new_data_sensor.evaluate_tick(dg.build_sensor_context(resources={"sessionbert": resource}))
+    assert "materialize landing_folder" in result.skip_message
+
+
+def test_drift_counts_recent_page_views_in_unseen_activities():
+    old, day = date(2026, 1, 1), date(2026, 3, 1)  # the old day is outside the 7-day window
+    sessions = pl.DataFrame({"day": [old, day, day, day],
+                             "activities": [["old;1"], ["a;1", "a;2"], ["a;1", "new;1"], ["new;1"]]})
+    drift = vocabulary_drift(sessions, {"a;1", "a;2"}, window_days=7)
+    assert drift["drift"] == pytest.approx(2 / 5) and drift["top_unseen"] == ["new;1 (2)"]
+
+
+@pytest.fixture
+def retrained_home(trained, tmp_path):
+    """A copy of the trained tiny home, so these tests may add data to it."""
+    home, _ = trained
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    return copy
+
+
+def _new_day_file(home, folder) -> None:
+    """A new day of traffic: the last day's sessions again, a day later, under new session ids."""
+    raw = pl.read_parquet(home / "raw_sessions.parquet")
+    last = raw.filter(pl.col("timestamp").dt.date() == raw["timestamp"].max().date())
+    shifted = last.with_columns(pl.col("timestamp") + pl.duration(days=1), pl.col("session_id") + "-next")
+    shifted.write_parquet(folder / "events-next-day.parquet")
+
+
+def test_new_data_reaches_a_refined_model_and_a_refreshed_table(retrained_home):
+    home = retrained_home
+    sessionbert = SessionBertResource(home=str(home), source="synthetic", profile="tiny", seed=0)
+    defs = build_definitions(sessionbert)
+    instance = dg.DagsterInstance.ephemeral()
+    landing = sessionbert.landing_path()
+    cursor = new_data_sensor.evaluate_tick(dg.build_sensor_context(resources={"sessionbert": sessionbert})).cursor
+    _new_day_file(home, landing)
+    for _ in range(2):  # seen, then settled
+        tick = new_data_sensor.evaluate_tick(dg.build_sensor_context(cursor=cursor,
+                                                                     resources={"sessionbert": sessionbert}))
+        cursor = tick.cursor
+    [request] = tick.run_requests
+    assert "events-next-day.parquet" in request.tags[REASON]
+    served = home / "recommendation_table.parquet"
+    before = served.stat().st_mtime_ns
+    ingest = defs.resolve_job_def("ingest_new_data").execute_in_process(instance=instance, tags=request.tags)
+    assert ingest.success
+    raw = next(e for e in ingest.get_asset_materialization_events() if e.asset_key == dg.AssetKey("raw_sessions"))
+    metadata = raw.event_specific_data.materialization.metadata
+    assert metadata["files_parsed"].value == 1 and metadata["files_from_cache"].value > 1  # incremental
+    assert "events-next-day.parquet" in metadata["refreshed_because"].value
+    drift = json.loads((home / "vocabulary_drift.json").read_text())
+    assert drift["needs_pretraining"] is False and drift["drift"] < 0.01  # the same activities, a day later
+    retrain = retrain_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    [again] = retrain.run_requests
+    assert again.job_name == "finetune_and_refresh" and "re-fine-tune only" in again.tags[REASON]
+    result = defs.resolve_job_def("finetune_and_refresh").execute_in_process(instance=instance, tags=again.tags,
+                                                                            raise_on_error=False)
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert {"finetuned_model", "model_evaluation", "user_personas", "recommendation_table"} <= materialized
+    assert "pretrained_model" not in materialized and "tokenizer" not in materialized
+    assert served.stat().st_mtime_ns > before
+    assert not retrain_sensor.evaluate_tick(dg.build_sensor_context(instance=instance,
+                                                                    cursor=retrain.cursor)).run_requests
+
+
+def test_no_pretrained_model_means_a_full_retrain(retrained_home):
+    home = retrained_home
+    shutil.rmtree(home / "pretrained_model")
+    sessionbert = SessionBertResource(home=str(home), source="synthetic", profile="tiny", seed=0)
+    instance = dg.DagsterInstance.ephemeral()
+    job = build_definitions(sessionbert).resolve_job_def("ingest_new_data")
+    assert job.execute_in_process(instance=instance, tags={TRIGGER: "new_data", REASON: "test"}).success
+    [request] = retrain_sensor.evaluate_tick(dg.build_sensor_context(instance=instance)).run_requests
+    assert request.job_name == "full_retrain" and "pretrain" in request.tags[REASON]
+
+
+def test_drift_past_the_threshold_calls_for_pretraining(retrained_home):
+    home = retrained_home
+    known = json.loads((home / "tokenizer" / KNOWN_ACTIVITIES).read_text())
+    (home / "tokenizer" / KNOWN_ACTIVITIES).write_text(json.dumps(known[: len(known) // 2]))  # half now unseen
+    sessionbert = SessionBertResource(home=str(home), source="synthetic", profile="tiny", seed=0)
+    instance = dg.DagsterInstance.ephemeral()
+    job = build_definitions(sessionbert).resolve_job_def("ingest_new_data")
+    assert job.execute_in_process(instance=instance, tags={TRIGGER: "new_data", REASON: "test"}).success
+    drift = json.loads((home / "vocabulary_drift.json").read_text())
+    assert drift["drift"] > 0.01 and drift["needs_pretraining"] is True
+    [request] = retrain_sensor.evaluate_tick(dg.build_sensor_context(instance=instance)).run_requests
+    assert request.job_name == "full_retrain"
+
+
+def test_a_run_not_started_by_new_data_retrains_nothing(retrained_home):
+    sessionbert = SessionBertResource(home=str(retrained_home), source="synthetic", profile="tiny", seed=0)
+    instance = dg.DagsterInstance.ephemeral()
+    assert build_definitions(sessionbert).resolve_job_def("ingest_new_data").execute_in_process(
+        instance=instance).success
+    result = retrain_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert not result.run_requests and "not by new data" in result.skip_message
