@@ -131,8 +131,10 @@ class MlflowResource(dg.ConfigurableResource):
         """An MLflow run tagged with the Dagster run id and asset key; its id goes into the asset metadata."""
         mlflow.set_tracking_uri(self.uri(home))
         experiment = mlflow.get_experiment_by_name(self.experiment)
+        # artifacts beside the local store; a tracking server keeps its own artifact location
+        location = None if self.tracking_uri else (home / "mlartifacts").as_uri()
         experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(
-            self.experiment, artifact_location=(home / "mlartifacts").as_uri())
+            self.experiment, artifact_location=location)
         asset = context.asset_key.to_user_string()
         tags = {"dagster.run_id": context.run_id, "dagster.asset_key": asset, "dagster.job": context.job_name}
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"{asset}-{context.run_id[:8]}", tags=tags) as run:

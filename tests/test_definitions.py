@@ -119,6 +119,10 @@ def test_training_assets_share_the_gpu_pool_and_retry():
         node = graph.get(dg.AssetKey(name))
         assert node.pools == {"gpu"}, name
         assert node.assets_def.op.retry_policy.max_retries >= 1, name
+    # every asset that runs a model on the device waits its turn too: one model on the accelerator at a time
+    for name in ("session_embeddings", "cluster_sweep", "model_evaluation", "recommendation_table",
+                 "hit_at_k_evaluation"):
+        assert graph.get(dg.AssetKey(name)).pools == {"gpu"}, name
 
 
 def test_instance_limits_the_gpu_pool_to_one(tmp_path, monkeypatch):

@@ -149,7 +149,7 @@ def finetuned_model(context: dg.AssetExecutionContext, config: FinetuneConfig, s
     return target
 
 
-@dg.asset(group_name="evaluation", kinds={"pytorch", "mlflow", "json"})
+@dg.asset(group_name="evaluation", kinds={"pytorch", "mlflow", "json"}, pool="gpu")
 def model_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, compute: ComputeResource,
                      mlflow_tracking: MlflowResource, finetuned_model: Path, session_splits: pl.DataFrame,
                      next_activity_baselines: dict) -> dict:

@@ -45,7 +45,7 @@ class SweepConfig(dg.Config):
     k: int = 0  # 0: choose k from the SessionBERT curve by the rule in sessionbert_core.segment
 
 
-@dg.asset(group_name="personas", kinds={"pytorch", "parquet"})
+@dg.asset(group_name="personas", kinds={"pytorch", "parquet"}, pool="gpu")
 def session_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, sessionbert: SessionBertResource,
                        compute: ComputeResource, pretrained_model: Path, session_splits: pl.DataFrame) -> pl.DataFrame:
     """One unit vector per session from the SessionBERT encoder, with its user, session id and start.
@@ -69,7 +69,7 @@ def session_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfi
     return embeddings
 
 
-@dg.asset(group_name="personas", kinds={"scikitlearn", "mlflow", "json"})
+@dg.asset(group_name="personas", kinds={"scikitlearn", "mlflow", "json"}, pool="gpu")
 def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessionbert: SessionBertResource,
                   compute: ComputeResource, mlflow_tracking: MlflowResource, session_embeddings: pl.DataFrame,
                   session_splits: pl.DataFrame) -> dict:

@@ -40,7 +40,7 @@ def _descriptions(landing_folder: dict) -> dict[str, str] | None:
     return load_descriptions(world.catalog_json if world else Path(landing_folder["folder"]) / "service_catalog.json")
 
 
-@dg.asset(group_name="recommendation", kinds={"pytorch", "parquet"}, deps=["model_evaluation"])
+@dg.asset(group_name="recommendation", kinds={"pytorch", "parquet"}, deps=["model_evaluation"], pool="gpu")
 def recommendation_table(context: dg.AssetExecutionContext, config: RecommendationConfig,
                          sessionbert: SessionBertResource, compute: ComputeResource, landing_folder: dict,
                          finetuned_model: Path, session_splits: pl.DataFrame, billing_records: pl.DataFrame,
@@ -85,7 +85,7 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
     return recommendations
 
 
-@dg.asset(group_name="evaluation", kinds={"pytorch", "mlflow", "json"})
+@dg.asset(group_name="evaluation", kinds={"pytorch", "mlflow", "json"}, pool="gpu")
 def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
                         compute: ComputeResource, mlflow_tracking: MlflowResource, landing_folder: dict,
                         finetuned_model: Path, session_splits: pl.DataFrame, billing_records: pl.DataFrame,
