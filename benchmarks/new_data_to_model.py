@@ -70,7 +70,10 @@ def main() -> None:
     instance = dg.DagsterInstance.get()
     start = time.time()
     path = new_day(home, sessionbert.landing_path())
-    print(f"wrote {path} at {datetime.fromtimestamp(start):%H:%M:%S}")
+    added = pl.read_parquet(path)
+    size = {"page_views": added.height, "sessions": added.select("user_id", "session_id").n_unique()}
+    print(f"wrote {path} ({size['page_views']} page views, {size['sessions']} sessions) at "
+          f"{datetime.fromtimestamp(start):%H:%M:%S}")
     ingest = wait_for(instance, ("ingest_new_data",), start, args.timeout)
     retrain = wait_for(instance, ("finetune_and_refresh", "full_retrain"), ingest.create_timestamp.timestamp(),
                        args.timeout)
@@ -88,7 +91,7 @@ def main() -> None:
           f"{retrain.dagster_run.tags.get('sessionbert/reason')}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"new_data_to_model-{sessionbert.profile}.json"
-    out.write_text(json.dumps({"profile": sessionbert.profile, "file": path.name,
+    out.write_text(json.dumps({"profile": sessionbert.profile, "file": path.name, **size,
                                "stages": {name: round(s, 1) for name, s in stages},
                                "retrain_job": retrain.dagster_run.job_name,
                                "retrain_status": retrain.dagster_run.status.value,
