@@ -95,8 +95,9 @@ def ingest_landing(folder: Path, pseudonym_key: bytes, cache: Path | None = None
     if unreadable not in UNREADABLE_MODES:
         raise ValueError(f"unreadable must be one of {', '.join(UNREADABLE_MODES)}, not {unreadable!r}")
     folder = Path(folder)
-    files = [f for f in discover(folder) if f.kind != "ignored"]
-    ignored = tuple(str(f.path.relative_to(folder)) for f in discover(folder) if f.kind == "ignored")
+    found = discover(folder)
+    files = [f for f in found if f.kind != "ignored"]
+    ignored = tuple(str(f.path.relative_to(folder)) for f in found if f.kind == "ignored")
     if not any(f.kind in ("events", "access_log") for f in files):
         raise IngestError(f"{folder}: no event files (*.parquet, *.csv, *.jsonl) or access logs (*.log, *.log.gz)")
     store = ParseCache(Path(cache), pseudonym_key) if cache is not None else None
