@@ -1,4 +1,4 @@
-# SessionBERT: `make run` (set up, then materialize everything), `make test`, `make ui`.
+# SessionBERT: `make run` (set up, then materialize everything), `make test`, `make ui`, `make paper-report`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 3000
 export SESSIONBERT_HOME ?= $(CURDIR)/.sessionbert
 
-.PHONY: setup run test ui lint clean
+.PHONY: setup run test ui lint clean paper-report
 
 setup: $(STAMP)
 
@@ -27,6 +27,12 @@ test: setup
 
 ui: setup
 	DAGSTER_HOME=$$($(BIN)/python -m sessionbert_assets.instance) $(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+
+# the paper's experiments (benchmarks/paper_report.py): reports/paper.md and reports/paper.json
+REPORT_PROFILE ?= small
+REPORT_SEEDS ?= 0 1 2
+paper-report: setup
+	$(BIN)/python benchmarks/paper_report.py --profile $(REPORT_PROFILE) --seeds $(REPORT_SEEDS)
 
 lint: setup
 	$(BIN)/ruff check .
