@@ -217,6 +217,13 @@ def findings(summary: dict) -> dict[str, str]:
            "does not hold.")
         + f" SessionBERT has {t['parameters']['sessionbert'] / 1e6:.1f}M parameters, the general BERT "
           f"{t['parameters']['minilm'] / 1e6:.1f}M.")
+    full = t["table2"]["service"]["sessionbert_full_budget"]["accuracy"][0]
+    ablated = t["table2"]["service"]["sessionbert_ablation_budget"]["accuracy"][0]
+    general = t["table2"]["service"]["minilm_ablation_budget"]["accuracy"][0]
+    popular = t["table2"]["service"].get("popularity", {}).get("accuracy", (float("nan"),))[0]
+    out["table2"] += (f" At the ablation budget SessionBERT reaches {ablated / full:.0%} of its full-budget service "
+                      f"accuracy ({full:.3f}) and the general BERT is {general - popular:+.3f} from most-popular, so "
+                      "this compares how fast each model learns from the same few sessions, not converged models.")
     grows = all(lead[h]["64"] > lead[h]["512"] for h in HEADS)
     out["lengths"] = (
         "The paper finds SessionBERT's lead largest at the shortest length (+29% service, +32% page at 64). "
@@ -226,7 +233,9 @@ def findings(summary: dict) -> dict[str, str]:
         + ("the lead shrinks as sequences grow, as the paper says." if grows else
            "the lead does not shrink with length on every head, unlike the paper.")
         + f" The general tokenizer spends {t['tokens']['minilm']['tokens_per_activity'][0]:.1f} tokens per "
-          f"activity against SessionBERT's {t['tokens']['sessionbert']['tokens_per_activity'][0]:.1f}.")
+          f"activity against SessionBERT's {t['tokens']['sessionbert']['tokens_per_activity'][0]:.1f}, so 64 "
+          f"tokens cut {t['tokens']['minilm']['truncated_at_64'][0]:.0%} of its sessions against "
+          f"{t['tokens']['sessionbert']['truncated_at_64'][0]:.0%} of SessionBERT's.")
     helps = {model: [h for h in HEADS if t["table5"][model]["multitask"][h][0] >= t["table5"][model][h][h][0]]
              for model in MODELS}
     out["table5"] = (
@@ -257,6 +266,17 @@ def findings(summary: dict) -> dict[str, str]:
     return out
 
 
+def _timing(summary: dict) -> str:
+    ablations = [s for s in summary.get("seconds_per_seed", []) if s]
+    graphs = [s for s in summary.get("graph_seconds", []) if s]
+    text = f"Time on this machine: {np.mean(ablations) / 60:.1f} min per seed for the ablations" if ablations else ""
+    if graphs:
+        text += f", and {np.mean(graphs) / 60:.1f} min per seed for the whole graph it ran"
+    elif text:
+        text += " (the graph runs were reused from --homes)"
+    return text + "." if text else ""
+
+
 def _pm(pair) -> str:
     return f"{pair[0]:.3f} ± {pair[1]:.3f}"
 
@@ -267,7 +287,8 @@ def markdown(summary: dict, notes: dict[str, str], plots: dict[str, str]) -> str
     lines = [f"# SessionBERT: the paper's experiments on `{summary['profile']}`", "",
              f"Seeds {', '.join(map(str, summary['seeds']))}; mean ± standard deviation over seeds. Made by "
              f"`make paper-report` (`benchmarks/paper_report.py`). Ablations: {b['train_sessions']} training "
-             f"sessions, {b['epochs']} epoch(s), {b['test_sessions']} test sessions, the same for both models.", ""]
+             f"sessions, {b['epochs']} epoch(s), {b['test_sessions']} test sessions, the same for both models.",
+             "", _timing(summary), ""]
     lines += ["## Table 2: next service and next page", "", notes["table2"], "",
               "| model | service accuracy | service F1 | page accuracy | page F1 |", "| --- | --- | --- | --- | --- |"]
     rows = [("SessionBERT, full budget (the graph)", "sessionbert_full_budget"),
@@ -411,6 +432,7 @@ def main() -> None:
     plots = draw(summary, args.out, args.profile)
     summary["findings"] = notes
     summary["seconds_per_seed"] = [r.get("seconds") for r in runs]
+    summary["graph_seconds"] = [r.get("graph_seconds") for r in runs]
     name = "paper" if args.profile == "small" else f"paper-{args.profile}"
     (args.out / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     (args.out / f"{name}.md").write_text(markdown(summary, notes, plots))
