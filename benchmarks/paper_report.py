@@ -40,6 +40,7 @@ from transformers import AutoTokenizer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from personas_and_recommendations import recommendation_figures, run_graph
 
+from sessionbert_core import plots
 from sessionbert_core.config import get_profile
 from sessionbert_core.embed import general_language_encoder
 from sessionbert_core.evaluate import scores
@@ -110,11 +111,12 @@ def measure_seed(home: Path, profile_name: str, seed: int, train_sessions: int, 
     world = WorldPaths(home / "worlds" / f"{profile_name}-seed{seed}")
     started = time.perf_counter()
     figures = recommendation_figures(home, world, profile.model.max_length, seed)
+    sweep = json.loads((home / "cluster_sweep.json").read_text())
     result = {
         "seed": seed, "graph_seconds": graph_seconds,
         "full_budget": json.loads((home / "model_evaluation.json").read_text()),
-        "silhouette": json.loads((home / "cluster_sweep.json").read_text())["silhouette"],
-        "chosen_k": json.loads((home / "cluster_sweep.json").read_text())["k"],
+        "silhouette": sweep["silhouette"],
+        "chosen_k": sweep["k"],
         "hit_at_k": json.loads((home / "hit_at_k_evaluation.json").read_text())["seen_days"],
         "appendix_b": figures["appendix_b"],
         "appendix_b_seconds": round(time.perf_counter() - started, 1),
@@ -367,10 +369,7 @@ def markdown(summary: dict, notes: dict[str, str], plots: dict[str, str]) -> str
 
 
 def draw(summary: dict, folder: Path, profile: str) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # headless: sessionbert_core.plots selected the Agg backend
 
     t = summary["tables"]
     names = {}
@@ -387,15 +386,9 @@ def draw(summary: dict, folder: Path, profile: str) -> dict[str, str]:
     names["lengths"] = f"paper-{profile}-lengths.png"
     fig.savefig(folder / names["lengths"], dpi=90)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for name, curve in t["figure2"].items():
-        ks = list(curve)
-        ax.errorbar([int(k) for k in ks], [curve[k][0] for k in ks], yerr=[curve[k][1] for k in ks], marker="o",
-                    label=name)
-    ax.set_xlabel("k")
-    ax.set_ylabel("cosine silhouette")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    figure2 = t["figure2"]
+    fig = plots.curves({name: {k: v[0] for k, v in curve.items()} for name, curve in figure2.items()},
+                       spread={name: {k: v[1] for k, v in curve.items()} for name, curve in figure2.items()})
     names["figure2"] = f"paper-{profile}-silhouette.png"
     fig.savefig(folder / names["figure2"], dpi=90)
     plt.close(fig)

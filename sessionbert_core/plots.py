@@ -12,12 +12,18 @@ import polars as pl
 
 
 def curves(lines: dict[str, dict[int, float]], chosen_k: int | None = None, xlabel: str = "k (clusters)",
-           ylabel: str = "silhouette (cosine)"):
-    """One line per name over integer x: the paper's Figure 2 (silhouette against k) by default."""
+           ylabel: str = "silhouette (cosine)", spread: dict[str, dict[int, float]] | None = None):
+    """One line per name over integer x: the paper's Figure 2 (silhouette against k) by default.
+
+    `spread` (same keys as `lines`): a standard deviation per point, drawn as error bars.
+    """
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, curve in lines.items():
         ks = sorted(int(k) for k in curve)
-        ax.plot(ks, [curve[k] if k in curve else curve[str(k)] for k in ks], marker="o", label=name)
+        errors = None
+        if spread and name in spread:
+            errors = [spread[name][k] if k in spread[name] else spread[name][str(k)] for k in ks]
+        ax.errorbar(ks, [curve[k] if k in curve else curve[str(k)] for k in ks], yerr=errors, marker="o", label=name)
     if chosen_k is not None:
         ax.axvline(chosen_k, color="grey", linestyle="--", linewidth=1, label=f"chosen k = {chosen_k}")
     ax.set_xlabel(xlabel)

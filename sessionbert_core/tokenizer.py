@@ -117,7 +117,7 @@ def vocabulary_drift(sessions: pl.DataFrame, known: set[str], window_days: int) 
     last_day = sessions["day"].max()
     recent = sessions.filter(pl.col("day") > pl.lit(last_day) - pl.duration(days=window_days))
     activities = recent.select(pl.col("activities").explode().drop_nulls().alias("activity"))
-    unseen = activities.filter(~pl.col("activity").is_in(sorted(known)))
+    unseen = activities.filter(~pl.col("activity").is_in(list(known)))
     top = unseen.group_by("activity").len().sort(["len", "activity"], descending=[True, False]).head(10)
     return {
         "drift": unseen.height / max(activities.height, 1),

@@ -43,17 +43,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def dagster_ui(tmp_path):
+def dagster_ui(tmp_path, monkeypatch):
     """`dagster dev` (webserver and daemon, as `make ui` starts them) on tiny, in its own process group."""
     port = _free_port()
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)  # restored after the test; prepare() sets it
+    dagster_home = prepare(tmp_path / "home")  # the instance `make ui` would use: $SESSIONBERT_HOME/dagster
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSIONBERT_", "DAGSTER_", "MLFLOW_"))}
     env |= {"SESSIONBERT_HOME": str(tmp_path / "home"), "SESSIONBERT_PROFILE": "tiny",
-            "DAGSTER_HOME": str(tmp_path / "dagster")}
-    os.environ["DAGSTER_HOME"], saved = env["DAGSTER_HOME"], os.environ.get("DAGSTER_HOME")
-    try:
-        prepare(tmp_path / "home")
-    finally:
-        os.environ.pop("DAGSTER_HOME") if saved is None else os.environ.update(DAGSTER_HOME=saved)
+            "DAGSTER_HOME": str(dagster_home)}
     log = (tmp_path / "dagster-dev.log").open("w")
     process = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p",
                                 str(port), "-w", "workspace.yaml"], cwd=ROOT, env=env, stdout=log,
