@@ -28,6 +28,9 @@ class ModelSize:
     num_heads: int
     intermediate_size: int
     max_length: int
+    # dropout of hidden states and attention; 0 where the data is large next to the model (dropout's random
+    # masks took 21% of a CPU training step, and quality held without it: benchmarks/NOTES.md)
+    dropout: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,13 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     # seconds: the test suite (a tiny world needs many passes to get past the MLM plateau)
     "tiny": Profile("tiny", WorldSize(n_users=80, n_days=45, sessions_per_day=0.6),
-                    ModelSize(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_length=128),
+                    ModelSize(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_length=128,
+                              dropout=0.0),
                     TrainingPlan(24, 3, 2e-3, 1e-3, 16, finetune_every_cut=True, patience=8)),
     # minutes on 2 CPU cores: the default main job (about 50k sessions)
     "small": Profile("small", WorldSize(n_users=1500, n_days=60, sessions_per_day=0.7),
-                     ModelSize(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, max_length=128),
+                     ModelSize(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, max_length=128,
+                               dropout=0.0),
                      TrainingPlan(3, 3, 5e-4, 5e-4, 64)),
     # the paper's scale: about 9 million sessions, BERT-base, sequences of 512
     "paper": Profile("paper", WorldSize(n_users=200_000, n_days=60, sessions_per_day=0.75),

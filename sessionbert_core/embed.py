@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +10,8 @@ import polars as pl
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
 
+from sessionbert_core.batching import length_sorted_batches, maybe_compiled
+from sessionbert_core.model import attention_implementation
 from sessionbert_core.serialize import recent_sessions
 
 POOLINGS = ("mean", "cls")
@@ -26,32 +28,19 @@ def general_language_encoder() -> Path:
 
 def load_encoder(folder: Path, device: str = "cpu") -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
     """A BERT encoder (the bare model of any saved checkpoint) and its tokenizer."""
-    model = AutoModel.from_pretrained(folder).to(device).eval()
+    model = AutoModel.from_pretrained(folder, attn_implementation=attention_implementation(device)).to(device).eval()
     return model, AutoTokenizer.from_pretrained(folder)
-
-
-TOKENIZE_CHUNK = 65_536  # texts tokenized at a time: memory stays bounded however many there are
-
-
-def _batches(texts: Sequence[str], tokenizer: PreTrainedTokenizerFast, batch_size: int,
-             max_length: int) -> Iterator[tuple[np.ndarray, dict]]:
-    """Length-sorted batches (little padding) within chunks of texts; yields the original positions."""
-    for offset in range(0, len(texts), TOKENIZE_CHUNK):
-        encoded = tokenizer(list(texts[offset:offset + TOKENIZE_CHUNK]), truncation=True,
-                            max_length=max_length)["input_ids"]
-        order = np.argsort([len(x) for x in encoded], kind="stable")
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            yield offset + chunk, tokenizer.pad([{"input_ids": encoded[i]} for i in chunk], return_tensors="pt")
 
 
 @torch.inference_mode()
 def embed_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, texts: Sequence[str],
-                pooling: str = "mean", batch_size: int = 128, max_length: int = 128, bf16: bool = True) -> np.ndarray:
+                pooling: str = "mean", batch_size: int = 256, max_length: int = 128, bf16: bool = True,
+                compile: bool | None = None) -> np.ndarray:
     """Unit-length float32 vectors, one per text, in the order given.
 
     `mean` averages the last hidden states over the real (non-padding) tokens; `cls` takes the
-    [CLS] state. Memory is bounded by the batch size, whatever the number of texts.
+    [CLS] state. Memory is bounded by the batch size, whatever the number of texts. `compile`:
+    torch.compile the model (None: when there are enough texts for it to pay).
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
@@ -59,25 +48,27 @@ def embed_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, text
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     if not len(texts):
         return out
-    for positions, batch in _batches(texts, tokenizer, batch_size, max_length):
-        batch = batch.to(device)
+    forward = maybe_compiled(model, len(texts), compile)
+    for positions, input_ids, attention_mask in length_sorted_batches(texts, tokenizer, batch_size, max_length):
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            hidden = forward(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         hidden = hidden.float()
         if pooling == "cls":
             vectors = hidden[:, 0]
         else:
-            mask = batch["attention_mask"].unsqueeze(-1).float()
+            mask = attention_mask.unsqueeze(-1).float()
             vectors = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         out[positions] = torch.nn.functional.normalize(vectors, dim=-1).cpu().numpy()
     return out
 
 
 def embed_sessions(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, sessions: pl.DataFrame,
-                   pooling: str = "mean", batch_size: int = 128, max_length: int = 128,
-                   bf16: bool = True) -> pl.DataFrame:
+                   pooling: str = "mean", batch_size: int = 256, max_length: int = 128,
+                   bf16: bool = True, compile: bool | None = None) -> pl.DataFrame:
     """`user_id, session_id, start, embedding` for each session (its serialized text encoded)."""
-    vectors = embed_texts(model, tokenizer, sessions["text"].to_list(), pooling, batch_size, max_length, bf16)
+    vectors = embed_texts(model, tokenizer, sessions["text"].to_list(), pooling, batch_size, max_length, bf16,
+                          compile)
     return sessions.select("user_id", "session_id", "start").with_columns(
         embedding=pl.Series(vectors, dtype=pl.Array(pl.Float32, vectors.shape[1])))
 

@@ -6,19 +6,49 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import BertConfig, BertModel, BertPreTrainedModel
+from transformers import BertConfig, BertForMaskedLM, BertModel, BertPreTrainedModel
 from transformers.activations import ACT2FN
+from transformers.modeling_outputs import MaskedLMOutput
 from transformers.utils import ModelOutput
 
 from sessionbert_core.config import ModelSize
 
 
-def encoder_config(size: ModelSize, vocab_size: int, pad_token_id: int) -> BertConfig:
+def attention_implementation(device: str) -> str:
+    """PyTorch's fused attention (SDPA) on accelerators; BERT's own matmul-softmax attention on CPU, where
+    the fused kernel with a padding mask ran 1.7x slower at these head sizes (benchmarks/NOTES.md).
+    Not saved with a model: pass it when loading (`attn_implementation=`)."""
+    return "eager" if torch.device(device).type == "cpu" else "sdpa"
+
+
+def encoder_config(size: ModelSize, vocab_size: int, pad_token_id: int, device: str = "cpu") -> BertConfig:
     return BertConfig(
         vocab_size=vocab_size, hidden_size=size.hidden_size, num_hidden_layers=size.num_layers,
         num_attention_heads=size.num_heads, intermediate_size=size.intermediate_size,
         max_position_embeddings=size.max_length, pad_token_id=pad_token_id, type_vocab_size=1,
+        hidden_dropout_prob=size.dropout, attention_probs_dropout_prob=size.dropout,
+        attn_implementation=attention_implementation(device),
     )
+
+
+class SessionBertForMaskedLM(BertForMaskedLM):
+    """BERT's masked-LM model, with the vocabulary scored only at the masked positions when labels are
+    given: the same loss as `BertForMaskedLM`, without projecting the ~85% of positions that carry no
+    label onto the vocabulary. Saved weights are `BertForMaskedLM`'s, loadable by any BERT class."""
+
+    # the loss is the mean over this process's labelled positions: the Trainer must not rescale it by the
+    # number of processes (which it does for models that take `num_items_in_batch`); DDP averages gradients
+    accepts_loss_kwargs = False
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, **kwargs) -> MaskedLMOutput:
+        if labels is None:
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        chosen = labels != -100
+        logits = self.cls(hidden[chosen])
+        loss = nn.functional.cross_entropy(logits.float(), labels[chosen])
+        return MaskedLMOutput(loss=loss, logits=logits)
 
 
 @dataclass
@@ -51,6 +81,8 @@ class SessionBertForNextActivity(BertPreTrainedModel):
     (the single-task ablations).
     """
 
+    accepts_loss_kwargs = False  # per-process mean losses; see SessionBertForMaskedLM
+
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=False)
@@ -77,6 +109,12 @@ class SessionBertForNextActivity(BertPreTrainedModel):
 def _last_mask_position(input_ids: torch.Tensor, mask_token_id: int) -> torch.Tensor:
     positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
     return torch.where(input_ids == mask_token_id, positions, -1).max(dim=1).values.clamp(min=0)
+
+
+def load_next_activity_model(folder, device: str = "cpu") -> SessionBertForNextActivity:
+    """A saved fine-tuned model on `device`, in eval mode, with the attention suited to the device."""
+    return SessionBertForNextActivity.from_pretrained(
+        folder, attn_implementation=attention_implementation(device)).to(device).eval()
 
 
 def next_activity_config(encoder: BertConfig, service_labels: list[str], page_labels: list[str],

@@ -1,0 +1,504 @@
+"""Performance: the machine's ceilings, training and inference cost, and how the pipeline grows with the data.
+
+    python benchmarks/perf.py --profile small                  # everything (`make bench`)
+    python benchmarks/perf.py --sections ceilings training inference
+
+Sections (each prints its rows; one table at the end; JSON in benchmarks/results/perf-<profile>.json):
+
+- ceilings: a 2048^3 matrix product in bf16 and fp32 through torch (GFLOP/s), measured in this run,
+  and one shaped like the model's own products (tokens x hidden x intermediate);
+- pipeline: the whole graph (`sessionbert run`) in a fresh SESSIONBERT_HOME, per asset: seconds and
+  the process's peak resident memory during the step (and its rise over the step's start);
+- training: MLM pretraining and fine-tuning on the graph's data, in useful (non-padding) tokens per
+  second over timed steps (evaluation excluded), the share of computed positions that are padding,
+  and model FLOP utilization: (6 x encoder parameters + attention) x useful tokens/s over the bf16
+  ceiling. Encoder parameters exclude the embeddings (and the vocabulary projection tied to them);
+- inference: session embedding and recommendation, in sessions and users per second, with the
+  utilization computed the same way (2 x encoder parameters + attention per token);
+- scaling: ingestion, serialization, a training epoch, embedding, clustering and recommendation at
+  1x, 2x and 4x the profile's users, each stage in its own process: seconds, peak memory, and the
+  working memory (peak over what the process held once its inputs were loaded, minus its output).
+
+Run it alone: two training jobs on two cores slow each other down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import psutil
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+SECTIONS = ("ceilings", "pipeline", "training", "inference", "scaling")
+STAGES = ("ingest", "serialize", "train_epoch", "embed", "cluster", "recommend")
+MIB = 2**20
+
+
+# ----------------------------------------------------------------------------------------------
+# FLOPs
+
+
+def encoder_parameters(model: torch.nn.Module) -> int:
+    """Parameters of the transformer layers: no embeddings, no vocabulary projection, no heads."""
+    bert = model.bert if hasattr(model, "bert") else model
+    return sum(p.numel() for p in bert.encoder.parameters())
+
+
+def flops_per_token(model: torch.nn.Module, mean_length: float, training: bool) -> float:
+    """6N (training) or 2N (inference) plus attention: QK^T and AV, 2 x 2 x layers x length x hidden forward."""
+    config = model.config
+    attention = 4 * config.num_hidden_layers * mean_length * config.hidden_size
+    n = encoder_parameters(model)
+    return 6 * n + 3 * attention if training else 2 * n + attention
+
+
+# ----------------------------------------------------------------------------------------------
+# ceilings
+
+
+def matmul_gflops(m: int, k: int, n: int, dtype: torch.dtype, seconds: float = 3.0) -> float:
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    started, reps = time.perf_counter(), 0
+    while time.perf_counter() - started < seconds:
+        a @ b
+        reps += 1
+    return 2 * m * k * n * reps / (time.perf_counter() - started) / 1e9
+
+
+def ceilings(profile) -> dict:
+    size = profile.model
+    return {"bf16_gflops": round(matmul_gflops(2048, 2048, 2048, torch.bfloat16), 1),
+            "fp32_gflops": round(matmul_gflops(2048, 2048, 2048, torch.float32), 1),
+            "bf16_model_shaped_gflops": round(matmul_gflops(4096, size.hidden_size, size.intermediate_size,
+                                                            torch.bfloat16), 1),
+            "threads": torch.get_num_threads()}
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole graph, per asset
+
+
+class RssSampler:
+    """Resident memory of a process and its children, sampled every `every` seconds."""
+
+    def __init__(self, pid: int, every: float = 0.2):
+        self.process, self.every, self.samples = psutil.Process(pid), every, []
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                processes = [self.process, *self.process.children(recursive=True)]
+                rss = sum(p.memory_info().rss for p in processes if p.is_running())
+            except psutil.Error:
+                return
+            self.samples.append((time.time(), rss))
+            time.sleep(self.every)
+
+    def window(self, start: float, end: float) -> tuple[float, float]:
+        """Peak RSS in [start, end] and the RSS at start, in MiB."""
+        inside = [rss for t, rss in self.samples if start <= t <= end] or [0]
+        before = [rss for t, rss in self.samples if t <= start] or [inside[0]]
+        return max(inside) / MIB, before[-1] / MIB
+
+
+def pipeline(profile_name: str, home: Path) -> dict:
+    import shutil
+
+    import dagster as dg
+
+    shutil.rmtree(home, ignore_errors=True)
+    env = os.environ | {"SESSIONBERT_HOME": str(home), "SESSIONBERT_PROFILE": profile_name,
+                        "DAGSTER_HOME": str(home / "dagster")}
+    started = time.time()
+    process = subprocess.Popen([sys.executable, "-m", "sessionbert_assets.cli", "run"], env=env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sampler = RssSampler(process.pid)
+    output = process.communicate()[0]
+    total = time.time() - started
+    if process.returncode:
+        raise RuntimeError(f"sessionbert run failed:\n{output[-4000:]}")
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_runs(limit=1)[0]
+        events = instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_START,
+                                                        dg.DagsterEventType.STEP_SUCCESS})
+    starts, assets = {}, {}
+    for event in events:
+        if event.dagster_event.event_type == dg.DagsterEventType.STEP_START:
+            starts[event.step_key] = event.timestamp
+        else:
+            start = starts[event.step_key]
+            peak, before = sampler.window(start, event.timestamp)
+            assets[event.step_key] = {"seconds": round(event.timestamp - start, 1), "peak_rss_mib": round(peak),
+                                      "rss_rise_mib": round(peak - before)}
+    evaluation = json.loads((home / "model_evaluation.json").read_text())
+    peak = max(rss for _, rss in sampler.samples) / MIB
+    return {"home": str(home), "seconds": round(total, 1), "peak_rss_mib": round(peak), "assets": assets,
+            "quality": {f"{head}/accuracy": evaluation[head]["sessionbert"]["accuracy"]
+                        for head in ("service", "page")}}
+
+
+# ----------------------------------------------------------------------------------------------
+# training throughput
+
+
+def timed_training(home: Path, profile, stage: str, sessions: int, steps_to_skip: int = 3) -> dict:
+    """One epoch of `stage` on up to `sessions` training sessions, timed from the end of step
+    `steps_to_skip` to the end of the last step (the epoch's one evaluation comes after it)."""
+    import tempfile
+
+    from transformers import AutoTokenizer, TrainerCallback
+
+    from sessionbert_core.train import TrainSettings, finetune, pretrain
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.marks, self.computed, self.useful = [], 0, 0
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.model = model
+
+            def count(module, args_, kwargs_):
+                if module.training:
+                    mask = kwargs_["attention_mask"]
+                    self.computed += mask.numel()
+                    self.useful += int(mask.sum())
+
+            model.register_forward_pre_hook(count, with_kwargs=True)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.marks.append((time.perf_counter(), self.computed, self.useful))
+
+    splits = pl.read_parquet(home / "session_splits.parquet")
+    train, validation = (splits.filter(pl.col("split") == s) for s in ("train", "validation"))
+    tokenizer = AutoTokenizer.from_pretrained(home / "tokenizer")
+    settings = replace(TrainSettings.for_stage(profile.training, stage, 0, profile.model.max_length),
+                       epochs=1.0, evaluations_per_epoch=1, max_train_sessions=sessions)
+    clock = StepClock()
+    with tempfile.TemporaryDirectory() as scratch:
+        quiet = lambda _: None  # noqa: E731
+        if stage == "pretrain":
+            model, _ = pretrain(tokenizer, train["text"].to_list(), validation["text"].head(512).to_list(),
+                                      profile.model, settings, Path(scratch), quiet, [clock])
+        else:
+            model, _ = finetune(tokenizer, home / "pretrained_model", train, validation.head(512), settings,
+                                      Path(scratch), report=quiet, callbacks=[clock])
+    (t0, c0, u0), (t1, c1, u1) = clock.marks[steps_to_skip], clock.marks[-1]
+    seconds, useful, computed = t1 - t0, u1 - u0, c1 - c0
+    steps = len(clock.marks) - 1 - steps_to_skip
+    mean_length = computed / max(steps * settings.batch_size, 1)
+    per_token = flops_per_token(model, mean_length, training=True)
+    return {"steps": steps, "batch_size": settings.batch_size, "seconds": round(seconds, 2),
+            "useful_tokens_per_second": round(useful / seconds), "padding_share": round(1 - useful / computed, 4),
+            "mean_padded_length": round(mean_length, 1), "encoder_parameters": encoder_parameters(model),
+            "gflops_per_second": round(per_token * useful / seconds / 1e9, 1),
+            "dropout": model.config.hidden_dropout_prob, "attention": model.config._attn_implementation}
+
+
+# ----------------------------------------------------------------------------------------------
+# inference throughput
+
+
+def token_lengths(tokenizer, texts: list[str], max_length: int) -> list[int]:
+    return [len(x) for x in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+
+
+def _rate(model, lengths: list[int], seconds: float, units: int) -> dict:
+    tokens = sum(lengths)
+    per_token = flops_per_token(model, float(np.mean(lengths)), training=False)
+    return {"seconds": round(seconds, 2), "per_second": round(units / seconds),
+            "useful_tokens_per_second": round(tokens / seconds),
+            "gflops_per_second": round(per_token * tokens / seconds / 1e9, 1)}
+
+
+def inference(home: Path, profile) -> dict:
+    """Embedding every session and recommending for every user, eager and compiled (warm-up apart)."""
+    from transformers import AutoTokenizer
+
+    from sessionbert_core.embed import embed_sessions, load_encoder
+    from sessionbert_core.model import load_next_activity_model
+    from sessionbert_core.recommend import (
+        RECENT_SESSIONS,
+        recommend_services,
+        recommendation_inputs,
+        sessionbert_predictor,
+    )
+    from sessionbert_core.serialize import recent_sessions
+
+    sessions = pl.read_parquet(home / "session_splits.parquet")
+    billing = pl.read_parquet(home / "billing_records.parquet")
+    max_length = profile.model.max_length
+    encoder, tokenizer = load_encoder(home / "pretrained_model")
+    lengths = token_lengths(tokenizer, sessions["text"].to_list(), max_length)
+    result = {"sessions": sessions.height, "users": sessions["user_id"].n_unique()}
+    for compiled in (False, True):
+        started = time.perf_counter()
+        embed_sessions(encoder, tokenizer, sessions.head(2048), max_length=max_length, compile=compiled)
+        warm_up = time.perf_counter() - started
+        started = time.perf_counter()
+        embed_sessions(encoder, tokenizer, sessions, max_length=max_length, compile=compiled)
+        result["embedding_compiled" if compiled else "embedding"] = (
+            _rate(encoder, lengths, time.perf_counter() - started, sessions.height)
+            | {"warm_up_seconds": round(warm_up, 1)})
+
+    model = load_next_activity_model(home / "finetuned_model")
+    tok = AutoTokenizer.from_pretrained(home / "finetuned_model")
+    inputs = recommendation_inputs(recent_sessions(sessions, RECENT_SESSIONS))["input_text"].to_list()
+    lengths = token_lengths(tok, inputs, max_length)
+    for compiled in (False, True):
+        predictor = sessionbert_predictor(model, tok, max_length, compile=compiled)
+        started = time.perf_counter()
+        few = sessions["user_id"].unique(maintain_order=True).head(200).implode()
+        recommend_services(predictor, sessions.filter(pl.col("user_id").is_in(few)), billing)
+        warm_up = time.perf_counter() - started
+        started = time.perf_counter()
+        table = recommend_services(predictor, sessions, billing)
+        result["recommendation_compiled" if compiled else "recommendation"] = (
+            _rate(model, lengths, time.perf_counter() - started, result["users"])
+            | {"warm_up_seconds": round(warm_up, 1), "sessions_predicted": len(inputs), "rows": table.height})
+    eager, compiled = result["embedding"], result["embedding_compiled"]
+    saved_per_session = 1 / eager["per_second"] - 1 / compiled["per_second"]
+    result["compile_pays_above_sessions"] = (round(compiled["warm_up_seconds"] / saved_per_session)
+                                             if saved_per_session > 0 else None)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# scaling: each stage in its own process, for its own peak memory
+
+
+def world_at(work: Path, profile, scale: int, seed: int = 0) -> Path:
+    from sessionbert_core.world import generate_world
+
+    size = replace(profile.world, n_users=profile.world.n_users * scale)
+    return generate_world(work / f"world-x{scale}", size, seed).landing
+
+
+def rss_mib() -> float:
+    return psutil.Process().memory_info().rss / MIB
+
+
+def stage(name: str, work: Path, scale: int, graph: Path, profile) -> dict:
+    """Run one scaling stage here; returns seconds, peak memory and the memory held before computing.
+
+    Peak memory is sampled (every 20 ms) rather than read from ru_maxrss, which a process inherits
+    across exec from the one that started it."""
+    from sessionbert_core import storage
+
+    sampler = RssSampler(os.getpid(), every=0.02)
+    data = work / f"x{scale}"
+    data.mkdir(parents=True, exist_ok=True)
+    output_bytes = 0
+    if name == "ingest":
+        from sessionbert_core.ingest import ingest_landing
+
+        landing = world_at(work, profile, scale)
+        held = rss_mib()
+        started = time.perf_counter()
+        ingested = ingest_landing(landing, b"benchmark-key")
+        seconds = time.perf_counter() - started
+        storage.write_parquet(ingested.events, data / "events.parquet")
+        storage.write_parquet(ingested.billing, data / "billing.parquet")
+        rows, output_bytes = ingested.events.height, ingested.events.estimated_size()
+    elif name == "serialize":
+        from sessionbert_core.serialize import serialize_sessions, split_sessions
+
+        events, billing = pl.read_parquet(data / "events.parquet"), pl.read_parquet(data / "billing.parquet")
+        held = rss_mib()
+        started = time.perf_counter()
+        sessions = split_sessions(serialize_sessions(events, billing))
+        seconds = time.perf_counter() - started
+        storage.write_parquet(sessions, data / "sessions.parquet")
+        rows, output_bytes = sessions.height, sessions.estimated_size()
+    elif name == "train_epoch":
+        from transformers import AutoTokenizer
+
+        sessions = pl.read_parquet(data / "sessions.parquet")
+        train = sessions.filter(pl.col("split") == "train")
+        tokenizer = AutoTokenizer.from_pretrained(graph / "tokenizer")
+        held = rss_mib()
+        started = time.perf_counter()
+        texts = train["text"].to_list()
+        tokens = sum(token_lengths(tokenizer, texts, profile.model.max_length))
+        rate = json.loads((work / "training.json").read_text())["pretrain"]["useful_tokens_per_second"]
+        seconds = time.perf_counter() - started + tokens / rate  # tokenizing, then the measured rate
+        rows = train.height
+    elif name == "embed":
+        from sessionbert_core.embed import embed_sessions, load_encoder
+
+        sessions = pl.read_parquet(data / "sessions.parquet")
+        encoder, tokenizer = load_encoder(graph / "pretrained_model")
+        held = rss_mib()
+        started = time.perf_counter()
+        embeddings = embed_sessions(encoder, tokenizer, sessions, max_length=profile.model.max_length)
+        seconds = time.perf_counter() - started
+        storage.write_parquet(embeddings, data / "embeddings.parquet")
+        rows, output_bytes = embeddings.height, embeddings.estimated_size()
+    elif name == "cluster":
+        from sessionbert_core.embed import user_vectors
+        from sessionbert_core.segment import K_RANGE, CosineKMeans, choose_k, silhouette_sweep
+
+        embeddings = pl.read_parquet(data / "embeddings.parquet")
+        held = rss_mib()
+        started = time.perf_counter()
+        users, vectors = user_vectors(embeddings, 20)
+        k = choose_k(silhouette_sweep(vectors, K_RANGE, 2000, 0))
+        clusters = CosineKMeans.fit(vectors, k, 0).predict(vectors)
+        seconds = time.perf_counter() - started
+        rows, output_bytes = len(users), clusters.nbytes
+    elif name == "recommend":
+        from transformers import AutoTokenizer
+
+        from sessionbert_core.model import load_next_activity_model
+        from sessionbert_core.recommend import recommend_services, sessionbert_predictor
+
+        sessions = pl.read_parquet(data / "sessions.parquet")
+        billing = pl.read_parquet(data / "billing.parquet")
+        model = load_next_activity_model(graph / "finetuned_model")
+        predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(graph / "finetuned_model"),
+                                          profile.model.max_length)
+        held = rss_mib()
+        started = time.perf_counter()
+        table = recommend_services(predictor, sessions, billing)
+        seconds = time.perf_counter() - started
+        rows, output_bytes = sessions["user_id"].n_unique(), table.estimated_size()
+    else:
+        raise ValueError(f"unknown stage {name!r}: one of {', '.join(STAGES)}")
+    peak = max(max(rss for _, rss in sampler.samples) / MIB, rss_mib())
+    return {"seconds": round(seconds, 2), "rows": rows, "peak_rss_mib": round(peak),
+            "held_before_mib": round(held), "output_mib": round(output_bytes / MIB, 1),
+            "working_mib": round(max(peak - held - output_bytes / MIB, 0))}
+
+
+def scaling(profile_name: str, work: Path, graph: Path, scales: list[int]) -> dict:
+    results: dict[str, dict] = {s: {} for s in STAGES}
+    for scale in scales:
+        for name in STAGES:
+            done = subprocess.run([sys.executable, __file__, "--profile", profile_name, "--stage", name,
+                                   "--scale", str(scale), "--work", str(work.parent), "--graph", str(graph)],
+                                  capture_output=True, text=True, cwd=ROOT)
+            if done.returncode:
+                raise RuntimeError(f"stage {name} at {scale}x failed:\n{done.stderr[-3000:]}")
+            results[name][f"x{scale}"] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"  scaling {name:<12} x{scale}: {results[name][f'x{scale}']}", flush=True)
+    for by_scale in results.values():
+        first, last = by_scale.get(f"x{scales[0]}"), by_scale.get(f"x{scales[-1]}")
+        if first and last and first["seconds"] > 0:
+            by_scale["time_ratio"] = round(last["seconds"] / first["seconds"], 2)
+            by_scale["working_memory_ratio"] = round(max(last["working_mib"], 1) / max(first["working_mib"], 1), 2)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+
+def table(result: dict) -> str:
+    rows = []
+    ceiling = result.get("ceilings", {}).get("bf16_gflops")
+
+    def mfu(gflops):
+        return f"{gflops / ceiling:.0%}" if ceiling else "-"
+
+    if "ceilings" in result:
+        c = result["ceilings"]
+        rows += [("ceiling", "bf16 2048^3 product", f"{c['bf16_gflops']:.0f} GFLOP/s", ""),
+                 ("ceiling", "fp32 2048^3 product", f"{c['fp32_gflops']:.0f} GFLOP/s", ""),
+                 ("ceiling", "bf16, model-shaped product", f"{c['bf16_model_shaped_gflops']:.0f} GFLOP/s", "")]
+    for stage_name, t in result.get("training", {}).items():
+        rows.append(("training", f"{stage_name} (batch {t['batch_size']}, {t['steps']} steps)",
+                     f"{t['useful_tokens_per_second']:,} useful tokens/s", f"MFU {mfu(t['gflops_per_second'])}, "
+                     f"padding {t['padding_share']:.1%}"))
+    if "inference" in result:
+        i = result["inference"]
+        for key, unit in (("embedding", "sessions"), ("embedding_compiled", "sessions"),
+                          ("recommendation", "users"), ("recommendation_compiled", "users")):
+            r = i[key]
+            rows.append(("inference", f"{key.replace('_', ', ')} ({i[unit]:,} {unit})", f"{r['per_second']:,} {unit}/s",
+                         f"MFU {mfu(r['gflops_per_second'])}, warm-up {r['warm_up_seconds']} s"))
+    if "pipeline" in result:
+        p = result["pipeline"]
+        for name, a in p["assets"].items():
+            rows.append(("make run", name, f"{a['seconds']:.1f} s", f"peak {a['peak_rss_mib']:,} MiB "
+                                                                     f"(+{a['rss_rise_mib']:,})"))
+        rows.append(("make run", "total", f"{p['seconds']:.1f} s", f"peak {p['peak_rss_mib']:,} MiB"))
+    for name, by_scale in result.get("scaling", {}).items():
+        shown = ", ".join(f"{k} {v['seconds']:.1f} s / {v['working_mib']} MiB" for k, v in by_scale.items()
+                          if k.startswith("x"))
+        rows.append(("scaling", name, shown, f"time x{by_scale.get('time_ratio', '-')}, "
+                                             f"working memory x{by_scale.get('working_memory_ratio', '-')}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)] if rows else [0] * 4
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from sessionbert_core.config import get_profile
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="small")
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/sessionbert-perf"))
+    parser.add_argument("--graph", type=Path, help="a finished graph's SESSIONBERT_HOME (default: the pipeline's)")
+    parser.add_argument("--train-sessions", type=int, default=8192, help="sessions per timed training epoch")
+    parser.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # one scaling stage, in a child process
+    parser.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args(argv)
+    profile = get_profile(args.profile)
+    work = args.work / args.profile
+    graph = args.graph or work / "graph"
+    if args.stage:
+        print(json.dumps(stage(args.stage, work, args.scale, graph, profile)))
+        return
+    output = args.output or RESULTS / f"perf-{args.profile}.json"
+    result = json.loads(output.read_text()) if output.exists() else {}
+    result |= {"profile": args.profile, "machine": {"cpus": os.cpu_count(), "torch": torch.__version__}}
+    work.mkdir(parents=True, exist_ok=True)
+    for section in SECTIONS:
+        if section not in args.sections:
+            continue
+        started = time.perf_counter()
+        print(f"{section} ...", flush=True)
+        if section == "ceilings":
+            result["ceilings"] = ceilings(profile)
+        elif section == "pipeline":
+            result["pipeline"] = pipeline(args.profile, graph)
+        elif section == "training":
+            result["training"] = {s: timed_training(graph, profile, s, args.train_sessions)
+                                  for s in ("pretrain", "finetune")}
+            (work / "training.json").write_text(json.dumps(result["training"]))
+        elif section == "inference":
+            result["inference"] = inference(graph, profile)
+        elif section == "scaling":
+            if not (work / "training.json").exists():
+                (work / "training.json").write_text(json.dumps(result["training"]))
+            result["scaling"] = scaling(args.profile, work, graph, args.scales)
+        print(f"{section}: {time.perf_counter() - started:.0f} s", flush=True)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result, indent=2) + "\n")  # kept section by section
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print()
+    print(table(result))
+    print(f"\nwritten: {output}")
+
+
+if __name__ == "__main__":
+    main()
