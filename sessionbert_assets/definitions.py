@@ -12,6 +12,7 @@ from sessionbert_assets.assets import (
     operations,
     personas,
     recommendation,
+    serving,
     sessions,
     source,
 )
@@ -19,7 +20,7 @@ from sessionbert_assets.checks import QualityGatesResource, all_checks
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource, artifact_io_manager
 
 all_assets = dg.load_assets_from_modules([source, ingestion, sessions, evaluation, model, operations, personas,
-                                               recommendation])
+                                               recommendation, serving])
 
 def build_definitions(sessionbert: SessionBertResource | None = None) -> dg.Definitions:
     sessionbert = sessionbert or SessionBertResource.from_env()
@@ -31,6 +32,9 @@ def build_definitions(sessionbert: SessionBertResource | None = None) -> dg.Defi
         sensors=automation.sensors,
         resources={"sessionbert": sessionbert, "compute": ComputeResource(), "mlflow_tracking": MlflowResource(),
                    "quality_gates": QualityGatesResource(),
+                   # external training (compute launcher `pipes`, or DDP): a subprocess here; on Kubernetes
+                   # a PipesK8sClient in its place (docs/kubernetes.md)
+                   "training_pipes": dg.PipesSubprocessClient(),
                    "io_manager": artifact_io_manager},
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,6 +89,33 @@ class ComputeResource(dg.ConfigurableResource):
     precision: str = Field(default="auto", description="auto (bf16 autocast where supported), bf16 or fp32")
     threads: int = Field(default=0, description="CPU threads for torch; 0 keeps torch's default (all cores)")
     batch_size: int = Field(default=0, description="training batch size; 0 takes the profile's")
+    launcher: str = Field(default=os.environ.get("SESSIONBERT_LAUNCHER") or "in_process",
+                          description="SESSIONBERT_LAUNCHER: in_process, or pipes (training in an external process "
+                                      "through Dagster Pipes: the `training_pipes` client, a subprocess by default)")
+    num_processes: int = Field(default=int(os.environ.get("SESSIONBERT_NUM_PROCESSES") or 1),
+                               description="SESSIONBERT_NUM_PROCESSES: training processes; above 1, DDP through "
+                                           "torchrun (gloo on CPU, NCCL on GPU), launched through Pipes")
+
+    def external(self) -> bool:
+        """Whether training runs in an external process (Pipes) rather than in the step's own."""
+        if self.launcher not in ("in_process", "pipes"):
+            raise ValueError(f"launcher must be in_process or pipes, not {self.launcher!r}")
+        if self.num_processes < 1:
+            raise ValueError(f"num_processes must be at least 1, not {self.num_processes}")
+        return self.launcher == "pipes" or self.num_processes > 1
+
+    def training_command(self) -> list[str]:
+        """The external training process: the entry point alone, or under torchrun for DDP."""
+        entry = ["-m", "sessionbert_external.train"]
+        if self.num_processes == 1:
+            return [sys.executable, *entry]
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc-per-node={self.num_processes}", *entry]
+
+    def training_env(self) -> dict[str, str]:
+        """Threads per process: the cores shared among the processes (unless `threads` says otherwise)."""
+        threads = self.threads or max((os.cpu_count() or 1) // self.num_processes, 1)
+        return {"OMP_NUM_THREADS": str(threads)}
 
     def resolved_device(self) -> str:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -151,12 +179,14 @@ class MlflowResource(dg.ConfigurableResource):
         return dg.MetadataValue.text(f"mlflow ui --backend-store-uri {uri} (experiment {experiment_id}, "
                                      f"run {run_id})")
 
-    def register(self, run: mlflow.ActiveRun, artifact_path: str, description: str) -> str:
-        """A new version of the registered model from an artifact folder of `run`; returns the version."""
+    def register(self, run: mlflow.ActiveRun, artifact_path: str, description: str, name: str = "") -> str:
+        """A new version of the registered model (`name`, default the next-activity models') from an
+        artifact folder of `run`; returns the version."""
         client = MlflowClient()
-        if not client.search_registered_models(filter_string=f"name = '{self.registered_model}'"):
-            client.create_registered_model(self.registered_model, description="SessionBERT next-activity models")
-        version = client.create_model_version(self.registered_model, source=f"{run.info.artifact_uri}/{artifact_path}",
+        name = name or self.registered_model
+        if not client.search_registered_models(filter_string=f"name = '{name}'"):
+            client.create_registered_model(name, description="SessionBERT models")
+        version = client.create_model_version(name, source=f"{run.info.artifact_uri}/{artifact_path}",
                                               run_id=run.info.run_id, description=description)
         return version.version
 

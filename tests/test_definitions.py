@@ -20,7 +20,7 @@ def _materialize(tmp_path, source: str = "synthetic", selection=DATA_ASSETS) -> 
     """Materialize on tiny into tmp_path/home (the data assets by default: no training)."""
     sessionbert = SessionBertResource(home=str(tmp_path / "home"), source=source, profile="tiny")
     resources = {"sessionbert": sessionbert, "io_manager": artifact_io_manager, "compute": ComputeResource(),
-                 "mlflow_tracking": MlflowResource(tracking_uri="")}
+                 "mlflow_tracking": MlflowResource(tracking_uri=""), "training_pipes": dg.PipesSubprocessClient()}
     return dg.materialize(all_assets, selection=list(selection), resources=resources,
                           instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
 

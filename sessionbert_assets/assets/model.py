@@ -3,21 +3,22 @@
 import hashlib
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
 import mlflow
 import polars as pl
 from transformers import AutoTokenizer
-from transformers.trainer_callback import TrainerCallback
 
 from sessionbert_assets.metadata import evaluation_metadata, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import storage
 from sessionbert_core.evaluate import scores
-from sessionbert_core.model import SessionBertForNextActivity
+from sessionbert_core.model import load_next_activity_model
 from sessionbert_core.tokenizer import KNOWN_ACTIVITIES, train_and_choose
-from sessionbert_core.train import TASKS, MetricsCallback, TrainSettings, finetune, predict_next_activity, pretrain
+from sessionbert_core.train import TASKS, TrainSettings, predict_next_activity
+from sessionbert_core.training_job import TrainingJob, run_job
 
 TRAINING_RETRIES = dg.RetryPolicy(max_retries=2, delay=5)
 
@@ -37,8 +38,22 @@ def _stamp(path: Path) -> str:
     return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def _log_to_mlflow(prefix: str = "") -> TrainerCallback:
-    return MetricsCallback(lambda metrics, step: mlflow.log_metrics(metrics, step=step), prefix)
+def _train(context: dg.AssetExecutionContext, compute: ComputeResource, pipes: dg.PipesClient,
+           job: TrainingJob) -> dict:
+    """The training summary of `job`, trained here or in the external process the compute resource asks for."""
+    if not compute.external():
+        return run_job(job, report=context.log.info,
+                       metrics=lambda metrics, step: mlflow.log_metrics(metrics, step=step))
+    context.log.info(f"launching {job.stage} through Dagster Pipes: {' '.join(compute.training_command())}")
+    invocation = pipes.run(context=context, command=compute.training_command(), extras={"job": job.to_dict()},
+                           env=compute.training_env())
+    summaries = [m["summary"] for m in invocation.get_custom_messages() if isinstance(m, dict) and "summary" in m]
+    if not summaries:
+        raise dg.Failure(description=f"the external {job.stage} process ended without reporting its training summary")
+    reported = invocation.get_materialize_result().metadata
+    context.add_output_metadata({"launched": f"external process through Dagster Pipes, {compute.num_processes} "
+                                             f"process(es)", "external_keys_reported": len(reported)})
+    return summaries[-1]
 
 
 def _save(model_or_tokenizer, target: Path, *extra, records: dict | None = None) -> Path:
@@ -86,29 +101,33 @@ def tokenizer(context: dg.AssetExecutionContext, sessionbert: SessionBertResourc
 
 @dg.asset(group_name="model", kinds={"pytorch", "huggingface", "mlflow"}, pool="gpu", retry_policy=TRAINING_RETRIES)
 def pretrained_model(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, compute: ComputeResource,
-                     mlflow_tracking: MlflowResource, tokenizer: Path, session_splits: pl.DataFrame) -> Path:
+                     mlflow_tracking: MlflowResource, training_pipes: dg.PipesSubprocessClient, tokenizer: Path,
+                     session_splits: pl.DataFrame) -> dg.Output[Path]:
     """SessionBERT: a BertForMaskedLM trained from scratch on the train split's sessions.
 
     15% of the activity tokens of each session (at least one, never all) are masked afresh in every
     batch; validation loss picks the best checkpoint and stops training early. Sized by profile;
-    resumes from its last checkpoint when Dagster retries it.
+    resumes from its last checkpoint when Dagster retries it. Runs here, or (the compute resource's
+    `launcher: pipes`, or `num_processes` above 1 for DDP through torchrun) in an external process
+    through Dagster Pipes, which streams its logs back and reports the same metadata.
     """
     home, profile = sessionbert.home_path, sessionbert.size
     settings = compute.train_settings(profile.training, "pretrain", sessionbert.seed, profile.model.max_length)
-    tok = AutoTokenizer.from_pretrained(tokenizer)
-    train, validation = _split(session_splits, "train"), _split(session_splits, "validation")
     checkpoints = _checkpoints(home, "pretrained_model", settings, profile.model,
                                _stamp(tokenizer / "tokenizer.json"), _stamp(home / "session_splits.parquet"))
-    with mlflow_tracking.run(context, home):
-        mlflow.log_params(_params(settings) | {f"model_{k}": v for k, v in vars(profile.model).items()})
-        model, summary = pretrain(tok, train["text"].to_list(), validation["text"].to_list(), profile.model,
-                                  settings, checkpoints, report=context.log.info, callbacks=[_log_to_mlflow()])
-        target = _save(model, home / "pretrained_model", tok)
+    with mlflow_tracking.run(context, home) as run:
+        mlflow.log_params(_params(settings) | {f"model_{k}": v for k, v in vars(profile.model).items()}
+                          | {"processes": compute.num_processes, "launcher": compute.launcher})
+        job = TrainingJob("pretrain", str(tokenizer), str(home / "session_splits.parquet"), str(checkpoints),
+                          str(home / "pretrained_model"), asdict(settings), asdict(profile.model),
+                          mlflow={"tracking_uri": mlflow_tracking.uri(home), "run_id": run.info.run_id})
+        summary = _train(context, compute, training_pipes, job)
+        target = home / "pretrained_model"
         mlflow.log_metrics(_numbers(summary))
         mlflow.log_artifacts(str(target), artifact_path="pretrained_model")
     shutil.rmtree(checkpoints, ignore_errors=True)
     context.add_output_metadata(_training_metadata(summary, settings))
-    return target
+    return dg.Output(target)  # an Output, not the bare path: a step that used Pipes must return typed events
 
 
 class FinetuneConfig(dg.Config):
@@ -117,8 +136,9 @@ class FinetuneConfig(dg.Config):
 
 @dg.asset(group_name="model", kinds={"pytorch", "huggingface", "mlflow"}, pool="gpu", retry_policy=TRAINING_RETRIES)
 def finetuned_model(context: dg.AssetExecutionContext, config: FinetuneConfig, sessionbert: SessionBertResource,
-                    compute: ComputeResource, mlflow_tracking: MlflowResource, tokenizer: Path,
-                    pretrained_model: Path, session_splits: pl.DataFrame) -> Path:
+                    compute: ComputeResource, mlflow_tracking: MlflowResource,
+                    training_pipes: dg.PipesSubprocessClient, tokenizer: Path, pretrained_model: Path,
+                    session_splits: pl.DataFrame) -> dg.Output[Path]:
     """The pretrained encoder with a next-service head and a next-page head, trained jointly.
 
     Inputs are train sessions without their last activity, ending in a [MASK] slot where the next
@@ -129,15 +149,17 @@ def finetuned_model(context: dg.AssetExecutionContext, config: FinetuneConfig, s
         raise dg.Failure(description=f"task must be one of {', '.join(TASKS)}, not {config.task!r}")
     home, profile = sessionbert.home_path, sessionbert.size
     settings = compute.train_settings(profile.training, "finetune", sessionbert.seed, profile.model.max_length)
-    tok = AutoTokenizer.from_pretrained(tokenizer)
-    train, validation = _split(session_splits, "train"), _split(session_splits, "validation")
     checkpoints = _checkpoints(home, "finetuned_model", settings, config.task, _stamp(pretrained_model / "config.json"),
                                _stamp(home / "session_splits.parquet"))
     with mlflow_tracking.run(context, home) as run:
-        mlflow.log_params(_params(settings) | {"task": config.task})
-        model, summary = finetune(tok, pretrained_model, train, validation, settings, checkpoints, task=config.task,
-                                  report=context.log.info, callbacks=[_log_to_mlflow()])
-        target = _save(model, home / "finetuned_model", tok)
+        mlflow.log_params(_params(settings) | {"task": config.task, "processes": compute.num_processes,
+                                               "launcher": compute.launcher})
+        job = TrainingJob("finetune", str(tokenizer), str(home / "session_splits.parquet"), str(checkpoints),
+                          str(home / "finetuned_model"), asdict(settings), asdict(profile.model),
+                          encoder=str(pretrained_model), task=config.task,
+                          mlflow={"tracking_uri": mlflow_tracking.uri(home), "run_id": run.info.run_id})
+        summary = _train(context, compute, training_pipes, job)
+        target = home / "finetuned_model"
         mlflow.log_metrics(_numbers(summary))
         mlflow.log_artifacts(str(target), artifact_path="finetuned_model")
         version = mlflow_tracking.register(run, "finetuned_model", f"{config.task} fine-tuning, Dagster run "
@@ -146,7 +168,7 @@ def finetuned_model(context: dg.AssetExecutionContext, config: FinetuneConfig, s
     context.add_output_metadata(_training_metadata(summary, settings) | {
         "task": config.task, "registered_model": f"{mlflow_tracking.registered_model} version {version}",
         "model_version": version, "services": summary["n_services"], "pages": summary["n_pages"]})
-    return target
+    return dg.Output(target)
 
 
 @dg.asset(group_name="evaluation", kinds={"pytorch", "mlflow", "json"}, pool="gpu")
@@ -160,7 +182,7 @@ def model_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBert
     """
     home = sessionbert.home_path
     device = compute.resolved_device()
-    model = SessionBertForNextActivity.from_pretrained(finetuned_model).to(device)
+    model = load_next_activity_model(finetuned_model, device)
     tok = AutoTokenizer.from_pretrained(finetuned_model)
     predictions = predict_next_activity(model, tok, _split(session_splits, "test"),
                                         max_length=sessionbert.size.model.max_length, bf16=compute.bf16(device))
