@@ -55,7 +55,8 @@ full_retrain_job = dg.define_asset_job(
 )
 refresh_job = dg.define_asset_job(
     "refresh_recommendations",
-    selection=INGESTION | dg.AssetSelection.assets("session_embeddings", "user_personas", "recommendation_table"),
+    selection=INGESTION | dg.AssetSelection.assets("session_embeddings", "user_personas", "recommendation_table",
+                                                      "serving_model"),
     config=TOLERANT,
     description="Today's data through the current models: sessions, embeddings, user personas and the "
                 "recommendation table (no training).",

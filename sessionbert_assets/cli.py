@@ -33,6 +33,7 @@ SUMMARY_KEYS = {
     "persona_mapping": ("not_enough_signal", "personas"),
     "persona_evaluation": ("k", "ari", "nmi", "accuracy"),
     "recommendation_table": ("users", "users_with_recommendations", "ranker"),
+    "serving_model": ("registered_model", "serve"),
     "hit_at_k_evaluation": ("D10/n_users", "D10/sessionbert/hit@5", "D10/sessionbert_persona/hit@5",
                             "D10/oracle/hit@5", "persona_fit/true"),
 }

@@ -60,13 +60,13 @@ def recommendation_inputs(sessions: pl.DataFrame) -> pl.DataFrame:
 
 
 def sessionbert_predictor(model, tokenizer, max_length: int = 128, batch_size: int = 256, bf16: bool = True,
-                          top_k_pages: int = 50) -> Predictor:
+                          top_k_pages: int = 50, compile: bool | None = None) -> Predictor:
     """The fine-tuned model as a Predictor: top-5 services and top pages after each whole session."""
 
     def predict(sessions: pl.DataFrame) -> pl.DataFrame:
         inputs = recommendation_inputs(sessions)
         top = predict_top_k(model, tokenizer, inputs["input_text"].to_list(), batch_size, max_length,
-                            CANDIDATE_DEPTH, top_k_pages, bf16)
+                            CANDIDATE_DEPTH, top_k_pages, bf16, compile)
         return pl.concat([inputs.select("user_id", "session_id"), top], how="horizontal")
 
     return predict
@@ -432,11 +432,13 @@ RANKERS = ("count", "persona", "names", "descriptions")
 def recommend_services(predictor: Predictor, sessions: pl.DataFrame, billing: pl.DataFrame | None,
                        ranker: str = "count", recent: int = RECENT_SESSIONS,
                        cluster_of_user: pl.DataFrame | None = None,
-                       vectors: dict[str, dict[str, np.ndarray]] | None = None) -> pl.DataFrame:
+                       vectors: dict[str, dict[str, np.ndarray]] | None = None,
+                       also_used: pl.DataFrame | None = None) -> pl.DataFrame:
     """`user_id, rank, service, score, page`: every user's top-5 unused services from their recent sessions.
 
     `ranker`: count (the paper's), persona (needs `cluster_of_user`), names or descriptions (need
     `vectors` of that kind). Landing pages come from the page head, else the most visited page.
+    `also_used` (`user_id, service`): services used outside the given sessions, never recommended.
     """
     if ranker not in RANKERS:
         raise ValueError(f"ranker must be one of {', '.join(RANKERS)}, not {ranker!r}")
@@ -446,6 +448,8 @@ def recommend_services(predictor: Predictor, sessions: pl.DataFrame, billing: pl
         raise ValueError(f"the {ranker} ranker needs service {ranker}: none were given (for descriptions, a "
                          "service_catalog.json {service: {description}} in the landing folder)")
     used = used_services(sessions, billing)
+    if also_used is not None:
+        used = pl.concat([used, also_used.select("user_id", "service")]).unique()
     fallback = most_visited_pages(sessions)
     adoptions = observed_adoptions(sessions) if ranker == "persona" else None
     recent_of_all = recent_sessions(sessions, recent)
@@ -508,11 +512,11 @@ def load_recommenders(finetuned_model: Path, sessions: pl.DataFrame, embeddings:
     """Everything the Hit@k protocol compares, from the artifacts: the fine-tuned model, a Markov chain
     fitted on the train split, service vectors from the general-language encoder, SessionBERT clusters
     and, given a synthetic world's root, the oracle."""
-    from sessionbert_core.model import SessionBertForNextActivity
+    from sessionbert_core.model import load_next_activity_model
     from sessionbert_core.segment import cluster_users
     from sessionbert_core.world import adoption_oracle, used_before
 
-    model = SessionBertForNextActivity.from_pretrained(finetuned_model).to(device)
+    model = load_next_activity_model(finetuned_model, device)
     tokenizer = AutoTokenizer.from_pretrained(finetuned_model)
     services = list(model.config.service_labels)
     return Recommenders(

@@ -1,0 +1,55 @@
+"""Serving (beyond the paper): the champion model as an MLflow pyfunc that `mlflow models serve` serves."""
+
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import polars as pl
+from mlflow import MlflowClient
+
+from sessionbert_assets.checks import CHAMPION
+from sessionbert_assets.resources import MlflowResource, SessionBertResource
+from sessionbert_core.recommend import used_services
+from sessionbert_core.serving import known_users, save_serving_model
+
+SERVED_MODEL = "sessionbert-recommender"  # its name in the MLflow Model Registry
+
+
+@dg.asset(group_name="recommendation", kinds={"mlflow", "pytorch"},
+          deps=["recommendation_table", "cluster_centroids", "persona_mapping"])
+def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
+                  mlflow_tracking: MlflowResource, finetuned_model: Path, pretrained_model: Path,
+                  session_splits: pl.DataFrame, billing_records: pl.DataFrame, user_personas: pl.DataFrame,
+                  cluster_sweep: dict) -> Path:
+    """The production model as an MLflow pyfunc: users' recent page views (JSON) in, persona and top-5
+    new services out.
+
+    Built after the recommendation table, so only from a model that passed the quality gate; logged
+    to MLflow and registered as `sessionbert-recommender` with the alias `champion`. It carries the
+    fine-tuned model (ranking), the pretrained encoder, centroids and persona tags (the persona of
+    a user it never saw) and, per known user, their persona and every service they used (never
+    recommended again). Serve it with
+    `mlflow models serve -m $SESSIONBERT_HOME/serving_model --env-manager local`.
+    """
+    home = sessionbert.home_path
+    known = known_users(user_personas, used_services(session_splits, billing_records))
+    embeddings = context.instance.get_latest_materialization_event(dg.AssetKey("session_embeddings"))
+    pooling = "mean"
+    if embeddings is not None and embeddings.asset_materialization is not None:
+        pooling = getattr(embeddings.asset_materialization.metadata.get("pooling"), "value", None) or pooling
+    settings = {"max_length": sessionbert.size.model.max_length, "pooling": pooling,
+                "recent_sessions": cluster_sweep["recent_sessions"]}
+    target = save_serving_model(home / "serving_model", finetuned_model, pretrained_model,
+                                home / "cluster_centroids.parquet", home / "persona_mapping.parquet", known, settings)
+    with mlflow_tracking.run(context, home) as run:
+        mlflow.log_params(settings | {"known_users": known.height})
+        mlflow.log_artifacts(str(target), artifact_path="serving_model")
+        version = mlflow_tracking.register(run, "serving_model", f"pyfunc of Dagster run {context.run_id}",
+                                           name=SERVED_MODEL)
+        MlflowClient().set_registered_model_alias(SERVED_MODEL, CHAMPION, version)
+    context.add_output_metadata({
+        "registered_model": f"{SERVED_MODEL} version {version} (alias {CHAMPION})",
+        "known_users": known.height, "pooling": pooling,
+        "serve": f"mlflow models serve -m {target} --env-manager local -p 5001",
+    })
+    return target
