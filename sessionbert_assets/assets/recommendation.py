@@ -12,7 +12,7 @@ from sessionbert_assets.assets.source import persona_definitions, world_paths
 from sessionbert_assets.metadata import figure, registered_model_version, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import plots
-from sessionbert_core.model import SessionBertForNextActivity
+from sessionbert_core.model import load_next_activity_model
 from sessionbert_core.recommend import (
     RANKERS,
     RECENT_SESSIONS,
@@ -56,7 +56,7 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
     if config.ranker not in RANKERS:
         raise dg.Failure(description=f"ranker must be one of {', '.join(RANKERS)}, not {config.ranker!r}")
     device = compute.resolved_device()
-    model = SessionBertForNextActivity.from_pretrained(finetuned_model).to(device)
+    model = load_next_activity_model(finetuned_model, device)
     predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(finetuned_model),
                                       sessionbert.size.model.max_length, bf16=compute.bf16(device))
     vectors = None
