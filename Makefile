@@ -1,4 +1,5 @@
-# SessionBERT: `make run` (set up, then materialize everything), `make test`, `make ui`, `make paper-report`.
+# SessionBERT: `make run` (set up, then materialize everything), `make test`, `make ui`, `make serve`,
+# `make bench`, `make paper-report`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 3000
 export SESSIONBERT_HOME ?= $(CURDIR)/.sessionbert
 
-.PHONY: setup run test ui lint clean paper-report
+.PHONY: setup run test ui lint clean paper-report bench serve
 
 setup: $(STAMP)
 
@@ -27,6 +28,18 @@ test: setup
 
 ui: setup
 	DAGSTER_HOME=$$($(BIN)/python -m sessionbert_assets.instance) $(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+
+# the served model (after `make run`): persona and top-5 new services over HTTP (README: Serving)
+SERVE_PORT ?= 5001
+serve: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mlflow models serve -m $(SESSIONBERT_HOME)/serving_model --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
+
+# performance (benchmarks/perf.py): ceilings, MFU, padding, per-asset time and memory, scaling; BENCH_SECTIONS
+# may add paper_data (the paper's 9M sessions through the bucketed data path, ~20 min)
+BENCH_PROFILE ?= small
+BENCH_SECTIONS ?= ceilings pipeline training inference scaling
+bench: setup
+	$(BIN)/python benchmarks/perf.py --profile $(BENCH_PROFILE) --sections $(BENCH_SECTIONS)
 
 # the paper's experiments (benchmarks/paper_report.py): reports/paper.md and reports/paper.json
 REPORT_PROFILE ?= small

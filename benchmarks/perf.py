@@ -2,6 +2,7 @@
 
     python benchmarks/perf.py --profile small                  # everything (`make bench`)
     python benchmarks/perf.py --sections ceilings training inference
+    python benchmarks/perf.py --sections paper_data           # the paper's 9M sessions: generated, ingested, split
 
 Sections (each prints its rows; one table at the end; JSON in benchmarks/results/perf-<profile>.json):
 
@@ -17,7 +18,10 @@ Sections (each prints its rows; one table at the end; JSON in benchmarks/results
   utilization computed the same way (2 x encoder parameters + attention per token);
 - scaling: ingestion, serialization, a training epoch, embedding, clustering and recommendation at
   1x, 2x and 4x the profile's users, each stage in its own process: seconds, peak memory, and the
-  working memory (peak over what the process held once its inputs were loaded, minus its output).
+  working memory (peak over what the process held once its inputs were loaded, minus its output);
+- paper_data (only when named): the `paper` profile's world (200k users, about 9M sessions) generated,
+  ingested and serialized in user buckets (`sessionbert_core.bulk`), each stage in its own process:
+  seconds, peak memory, rows, and what it wrote.
 
 Run it alone: two training jobs on two cores slow each other down.
 """
@@ -41,7 +45,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-SECTIONS = ("ceilings", "pipeline", "training", "inference", "scaling")
+SECTIONS = ("ceilings", "pipeline", "training", "inference", "scaling", "paper_data")
+DEFAULT_SECTIONS = SECTIONS[:-1]  # paper_data (the paper's 9M sessions) is asked for by name: ~20 min on 2 cores
+PAPER_STAGES = ("world", "bucket_ingest", "bucket_serialize")
 STAGES = ("ingest", "serialize", "train_epoch", "embed", "cluster", "recommend")
 MIB = 2**20
 
@@ -112,8 +118,8 @@ class RssSampler:
 
     def window(self, start: float, end: float) -> tuple[float, float]:
         """Peak RSS in [start, end] and the RSS at start, in MiB."""
-        inside = [rss for t, rss in self.samples if start <= t <= end] or [0]
-        before = [rss for t, rss in self.samples if t <= start] or [inside[0]]
+        before = [rss for t, rss in self.samples if t <= start] or [self.samples[0][1]]
+        inside = [rss for t, rss in self.samples if start <= t <= end] or [before[-1]]  # a step shorter than a sample
         return max(inside) / MIB, before[-1] / MIB
 
 
@@ -406,6 +412,56 @@ def scaling(profile_name: str, work: Path, graph: Path, scales: list[int]) -> di
 
 
 # ----------------------------------------------------------------------------------------------
+# the paper's data scale: world generation, ingestion and serialization in user buckets
+
+
+def folder_mib(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / MIB
+
+
+def paper_stage(name: str, work: Path, users: int, profile) -> dict:
+    """One stage of the paper-scale data path in this process: seconds, sampled peak memory, counts."""
+    from sessionbert_core.bulk import ingest_to_buckets, serialize_buckets
+    from sessionbert_core.world import generate_world
+
+    sampler = RssSampler(os.getpid(), every=0.05)
+    world, buckets = work / f"paper-world-{users}", work / f"paper-buckets-{users}"
+    started = time.perf_counter()
+    if name == "world":
+        paths = generate_world(world, replace(profile.world, n_users=users), 0)
+        counts = json.loads(paths.manifest.read_text())["totals"]
+        size = folder_mib(paths.landing)
+    elif name == "bucket_ingest":
+        import shutil
+
+        shutil.rmtree(buckets, ignore_errors=True)
+        counts = ingest_to_buckets(world / "landing", buckets, b"benchmark-key", report=lambda line: print(
+            line, file=sys.stderr, flush=True))
+        size = folder_mib(buckets)
+    elif name == "bucket_serialize":
+        counts = serialize_buckets(buckets, report=lambda line: print(line, file=sys.stderr, flush=True))
+        size = folder_mib(buckets / "sessions")
+    else:
+        raise ValueError(f"unknown paper stage {name!r}: one of {', '.join(PAPER_STAGES)}")
+    seconds = time.perf_counter() - started
+    peak = max(max(rss for _, rss in sampler.samples) / MIB, rss_mib())
+    return {"seconds": round(seconds, 1), "peak_rss_mib": round(peak), "output_mib": round(size), **counts}
+
+
+def paper_data(profile_name: str, work: Path, users: int) -> dict:
+    results = {"users": users}
+    for name in PAPER_STAGES:
+        done = subprocess.run([sys.executable, __file__, "--profile", profile_name, "--paper-stage", name,
+                               "--users", str(users), "--work", str(work.parent)], capture_output=True, text=True,
+                              cwd=ROOT)
+        if done.returncode:
+            raise RuntimeError(f"paper stage {name} failed:\n{done.stderr[-3000:]}")
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"  paper data {name:<17} {results[name]}", flush=True)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
 # report
 
 
@@ -443,6 +499,12 @@ def table(result: dict) -> str:
                           if k.startswith("x"))
         rows.append(("scaling", name, shown, f"time x{by_scale.get('time_ratio', '-')}, "
                                              f"working memory x{by_scale.get('working_memory_ratio', '-')}"))
+    if "paper_data" in result:
+        p = result["paper_data"]
+        for name in PAPER_STAGES:
+            r = p[name]
+            rows.append(("paper data", f"{name} ({p['users']:,} users)", f"{r['seconds']:.0f} s",
+                         f"peak {r['peak_rss_mib']:,} MiB, {r['output_mib']:,} MiB written"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)] if rows else [0] * 4
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)
 
@@ -452,13 +514,17 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="small")
-    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument("--sections", nargs="+", default=list(DEFAULT_SECTIONS), choices=SECTIONS)
+    parser.add_argument("--paper-users", type=int, default=0,
+                        help="users of the paper_data section (default: the paper profile's 200,000)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/sessionbert-perf"))
     parser.add_argument("--graph", type=Path, help="a finished graph's SESSIONBERT_HOME (default: the pipeline's)")
     parser.add_argument("--train-sessions", type=int, default=8192, help="sessions per timed training epoch")
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # one scaling stage, in a child process
     parser.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--paper-stage", choices=PAPER_STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--users", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     profile = get_profile(args.profile)
@@ -466,6 +532,9 @@ def main(argv: list[str] | None = None) -> None:
     graph = args.graph or work / "graph"
     if args.stage:
         print(json.dumps(stage(args.stage, work, args.scale, graph, profile)))
+        return
+    if args.paper_stage:
+        print(json.dumps(paper_stage(args.paper_stage, work, args.users, get_profile("paper"))))
         return
     output = args.output or RESULTS / f"perf-{args.profile}.json"
     result = json.loads(output.read_text()) if output.exists() else {}
@@ -490,6 +559,9 @@ def main(argv: list[str] | None = None) -> None:
             if not (work / "training.json").exists():
                 (work / "training.json").write_text(json.dumps(result["training"]))
             result["scaling"] = scaling(args.profile, work, graph, args.scales)
+        elif section == "paper_data":
+            users = args.paper_users or get_profile("paper").world.n_users
+            result["paper_data"] = paper_data(args.profile, work, users)
         print(f"{section}: {time.perf_counter() - started:.0f} s", flush=True)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(result, indent=2) + "\n")  # kept section by section

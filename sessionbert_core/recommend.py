@@ -13,6 +13,7 @@ first and the rest of the list is filled by the model's next most probable unuse
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable
@@ -33,7 +34,7 @@ N_RECOMMENDATIONS = 5
 TOP_PER_SESSION = 5  # services counted per session (the paper's top 5)
 CANDIDATE_DEPTH = 50  # services kept per session, so short lists can be filled by probability
 SEEN_DAYS = (6, 10, 12)
-USERS_PER_CHUNK = 20_000  # users whose recent sessions are predicted at once: bounds memory
+USERS_PER_CHUNK = 2_000  # users handled at once: memory bounded by the chunk, not by the number of users
 RANKED = {"user_id": pl.String, "rank": pl.Int32, "service": pl.String, "score": pl.Float64}
 
 # sessions -> one row per session with `services` and `service_probabilities` (and optionally pages)
@@ -245,11 +246,22 @@ def landing_pages(predictions: pl.DataFrame, recommended: pl.DataFrame, fallback
     )
 
 
-def most_visited_pages(sessions: pl.DataFrame) -> pl.DataFrame:
-    """`service, page`: each service's most visited activity."""
+def user_slices(sessions: pl.DataFrame, n_users: int):
+    """Zero-copy slices of `sessions` holding `n_users` whole users each (sorted by user first if need be)."""
+    if not sessions["user_id"].is_sorted():
+        sessions = sessions.sort("user_id", maintain_order=True)
+    firsts = sessions.select(pl.col("user_id").ne_missing(pl.col("user_id").shift())).to_series()
+    starts = [*firsts.arg_true().to_list()[::n_users], sessions.height]
+    for begin, end in itertools.pairwise(starts):
+        yield sessions.slice(begin, end - begin)
+
+
+def most_visited_pages(*sessions: pl.DataFrame) -> pl.DataFrame:
+    """`service, page`: each service's most visited activity (over one frame of sessions, or several)."""
+    counts = [s.select(page=pl.col("activities")).explode("page").drop_nulls().group_by("page").len()
+              for s in sessions]
     return (
-        sessions.select(page=pl.col("activities")).explode("page").drop_nulls()
-        .group_by("page").len()
+        pl.concat(counts).group_by("page").agg(pl.col("len").sum())
         .with_columns(service=pl.col("page").str.split(";").list.first())
         .sort(["service", "len", "page"], descending=[False, True, False])
         .group_by("service", maintain_order=True).first()
@@ -447,18 +459,20 @@ def recommend_services(predictor: Predictor, sessions: pl.DataFrame, billing: pl
     if ranker in ("names", "descriptions") and not (vectors and ranker in vectors):
         raise ValueError(f"the {ranker} ranker needs service {ranker}: none were given (for descriptions, a "
                          "service_catalog.json {service: {description}} in the landing folder)")
-    used = used_services(sessions, billing)
+    billed = used_services(sessions.clear(), billing)  # (user, service) pairs: small beside the sessions
     if also_used is not None:
-        used = pl.concat([used, also_used.select("user_id", "service")]).unique()
-    fallback = most_visited_pages(sessions)
+        billed = pl.concat([billed, also_used.select("user_id", "service")]).unique()
+    chunks = list(user_slices(sessions, USERS_PER_CHUNK))
+    if not chunks:
+        return pl.DataFrame(schema={**RANKED, "page": pl.String})
+    fallback = most_visited_pages(*chunks)
     adoptions = observed_adoptions(sessions) if ranker == "persona" else None
-    recent_of_all = recent_sessions(sessions, recent)
-    users = recent_of_all["user_id"].unique(maintain_order=True)
     parts = []
-    for start in range(0, users.len(), USERS_PER_CHUNK):  # predictions for one chunk of users at a time
-        chunk = users.slice(start, USERS_PER_CHUNK).implode()
-        predictions = predictor(recent_of_all.filter(pl.col("user_id").is_in(chunk)))
-        found = candidates(predictions, used.filter(pl.col("user_id").is_in(chunk)))
+    for chunk in chunks:  # zero-copy slices of whole users: memory bounded by the chunk
+        users = chunk["user_id"].unique().implode()
+        used = pl.concat([used_services(chunk), billed.filter(pl.col("user_id").is_in(users))]).unique()
+        predictions = predictor(recent_sessions(chunk, recent))
+        found = candidates(predictions, used)
         if ranker == "count":
             ranked = rank_by_count(found)
         elif ranker == "persona":
