@@ -300,6 +300,19 @@ def rss_mib() -> float:
     return psutil.Process().memory_info().rss / MIB
 
 
+REPEATS = 3  # the stages of a few seconds: the median of this many runs (one run varies by 30% here)
+
+
+def _median_time(work):
+    """Median seconds of REPEATS runs of `work()`, and its last result."""
+    times = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        result = work()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times)), result
+
+
 def stage(name: str, work: Path, scale: int, graph: Path, profile) -> dict:
     """Run one scaling stage here; returns seconds, peak memory and the memory held before computing.
 
@@ -316,9 +329,7 @@ def stage(name: str, work: Path, scale: int, graph: Path, profile) -> dict:
 
         landing = world_at(work, profile, scale)
         held = rss_mib()
-        started = time.perf_counter()
-        ingested = ingest_landing(landing, b"benchmark-key")
-        seconds = time.perf_counter() - started
+        seconds, ingested = _median_time(lambda: ingest_landing(landing, b"benchmark-key"))
         storage.write_parquet(ingested.events, data / "events.parquet")
         storage.write_parquet(ingested.billing, data / "billing.parquet")
         rows, output_bytes = ingested.events.height, ingested.events.estimated_size()
@@ -327,9 +338,7 @@ def stage(name: str, work: Path, scale: int, graph: Path, profile) -> dict:
 
         events, billing = pl.read_parquet(data / "events.parquet"), pl.read_parquet(data / "billing.parquet")
         held = rss_mib()
-        started = time.perf_counter()
-        sessions = split_sessions(serialize_sessions(events, billing))
-        seconds = time.perf_counter() - started
+        seconds, sessions = _median_time(lambda: split_sessions(serialize_sessions(events, billing)))
         storage.write_parquet(sessions, data / "sessions.parquet")
         rows, output_bytes = sessions.height, sessions.estimated_size()
     elif name == "train_epoch":
