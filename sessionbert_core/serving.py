@@ -76,6 +76,8 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         self.centroids = np.stack(centroids["centroid"].to_numpy())
         self.tags = pl.read_parquet(artifacts["personas"]).select("cluster", "persona")
         self.known = pl.read_parquet(artifacts["known_users"])  # user_id, cluster, persona, used (list)
+        # once per server, not per request: every (user, service) a known user ever used
+        self.history = self.known.select("user_id", service=pl.col("used")).explode("service").drop_nulls()
 
     def predict(self, context, model_input, params=None):
         try:
@@ -96,7 +98,7 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         events = events_from_request(rows)
         sessions = serialize_sessions(events, pl.DataFrame(schema={"user_id": pl.String, "date": pl.Date,
                                                                    "service": pl.String, "cost": pl.Float64}))
-        history = self.known.select("user_id", service=pl.col("used")).explode("service").drop_nulls()
+        history = self.history.filter(pl.col("user_id").is_in(sessions["user_id"].unique().implode()))
         ranked = recommend_services(self.predictor, sessions, None, recent=RECENT_SESSIONS, also_used=history)
         embeddings = embed_sessions(self.encoder, self.encoder_tokenizer, sessions, self.settings["pooling"],
                                     max_length=self.settings["max_length"])
