@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -105,7 +106,7 @@ def measure_seed(home: Path, profile_name: str, seed: int, train_sessions: int, 
         graph_seconds = run_graph(home, profile_name, seed)
     sessions = pl.read_parquet(home / "session_splits.parquet")
     split = {name: sessions.filter(pl.col("split") == name) for name in ("train", "validation", "test")}
-    validation = split["validation"].sample(min(1000, split["validation"].height), seed=seed)
+    validation = split["validation"].sample(min(500, split["validation"].height), seed=seed)
     test = split["test"].filter(pl.col("n_activities") >= 2)
     test = test.sample(min(test_sessions, test.height), seed=seed)
     world = WorldPaths(home / "worlds" / f"{profile_name}-seed{seed}")
@@ -133,6 +134,7 @@ def measure_seed(home: Path, profile_name: str, seed: int, train_sessions: int, 
             for task in ("multitask", "service", "page") if length == ABLATION_LENGTH else ("multitask",):
                 settings = TrainSettings(epochs=epochs, learning_rate=learning_rate, batch_size=plan.batch_size,
                                          max_length=length, seed=seed, bf16=True, patience=plan.patience,
+                                         evaluations_per_epoch=1,  # one validation pass per epoch (the runs are short)
                                          device="cuda" if torch.cuda.is_available() else "cpu",
                                          max_train_sessions=train_sessions)
                 runs.append(ablation(encoder, tokenizer, split["train"], validation, test, settings, task))
@@ -269,14 +271,18 @@ def findings(summary: dict) -> dict[str, str]:
 
 
 def _timing(summary: dict) -> str:
-    ablations = [s for s in summary.get("seconds_per_seed", []) if s]
-    graphs = [s for s in summary.get("graph_seconds", []) if s]
-    text = f"Time on this machine: {np.mean(ablations) / 60:.1f} min per seed for the ablations" if ablations else ""
-    if graphs:
-        text += f", and {np.mean(graphs) / 60:.1f} min per seed for the whole graph it ran"
-    elif text:
+    totals = [s for s in summary.get("seconds_per_seed", []) if s]
+    if not totals:
+        return ""
+    graphs = [g or 0.0 for g in summary.get("graph_seconds", [])]
+    ablations = [t - g for t, g in zip(totals, graphs, strict=False)]
+    text = (f"Time on this machine ({summary.get('cpu_cores', '?')} CPU cores): {sum(totals) / 60:.1f} min for "
+            f"{len(totals)} seed(s), {np.mean(ablations) / 60:.1f} min per seed for the ablations")
+    if any(graphs):
+        text += f" and {np.mean([g for g in graphs if g]) / 60:.1f} min per seed for the whole graph it ran"
+    else:
         text += " (the graph runs were reused from --homes)"
-    return text + "." if text else ""
+    return text + "."
 
 
 def _pm(pair) -> str:
@@ -426,6 +432,7 @@ def main() -> None:
     summary["findings"] = notes
     summary["seconds_per_seed"] = [r.get("seconds") for r in runs]
     summary["graph_seconds"] = [r.get("graph_seconds") for r in runs]
+    summary["cpu_cores"] = os.cpu_count()
     name = "paper" if args.profile == "small" else f"paper-{args.profile}"
     (args.out / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     (args.out / f"{name}.md").write_text(markdown(summary, notes, plots))
