@@ -68,3 +68,11 @@ def test_the_report_renders_every_table(tmp_path):
         assert f"## {title}" in text
     assert "| paper: SessionBERT | 0.931 | 0.932 | 0.73 | 0.753 |" in text
     assert (tmp_path / "paper-tiny-lengths.png").stat().st_size > 1000
+
+
+def test_the_time_line_counts_the_graph_apart_from_the_ablations():
+    ran = paper_report._timing({"seconds_per_seed": [900.0, 960.0], "graph_seconds": [540.0, 600.0], "cpu_cores": 2})
+    assert ran == ("Time on this machine (2 CPU cores): 31.0 min for 2 seed(s), 6.0 min per seed for the ablations "
+                   "and 9.5 min per seed for the whole graph it ran.")
+    reused = paper_report._timing({"seconds_per_seed": [360.0], "graph_seconds": [None], "cpu_cores": 2})
+    assert reused.endswith("6.0 min per seed for the ablations (the graph runs were reused from --homes).")
