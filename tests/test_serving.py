@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -53,7 +55,7 @@ def server(trained, tmp_path_factory):
         env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         process = subprocess.Popen([mlflow, "models", "serve", "-m", str(home / "serving_model"), "--env-manager",
                                     "local", "-h", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                   env=env)
+                                   env=env, start_new_session=True)  # its own group: uvicorn and workers stop with it
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -70,8 +72,20 @@ def server(trained, tmp_path_factory):
             pytest.fail(f"mlflow models serve did not answer /ping in 180 s:\n{log.read_text()[-3000:]}")
         yield home, port
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the server's whole process group (its id is the server's pid); SIGKILL after 30 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):  # the whole group has already exited
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    raise RuntimeError(f"mlflow models serve (pid {process.pid}) survived SIGKILL")
 
 
 def test_a_known_and_an_unseen_user_get_a_persona_and_new_services(server):
