@@ -254,7 +254,8 @@ def findings(summary: dict) -> dict[str, str]:
         + "; ".join(f"{NAMES[m]} is at least as good on {', '.join(helps[m]) or 'neither head'}" for m in MODELS)
         + (": the finding holds." if all(len(v) == 2 for v in helps.values()) else ": the finding holds only in part.")
         + " Multitask minus one head, F1 paired by seed: "
-        + "; ".join(f"{NAMES[m]} {h} {gain[m][h][0]:+.3f} ± {gain[m][h][1]:.3f}" for m in MODELS for h in HEADS)
+        + "; ".join(f"{NAMES[m]} {h} {gain[m][h][0]:+.3f}" + (f" ± {gain[m][h][1]:.3f}" if len(summary["seeds"]) > 1
+                                                                  else "") for m in MODELS for h in HEADS)
         + (" (a gain within one standard deviation of zero is not told apart from none)."
            if len(summary["seeds"]) > 1 else "."))
     f2 = t["figure2"]
