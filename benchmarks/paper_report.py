@@ -115,7 +115,7 @@ def measure_seed(home: Path, profile_name: str, seed: int, train_sessions: int, 
     figures = recommendation_figures(home, world, profile.model.max_length, seed)
     sweep = json.loads((home / "cluster_sweep.json").read_text())
     result = {
-        "seed": seed, "graph_seconds": graph_seconds,
+        "seed": seed, "graph_seconds": graph_seconds, "cpu_cores": os.cpu_count(),
         "full_budget": json.loads((home / "model_evaluation.json").read_text()),
         "silhouette": sweep["silhouette"],
         "chosen_k": sweep["k"],
@@ -444,7 +444,7 @@ def main() -> None:
     summary["findings"] = notes
     summary["seconds_per_seed"] = [r.get("seconds") for r in runs]
     summary["graph_seconds"] = [r.get("graph_seconds") for r in runs]
-    summary["cpu_cores"] = os.cpu_count()
+    summary["cpu_cores"] = runs[0].get("cpu_cores")  # of the machine that measured, not the one redrawing
     name = "paper" if args.profile == "small" else f"paper-{args.profile}"
     (args.out / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     (args.out / f"{name}.md").write_text(markdown(summary, notes, plots))
