@@ -10,7 +10,7 @@ import polars as pl
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
 
-from sessionbert_core.batching import COMPILE_ABOVE, TOKENIZE_CHUNK, length_sorted_batches, maybe_compiled
+from sessionbert_core.batching import TOKENIZE_CHUNK, length_sorted_batches, maybe_compiled
 from sessionbert_core.model import attention_implementation
 from sessionbert_core.serialize import recent_sessions
 
@@ -67,9 +67,7 @@ def embed_sessions(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, s
                    pooling: str = "mean", batch_size: int = 256, max_length: int = 128,
                    bf16: bool = True, compile: bool | None = None) -> pl.DataFrame:
     """`user_id, session_id, start, embedding` for each session (its serialized text encoded)."""
-    if compile is None:
-        compile = sessions.height >= COMPILE_ABOVE
-    forward = maybe_compiled(model, sessions.height, compile)
+    forward = maybe_compiled(model, sessions.height, compile)  # once for all slices
     vectors = np.zeros((sessions.height, model.config.hidden_size), dtype=np.float32)
     for offset in range(0, sessions.height, TOKENIZE_CHUNK):  # texts listed a slice at a time: bounded memory
         texts = sessions["text"].slice(offset, TOKENIZE_CHUNK).to_list()

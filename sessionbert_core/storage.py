@@ -59,3 +59,14 @@ def replace_folder(staging: Path, target: Path) -> Path:
 def staging_folder(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent))
+
+
+def save_pretrained(target: Path, *saved: Any, records: dict[str, Any] | None = None) -> Path:
+    """`save_pretrained` of each of `saved` (a model, its tokenizer) and the JSON `records` into a staging
+    folder, then swapped in: readers never see half a model."""
+    staging = staging_folder(target)
+    for item in saved:
+        item.save_pretrained(staging)
+    for name, record in (records or {}).items():
+        write_json(record, staging / name)
+    return replace_folder(staging, target)

@@ -77,8 +77,5 @@ def run_job(job: TrainingJob, report: Callable[[str], None] = print,
                                   task=job.task, report=report, callbacks=extra)
     summary["processes"] = world_size()
     if rank() == 0:
-        staging = storage.staging_folder(Path(job.target))
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        storage.replace_folder(staging, Path(job.target))
+        storage.save_pretrained(Path(job.target), model, tokenizer)
     return summary

@@ -56,17 +56,6 @@ def _train(context: dg.AssetExecutionContext, compute: ComputeResource, pipes: d
     return summaries[-1]
 
 
-def _save(model_or_tokenizer, target: Path, *extra, records: dict | None = None) -> Path:
-    """save_pretrained (and JSON `records`) into a staging folder, then swap it in: readers never see half a model."""
-    staging = storage.staging_folder(target)
-    model_or_tokenizer.save_pretrained(staging)
-    for item in extra:
-        item.save_pretrained(staging)
-    for name, record in (records or {}).items():
-        storage.write_json(record, staging / name)
-    return storage.replace_folder(staging, target)
-
-
 @dg.asset(group_name="model", kinds={"huggingface", "mlflow"})
 def tokenizer(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, mlflow_tracking: MlflowResource,
               session_splits: pl.DataFrame) -> Path:
@@ -83,7 +72,7 @@ def tokenizer(context: dg.AssetExecutionContext, sessionbert: SessionBertResourc
     home = sessionbert.home_path
     with mlflow_tracking.run(context, home):
         known = sorted(train["activities"].explode().drop_nulls().unique().to_list())
-        target = _save(chosen, home / "tokenizer", records={KNOWN_ACTIVITIES: known})
+        target = storage.save_pretrained(home / "tokenizer", chosen, records={KNOWN_ACTIVITIES: known})
         mlflow.log_params({"kind": best["kind"], "train_sessions": train.height})
         mlflow.log_metrics({k: float(v) for k, v in best.items() if isinstance(v, int | float)
                             and not isinstance(v, bool)})
