@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,6 +45,7 @@ from sessionbert_core import plots
 from sessionbert_core.config import get_profile
 from sessionbert_core.embed import general_language_encoder
 from sessionbert_core.evaluate import scores
+from sessionbert_core.precision import resolve_precision
 from sessionbert_core.train import TrainSettings, finetune, predict_next_activity
 from sessionbert_core.world import WorldPaths
 
@@ -101,6 +101,7 @@ def ablation(encoder: Path, tokenizer, train: pl.DataFrame, validation: pl.DataF
 def measure_seed(home: Path, profile_name: str, seed: int, train_sessions: int, test_sessions: int,
                  epochs: float, log=print) -> dict:
     profile = get_profile(profile_name)
+    precision = resolve_precision()  # SESSIONBERT_DEVICE and SESSIONBERT_PRECISION, as the graph resolves them
     graph_seconds = None
     if not (home / "hit_at_k_evaluation.json").exists():
         log(f"seed {seed}: running the whole graph in {home}")
@@ -115,7 +116,7 @@ def measure_seed(home: Path, profile_name: str, seed: int, train_sessions: int, 
     figures = recommendation_figures(home, world, profile.model.max_length, seed)
     sweep = json.loads((home / "cluster_sweep.json").read_text())
     result = {
-        "seed": seed, "graph_seconds": graph_seconds, "cpu_cores": os.cpu_count(),
+        "seed": seed, "graph_seconds": graph_seconds, "cpu_cores": os.cpu_count(), "precision": precision.metadata(),
         "full_budget": json.loads((home / "model_evaluation.json").read_text()),
         "silhouette": sweep["silhouette"],
         "chosen_k": sweep["k"],
@@ -134,10 +135,9 @@ def measure_seed(home: Path, profile_name: str, seed: int, train_sessions: int, 
         for length in LENGTHS:
             for task in ("multitask", "service", "page") if length == ABLATION_LENGTH else ("multitask",):
                 settings = TrainSettings(epochs=epochs, learning_rate=learning_rate, batch_size=plan.batch_size,
-                                         max_length=length, seed=seed, bf16=True, patience=plan.patience,
+                                         max_length=length, seed=seed, bf16=precision.bf16, patience=plan.patience,
                                          evaluations_per_epoch=1,  # one validation pass per epoch (the runs are short)
-                                         device="cuda" if torch.cuda.is_available() else "cpu",
-                                         max_train_sessions=train_sessions)
+                                         device=precision.device, max_train_sessions=train_sessions)
                 runs.append(ablation(encoder, tokenizer, split["train"], validation, test, settings, task))
                 log(f"seed {seed} {name} length {length} {task}: {runs[-1]['finetune_seconds']} s, "
                     + ", ".join(f"{h} {runs[-1][h]['accuracy']:.3f}" for h in HEADS if h in runs[-1]))

@@ -7,13 +7,15 @@
 Sections (each prints its rows; one table at the end; JSON in benchmarks/results/perf-<profile>.json):
 
 - ceilings: a 2048^3 matrix product in bf16 and fp32 through torch (GFLOP/s), measured in this run,
-  and one shaped like the model's own products (tokens x hidden x intermediate);
+  and one shaped like the model's own products (tokens x hidden x intermediate); with the CPU model,
+  its bf16 instructions and the precision the pipeline resolves on it (SESSIONBERT_PRECISION);
 - pipeline: the whole graph (`sessionbert run`) in a fresh SESSIONBERT_HOME, per asset: seconds and
   the process's peak resident memory during the step (and its rise over the step's start);
 - training: MLM pretraining and fine-tuning on the graph's data, in useful (non-padding) tokens per
   second over timed steps (evaluation excluded), the share of computed positions that are padding,
-  and model FLOP utilization: (6 x encoder parameters + attention) x useful tokens/s over the bf16
-  ceiling. Encoder parameters exclude the embeddings (and the vocabulary projection tied to them);
+  and model FLOP utilization: (6 x encoder parameters + attention) x useful tokens/s over the ceiling
+  of the precision in use (measured in the same run; `precision` says which, and why). Encoder
+  parameters exclude the embeddings (and the vocabulary projection tied to them);
 - inference: session embedding and recommendation, in sessions and users per second, with the
   utilization computed the same way (2 x encoder parameters + attention per token);
 - scaling: ingestion, serialization, a training epoch, embedding, clustering and recommendation at
@@ -86,12 +88,28 @@ def matmul_gflops(m: int, k: int, n: int, dtype: torch.dtype, seconds: float = 3
 
 
 def ceilings(profile) -> dict:
-    size = profile.model
-    return {"bf16_gflops": round(matmul_gflops(2048, 2048, 2048, torch.bfloat16), 1),
-            "fp32_gflops": round(matmul_gflops(2048, 2048, 2048, torch.float32), 1),
-            "bf16_model_shaped_gflops": round(matmul_gflops(4096, size.hidden_size, size.intermediate_size,
-                                                            torch.bfloat16), 1),
-            "threads": torch.get_num_threads()}
+    """Both precisions' ceilings, square and model-shaped; where bf16 is emulated (about 1 GFLOP/s) its
+    square product is 512^3, not 2048^3, so that one product does not take half a minute."""
+    from sessionbert_core.precision import native_bf16
+
+    size, native = profile.model, native_bf16("cpu")
+    result = {"threads": torch.get_num_threads(), "native_bf16": native}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        square = 2048 if native or dtype == torch.float32 else 512
+        result[f"{name}_gflops"] = round(matmul_gflops(square, square, square, dtype), 1)
+        result[f"{name}_model_shaped_gflops"] = round(matmul_gflops(4096, size.hidden_size, size.intermediate_size,
+                                                                    dtype, seconds=1.0 if native else 0.3), 1)
+    return result
+
+
+def machine() -> dict:
+    """What the figures were measured on: the CPU model and its bf16 instructions, cores, torch."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    return {"cpu": model or "unknown", "cpus": os.cpu_count(), "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16_instructions": [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,11 +184,13 @@ def pipeline(profile_name: str, home: Path) -> dict:
 
 def timed_training(home: Path, profile, stage: str, sessions: int, steps_to_skip: int = 3) -> dict:
     """One epoch of `stage` on up to `sessions` training sessions, timed from the end of step
-    `steps_to_skip` to the end of the last step (the epoch's one evaluation comes after it)."""
+    `steps_to_skip` to the end of the last step (the epoch's one evaluation comes after it), in the
+    precision the pipeline resolves (SESSIONBERT_PRECISION, auto by default)."""
     import tempfile
 
     from transformers import AutoTokenizer, TrainerCallback
 
+    from sessionbert_core.precision import resolve_precision
     from sessionbert_core.train import TrainSettings, finetune, pretrain
 
     class StepClock(TrainerCallback):
@@ -194,7 +214,9 @@ def timed_training(home: Path, profile, stage: str, sessions: int, steps_to_skip
     splits = pl.read_parquet(home / "session_splits.parquet")
     train, validation = (splits.filter(pl.col("split") == s) for s in ("train", "validation"))
     tokenizer = AutoTokenizer.from_pretrained(home / "tokenizer")
-    settings = replace(TrainSettings.for_stage(profile.training, stage, 0, profile.model.max_length),
+    precision = resolve_precision("cpu")
+    settings = replace(TrainSettings.for_stage(profile.training, stage, 0, profile.model.max_length,
+                                               bf16=precision.bf16),
                        epochs=1.0, evaluations_per_epoch=1, max_train_sessions=sessions)
     clock = StepClock()
     with tempfile.TemporaryDirectory() as scratch:
@@ -214,7 +236,8 @@ def timed_training(home: Path, profile, stage: str, sessions: int, steps_to_skip
             "useful_tokens_per_second": round(useful / seconds), "padding_share": round(1 - useful / computed, 4),
             "mean_padded_length": round(mean_length, 1), "encoder_parameters": encoder_parameters(model),
             "gflops_per_second": round(per_token * useful / seconds / 1e9, 1),
-            "dropout": model.config.hidden_dropout_prob, "attention": model.config._attn_implementation}
+            "dropout": model.config.hidden_dropout_prob, "attention": model.config._attn_implementation,
+            "precision": precision.name}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -476,16 +499,26 @@ def paper_data(profile_name: str, work: Path, users: int) -> dict:
 
 def table(result: dict) -> str:
     rows = []
-    ceiling = result.get("ceilings", {}).get("bf16_gflops")
+    used = result.get("precision", {}).get("precision", "bf16")
+    ceiling = result.get("ceilings", {}).get(f"{used}_gflops")
 
     def mfu(gflops):
-        return f"{gflops / ceiling:.0%}" if ceiling else "-"
+        return f"{gflops / ceiling:.0%} of {used}" if ceiling else "-"
 
+    if "machine" in result:
+        m = result["machine"]
+        rows.append(("machine", m.get("cpu", "?"), f"{m.get('cpus')} cores",
+                     f"bf16 instructions: {', '.join(m.get('bf16_instructions', [])) or 'none'}"))
+    if "precision" in result:
+        rows.append(("precision", f"{used} ({result['precision'].get('precision_requested')})",
+                     result["precision"].get("precision_reason", ""), ""))
     if "ceilings" in result:
         c = result["ceilings"]
-        rows += [("ceiling", "bf16 2048^3 product", f"{c['bf16_gflops']:.0f} GFLOP/s", ""),
-                 ("ceiling", "fp32 2048^3 product", f"{c['fp32_gflops']:.0f} GFLOP/s", ""),
-                 ("ceiling", "bf16, model-shaped product", f"{c['bf16_model_shaped_gflops']:.0f} GFLOP/s", "")]
+        for name in ("bf16", "fp32"):
+            rows += [("ceiling", f"{name} square product", f"{c[f'{name}_gflops']:.0f} GFLOP/s",
+                      "in use" if name == used else ""),
+                     ("ceiling", f"{name}, model-shaped product", f"{c[f'{name}_model_shaped_gflops']:.0f} GFLOP/s",
+                      "")]
     for stage_name, t in result.get("training", {}).items():
         rows.append(("training", f"{stage_name} (batch {t['batch_size']}, {t['steps']} steps)",
                      f"{t['useful_tokens_per_second']:,} useful tokens/s", f"MFU {mfu(t['gflops_per_second'])}, "
@@ -547,7 +580,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     output = args.output or RESULTS / f"perf-{args.profile}.json"
     result = json.loads(output.read_text()) if output.exists() else {}
-    result |= {"profile": args.profile, "machine": {"cpus": os.cpu_count(), "torch": torch.__version__}}
+    from sessionbert_core.precision import resolve_precision
+
+    result |= {"profile": args.profile, "machine": machine(), "precision": resolve_precision("cpu").metadata()}
     work.mkdir(parents=True, exist_ok=True)
     for section in SECTIONS:
         if section not in args.sections:

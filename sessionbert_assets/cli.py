@@ -22,9 +22,10 @@ SUMMARY_KEYS = {
     "next_activity_baselines": ("n_sessions", "service/markov/accuracy", "service/ceiling/accuracy",
                                 "page/markov/accuracy", "page/ceiling/accuracy"),
     "tokenizer": ("kind", "vocabulary_size", "unknown_token_rate", "mean_tokens_per_session"),
-    "pretrained_model": ("parameters", "epochs", "seconds", "best_validation_loss", "useful_tokens_per_second",
-                         "mlflow_run_id"),
-    "finetuned_model": ("epochs", "seconds", "best_validation_loss", "registered_model", "mlflow_run_id"),
+    "pretrained_model": ("precision", "parameters", "epochs", "seconds", "best_validation_loss",
+                         "useful_tokens_per_second", "mlflow_run_id"),
+    "finetuned_model": ("precision", "epochs", "seconds", "best_validation_loss", "useful_tokens_per_second",
+                        "registered_model", "mlflow_run_id"),
     "model_evaluation": ("n_sessions", "service/sessionbert/accuracy", "service/markov/accuracy",
                          "service/ceiling/accuracy", "page/sessionbert/accuracy", "page/markov/accuracy",
                          "page/ceiling/accuracy"),
@@ -42,6 +43,15 @@ SUMMARY_KEYS = {
 def _value(entry: dg.MetadataValue) -> str:
     value = getattr(entry, "value", entry)
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _precision_line(events: list[dg.DagsterEvent]) -> str:
+    """`precision fp32 (why)`: what the models ran in, from the first asset that ran one."""
+    for event in events:
+        metadata = event.event_specific_data.materialization.metadata
+        if "precision" in metadata and "precision_reason" in metadata:
+            return f"precision {_value(metadata['precision'])} ({_value(metadata['precision_reason'])})"
+    return "precision: no model ran in this selection"
 
 
 def _selected_keys(defs: dg.Definitions, selection: str) -> list[dg.AssetKey]:
@@ -69,8 +79,10 @@ def run(selection: str | None) -> int:
         elapsed = time.perf_counter() - started
         print(f"\nSessionBERT run {result.run_id} on source={settings.source} profile={settings.profile}: "
               f"{'succeeded' if result.success else 'FAILED'} in {elapsed:.1f} s")
-        print(f"artifacts: {settings.home}   Dagster instance: {os.environ['DAGSTER_HOME']}\n")
-        for event in result.get_asset_materialization_events():
+        print(f"artifacts: {settings.home}   Dagster instance: {os.environ['DAGSTER_HOME']}")
+        materializations = result.get_asset_materialization_events()
+        print(_precision_line(materializations) + "\n")
+        for event in materializations:
             materialization = event.event_specific_data.materialization
             name = materialization.asset_key.to_user_string()
             metadata = materialization.metadata

@@ -14,12 +14,19 @@ from typing import Any
 import dagster as dg
 import mlflow
 import polars as pl
-import torch
 from mlflow import MlflowClient
 from pydantic import Field
 
 from sessionbert_core import storage
-from sessionbert_core.config import Profile, TrainingPlan, default_home, get_profile, settings_from_env
+from sessionbert_core.config import (
+    Profile,
+    TrainingPlan,
+    compute_from_env,
+    default_home,
+    get_profile,
+    settings_from_env,
+)
+from sessionbert_core.precision import Precision, resolve_device, resolve_precision
 from sessionbert_core.train import TrainSettings
 from sessionbert_core.world import WorldPaths
 
@@ -84,9 +91,11 @@ class SessionBertResource(dg.ConfigurableResource):
 class ComputeResource(dg.ConfigurableResource):
     """Where and how training and inference run: device, precision, threads, batch size."""
 
-    device: str = Field(default=os.environ.get("SESSIONBERT_DEVICE") or "auto",
+    device: str = Field(default=compute_from_env().device,
                         description="SESSIONBERT_DEVICE: auto (CUDA when present, else CPU), cpu or cuda")
-    precision: str = Field(default="auto", description="auto (bf16 autocast where supported), bf16 or fp32")
+    precision: str = Field(default=compute_from_env().precision,
+                           description="SESSIONBERT_PRECISION: auto (bf16 only where the device runs it natively "
+                                       "and faster than fp32), bf16 or fp32")
     threads: int = Field(default=0, description="CPU threads for torch; 0 keeps torch's default (all cores)")
     batch_size: int = Field(default=0, description="training batch size; 0 takes the profile's")
     launcher: str = Field(default=os.environ.get("SESSIONBERT_LAUNCHER") or "in_process",
@@ -118,24 +127,24 @@ class ComputeResource(dg.ConfigurableResource):
         return {"OMP_NUM_THREADS": str(threads)}
 
     def resolved_device(self) -> str:
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+        return resolve_device(self.device)
 
-    def bf16(self, device: str) -> bool:
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16 or fp32, not {self.precision!r}")
-        if self.precision == "fp32":
-            return False
-        return device == "cpu" or torch.cuda.is_bf16_supported()
+    def resolved_precision(self) -> Precision:
+        """The precision models run in on the resolved device: what the hardware does natively and faster."""
+        return resolve_precision(self.resolved_device(), self.precision)
+
+    def report_precision(self, context: dg.AssetExecutionContext) -> Precision:
+        """The resolved precision, with the probe's figures in the asset's metadata (and the MLflow run's
+        params when one is open)."""
+        precision = self.resolved_precision()
+        context.add_output_metadata(precision.metadata())
+        if mlflow.active_run():
+            mlflow.log_params(precision.metadata())
+        return precision
 
     def train_settings(self, plan: TrainingPlan, stage: str, seed: int, max_length: int) -> TrainSettings:
-        device = self.resolved_device()
-        return TrainSettings.for_stage(plan, stage, seed, max_length, device=device, bf16=self.bf16(device),
+        precision = self.resolved_precision()
+        return TrainSettings.for_stage(plan, stage, seed, max_length, device=precision.device, bf16=precision.bf16,
                                        threads=self.threads, batch_size=self.batch_size)
 
 

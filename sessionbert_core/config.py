@@ -46,6 +46,7 @@ class TrainingPlan:
     # validations (two per epoch) without a better loss before stopping; MLM loss first sits on a plateau
     # (unigram frequencies) for some hundred steps, which early stopping must not mistake for the end
     patience: int = 3
+    validation_sessions: int | None = 2048  # scored at each evaluation during training (None: all of them)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,20 @@ class Settings:
 def default_home(env: dict[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     return Path(env.get("SESSIONBERT_HOME") or PROJECT_ROOT / ".sessionbert").resolve()
+
+
+@dataclass(frozen=True)
+class ComputeSettings:
+    """Where and in what precision models run: SESSIONBERT_DEVICE and SESSIONBERT_PRECISION."""
+
+    device: str = "auto"
+    precision: str = "auto"
+
+
+def compute_from_env(env: dict[str, str] | None = None) -> ComputeSettings:
+    env = os.environ if env is None else env
+    return ComputeSettings(device=env.get("SESSIONBERT_DEVICE") or "auto",
+                           precision=env.get("SESSIONBERT_PRECISION") or "auto")
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:

@@ -12,6 +12,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
 
 from sessionbert_core.batching import TOKENIZE_CHUNK, length_sorted_batches, maybe_compiled
 from sessionbert_core.model import attention_implementation
+from sessionbert_core.precision import use_bf16
 from sessionbert_core.serialize import recent_sessions
 
 POOLINGS = ("mean", "cls")
@@ -34,7 +35,7 @@ def load_encoder(folder: Path, device: str = "cpu") -> tuple[torch.nn.Module, Pr
 
 @torch.inference_mode()
 def embed_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, texts: Sequence[str],
-                pooling: str = "mean", batch_size: int = 256, max_length: int = 128, bf16: bool = True,
+                pooling: str = "mean", batch_size: int = 256, max_length: int = 128, bf16: bool | None = None,
                 compile: bool | None = None) -> np.ndarray:
     """Unit-length float32 vectors, one per text, in the order given.
 
@@ -45,13 +46,14 @@ def embed_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, text
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
     device = next(model.parameters()).device
+    autocast = use_bf16(bf16, device)  # None: the precision resolved for this device
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     if not len(texts):
         return out
     forward = maybe_compiled(model, len(texts), compile)
     for positions, input_ids, attention_mask in length_sorted_batches(texts, tokenizer, batch_size, max_length):
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             hidden = forward(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         hidden = hidden.float()
         if pooling == "cls":
@@ -65,7 +67,7 @@ def embed_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, text
 
 def embed_sessions(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, sessions: pl.DataFrame,
                    pooling: str = "mean", batch_size: int = 256, max_length: int = 128,
-                   bf16: bool = True, compile: bool | None = None) -> pl.DataFrame:
+                   bf16: bool | None = None, compile: bool | None = None) -> pl.DataFrame:
     """`user_id, session_id, start, embedding` for each session (its serialized text encoded)."""
     forward = maybe_compiled(model, sessions.height, compile)  # once for all slices
     vectors = np.zeros((sessions.height, model.config.hidden_size), dtype=np.float32)
@@ -93,7 +95,7 @@ def user_vectors(embeddings: pl.DataFrame, n_recent: int) -> tuple[list[str], np
 
 
 def general_language_user_vectors(sessions: pl.DataFrame, users: list[str], n_recent: int, device: str = "cpu",
-                                  bf16: bool = True, batch_size: int = 64) -> tuple[list[str], np.ndarray]:
+                                  bf16: bool | None = None, batch_size: int = 64) -> tuple[list[str], np.ndarray]:
     """The baseline of the paper's Figure 2: all-MiniLM-L6-v2 (mean pooling, as it was trained) on the
     same session texts, for the given users' last `n_recent` sessions, as user vectors."""
     encoder, tokenizer = load_encoder(general_language_encoder(), device)

@@ -60,7 +60,7 @@ def recommendation_inputs(sessions: pl.DataFrame) -> pl.DataFrame:
                                                          pl.col("activities").list.concat(pl.lit([MASK]))))
 
 
-def sessionbert_predictor(model, tokenizer, max_length: int = 128, batch_size: int = 256, bf16: bool = True,
+def sessionbert_predictor(model, tokenizer, max_length: int = 128, batch_size: int = 256, bf16: bool | None = None,
                           top_k_pages: int = 50, compile: bool | None = None) -> Predictor:
     """The fine-tuned model as a Predictor: top-5 services and top pages after each whole session."""
 
@@ -84,7 +84,7 @@ def service_vectors(services: list[str], descriptions: dict[str, str] | None,
 
 
 def service_vectors_from_encoder(services: list[str], descriptions: dict[str, str] | None, device: str = "cpu",
-                                 bf16: bool = True) -> dict[str, dict[str, np.ndarray]]:
+                                 bf16: bool | None = None) -> dict[str, dict[str, np.ndarray]]:
     """`service_vectors` under the general-language encoder all-MiniLM-L6-v2 (from its installed package)."""
     from sessionbert_core.embed import embed_texts, general_language_encoder, load_encoder
 
@@ -521,8 +521,8 @@ def lookup(recommendations: pl.DataFrame, user_id: str) -> pl.DataFrame:
 
 def load_recommenders(finetuned_model: Path, sessions: pl.DataFrame, embeddings: pl.DataFrame, k: int,
                       n_recent_for_clusters: int, descriptions: dict[str, str] | None = None,
-                      world_root: Path | None = None, device: str = "cpu", bf16: bool = True, max_length: int = 128,
-                      seed: int = 0) -> Recommenders:
+                      world_root: Path | None = None, device: str = "cpu", bf16: bool | None = None,
+                      max_length: int = 128, seed: int = 0) -> Recommenders:
     """Everything the Hit@k protocol compares, from the artifacts: the fine-tuned model, a Markov chain
     fitted on the train split, service vectors from the general-language encoder, SessionBERT clusters
     and, given a synthetic world's root, the oracle."""

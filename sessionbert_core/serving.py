@@ -64,13 +64,16 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
 
         from sessionbert_core.embed import load_encoder
         from sessionbert_core.model import load_next_activity_model
+        from sessionbert_core.precision import resolve_precision
         from sessionbert_core.recommend import sessionbert_predictor
 
         artifacts = {name: Path(path) for name, path in context.artifacts.items()}
         self.settings = json.loads(artifacts["settings"].read_text())
+        # resolved here, on the serving machine's hardware, from the precision the pipeline asked for
+        self.precision = resolve_precision("cpu", self.settings.get("precision", "auto"))
         model = load_next_activity_model(artifacts["finetuned_model"])
         self.predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(artifacts["finetuned_model"]),
-                                               self.settings["max_length"])
+                                               self.settings["max_length"], bf16=self.precision.bf16)
         self.encoder, self.encoder_tokenizer = load_encoder(artifacts["pretrained_model"])
         centroids = pl.read_parquet(artifacts["centroids"]).sort("cluster")
         self.centroids = np.stack(centroids["centroid"].to_numpy())
@@ -101,7 +104,7 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         history = self.history.filter(pl.col("user_id").is_in(sessions["user_id"].unique().implode()))
         ranked = recommend_services(self.predictor, sessions, None, recent=RECENT_SESSIONS, also_used=history)
         embeddings = embed_sessions(self.encoder, self.encoder_tokenizer, sessions, self.settings["pooling"],
-                                    max_length=self.settings["max_length"])
+                                    max_length=self.settings["max_length"], bf16=self.precision.bf16)
         inferred = (nearest_clusters(embeddings, self.centroids, self.settings["recent_sessions"])
                     .join(self.tags, on="cluster", how="left").with_columns(pl.col("persona").fill_null("")))
         users = sessions.select("user_id").unique(maintain_order=True)

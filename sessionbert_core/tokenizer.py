@@ -68,6 +68,12 @@ def train_tokenizer(texts: Sequence[str], kind: str = "wordpiece", vocab_size: i
     )
 
 
+def embedding_rows(tokenizer: PreTrainedTokenizerFast) -> int:
+    """Rows the model's token embedding needs: the largest id plus one. WordLevel can leave ids unused
+    (a special token that also occurs in the text is counted, then merged), so `len(tokenizer)` may be less."""
+    return max(tokenizer.get_vocab().values()) + 1
+
+
 def measure(tokenizer: PreTrainedTokenizerFast, kind: str, texts: Sequence[str],
             activities: pl.Series) -> TokenizerStats:
     """Statistics on validation sessions: unknown tokens, length, and how activities are cut."""

@@ -1,8 +1,9 @@
 """Training: MLM pretraining on activities, multitask next-activity fine-tuning, batched prediction.
 
 Both stages run on the Hugging Face `Trainer`: dynamic padding in the collators, length-grouped
-batches, bf16 autocast, checkpoints every half epoch with resume from the last one, early
-stopping on validation loss, and callbacks that report progress and metrics to the caller.
+batches, bf16 autocast where the hardware runs it natively (`sessionbert_core.precision`), checkpoints
+every half epoch with resume from the last one, early stopping on validation loss, and callbacks
+that report progress and metrics to the caller.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from sessionbert_core.model import (
     encoder_config,
     next_activity_config,
 )
-from sessionbert_core.tokenizer import ACTIVITY_TOKEN
+from sessionbert_core.precision import use_bf16
+from sessionbert_core.tokenizer import ACTIVITY_TOKEN, embedding_rows
 
 transformers_logging.disable_progress_bar()  # progress goes to the caller's log, not to tqdm bars
 
@@ -62,14 +64,17 @@ class TrainSettings:
     evaluations_per_epoch: int = 2
     seed: int = 0
     device: str = "cpu"
-    bf16: bool = True
+    bf16: bool | None = None  # None: the precision resolved for the device (sessionbert_core.precision)
     threads: int = 0  # 0: leave torch's default
     max_train_sessions: int | None = None
+    # validation sessions scored at each evaluation (a seeded sample): enough to rank checkpoints, and the
+    # whole validation split of `small` (a third the size of its train split) cost a fifth of training
+    max_validation_sessions: int | None = None
     every_cut: bool = False  # fine-tuning: every activity of a training session as a target, not only the last
 
     @classmethod
     def for_stage(cls, plan: TrainingPlan, stage: str, seed: int, max_length: int, device: str = "cpu",
-                  bf16: bool = True, threads: int = 0, batch_size: int = 0) -> TrainSettings:
+                  bf16: bool | None = None, threads: int = 0, batch_size: int = 0) -> TrainSettings:
         """The settings of `stage` ("pretrain" or "finetune") from a profile's training plan."""
         pretraining = stage == "pretrain"
         return cls(
@@ -77,6 +82,7 @@ class TrainSettings:
             learning_rate=plan.pretrain_learning_rate if pretraining else plan.finetune_learning_rate,
             batch_size=batch_size or plan.batch_size, max_length=max_length, seed=seed, device=device, bf16=bf16,
             threads=threads, every_cut=plan.finetune_every_cut and not pretraining, patience=plan.patience,
+            max_validation_sessions=plan.validation_sessions,
         )
 
 
@@ -151,7 +157,6 @@ class ActivityMaskingCollator:
         self.tokenizer, self.probability = tokenizer, probability
         self.activity_id = tokenizer.convert_tokens_to_ids(ACTIVITY_TOKEN)
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
-        self.vocab_size = len(tokenizer)
 
     def activity_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         after_section = torch.cumsum(input_ids == self.activity_id, dim=1) > 0
@@ -211,7 +216,8 @@ def _arguments(settings: TrainSettings, output_dir: Path, n_train: int, label_na
         weight_decay=settings.weight_decay, warmup_steps=int(total * settings.warmup_ratio),
         lr_scheduler_type="linear", eval_strategy="steps", eval_steps=every, save_strategy="steps", save_steps=every,
         save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
-        logging_steps=max(total // 100, 1), bf16=settings.bf16, use_cpu=settings.device == "cpu", seed=settings.seed,
+        logging_steps=max(total // 100, 1), bf16=use_bf16(settings.bf16, settings.device),
+        use_cpu=settings.device == "cpu", seed=settings.seed,
         data_seed=settings.seed, train_sampling_strategy="group_by_length", report_to="none", disable_tqdm=True,
         optim="adamw_torch_fused",  # one kernel for all parameters: +11% tokens/s on CPU (benchmarks/NOTES.md)
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0, label_names=label_names,
@@ -234,6 +240,7 @@ def _run(trainer: Trainer, output_dir: Path, report: Callable[[str], None]) -> d
             "useful_tokens_seen": int(state.num_input_tokens_seen),
             "useful_tokens_per_second": round(state.num_input_tokens_seen / max(seconds, 1e-9), 1),
             "resumed_from": Path(resume).name if resume else None,
+            "precision": "bf16" if trainer.args.bf16 else "fp32",
             "stopped_early": state.global_step < state.max_steps}
 
 
@@ -249,12 +256,13 @@ def pretrain(tokenizer: PreTrainedTokenizerFast, train_texts: Sequence[str], val
     """BertForMaskedLM from scratch on session texts; returns the best model (lowest validation loss)."""
     _prepare(settings)
     collator = ActivityMaskingCollator(tokenizer)
-    train = _mlm_examples(tokenizer, train_texts, settings, collator)
-    validation = _mlm_examples(tokenizer, validation_texts, settings, collator)
+    train = _mlm_examples(tokenizer, train_texts, settings, collator, settings.max_train_sessions)
+    validation = _mlm_examples(tokenizer, validation_texts, settings, collator, settings.max_validation_sessions)
     if not train or not validation:
         raise ValueError(f"too few sessions with two or more activities to pretrain on "
                          f"({len(train)} train, {len(validation)} validation)")
-    model = SessionBertForMaskedLM(encoder_config(size, len(tokenizer), tokenizer.pad_token_id, settings.device))
+    model = SessionBertForMaskedLM(encoder_config(size, embedding_rows(tokenizer), tokenizer.pad_token_id,
+                                                 settings.device))
     trainer = Trainer(model=model, args=_arguments(settings, output_dir, len(train), ["labels"]),
                       train_dataset=train, eval_dataset=validation, data_collator=collator,
                       callbacks=[WeightsOnlyCheckpoints(), ProgressCallback(report),
@@ -267,10 +275,10 @@ def pretrain(tokenizer: PreTrainedTokenizerFast, train_texts: Sequence[str], val
 
 
 def _mlm_examples(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], settings: TrainSettings,
-                  collator: ActivityMaskingCollator) -> list[dict]:
+                  collator: ActivityMaskingCollator, limit: int | None) -> list[dict]:
     texts = list(texts)
-    if settings.max_train_sessions and len(texts) > settings.max_train_sessions:  # texts are user-sorted
-        keep = np.random.default_rng(settings.seed).choice(len(texts), settings.max_train_sessions, replace=False)
+    if limit and len(texts) > limit:  # a seeded sample: texts are user-sorted
+        keep = np.random.default_rng(settings.seed).choice(len(texts), limit, replace=False)
         texts = [texts[i] for i in sorted(keep)]
     encoded = tokenizer(texts, truncation=True, max_length=settings.max_length)["input_ids"]
     examples = []
@@ -314,8 +322,10 @@ def finetune(tokenizer: PreTrainedTokenizerFast, encoder_dir: Path, train_sessio
     if settings.max_train_sessions and train_inputs.height > settings.max_train_sessions:
         train_inputs = train_inputs.sample(settings.max_train_sessions, seed=settings.seed)  # rows are user-sorted
     train = _next_activity_examples(tokenizer, train_inputs, services, pages, settings.max_length)
-    validation = _next_activity_examples(tokenizer, next_activity_inputs(validation_sessions), services, pages,
-                                         settings.max_length)
+    validation_inputs = next_activity_inputs(validation_sessions)
+    if settings.max_validation_sessions and validation_inputs.height > settings.max_validation_sessions:
+        validation_inputs = validation_inputs.sample(settings.max_validation_sessions, seed=settings.seed)
+    validation = _next_activity_examples(tokenizer, validation_inputs, services, pages, settings.max_length)
     if not train or not validation:
         raise ValueError(f"too few sessions with two or more activities to fine-tune on "
                          f"({len(train)} train, {len(validation)} validation)")
@@ -354,7 +364,7 @@ def _head_accuracy(prediction) -> dict[str, float]:
 @torch.inference_mode()
 def predict_top_k(model: SessionBertForNextActivity, tokenizer: PreTrainedTokenizerFast, texts: list[str],
                   batch_size: int = 256, max_length: int = 128, top_k_services: int = 5, top_k_pages: int = 5,
-                  bf16: bool = True, compile: bool | None = None) -> pl.DataFrame:
+                  bf16: bool | None = None, compile: bool | None = None) -> pl.DataFrame:
     """Top-k services and pages (with probabilities) at the last [MASK] slot of each text, in order.
 
     Texts are batched by length (little padding); memory is bounded by the batch size and the k's.
@@ -362,6 +372,7 @@ def predict_top_k(model: SessionBertForNextActivity, tokenizer: PreTrainedTokeni
     """
     model.eval()
     device = next(model.parameters()).device
+    autocast = use_bf16(bf16, device)  # None: the precision resolved for this device
     services, pages = np.array(model.config.service_labels), np.array(model.config.page_labels)
     k_service, k_page = min(top_k_services, len(services)), min(top_k_pages, len(pages))
     n = len(texts)
@@ -370,7 +381,7 @@ def predict_top_k(model: SessionBertForNextActivity, tokenizer: PreTrainedTokeni
     forward = maybe_compiled(model, n, compile)
     for positions, input_ids, attention_mask in length_sorted_batches(texts, tokenizer, batch_size, max_length,
                                                                       keep="end"):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             out = forward(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
         for logits, k, index, probability in ((out.service_logits, k_service, service_index, service_p),
                                               (out.page_logits, k_page, page_index, page_p)):
@@ -390,7 +401,7 @@ def predict_top_k(model: SessionBertForNextActivity, tokenizer: PreTrainedTokeni
 
 def predict_next_activity(model: SessionBertForNextActivity, tokenizer: PreTrainedTokenizerFast,
                           sessions: pl.DataFrame, batch_size: int = 256, max_length: int = 128, top_k: int = 5,
-                          bf16: bool = True) -> pl.DataFrame:
+                          bf16: bool | None = None) -> pl.DataFrame:
     """Top-k next services and pages for each session of two or more activities, its last one held out."""
     inputs = next_activity_inputs(sessions)
     top = predict_top_k(model, tokenizer, inputs["input_text"].to_list(), batch_size, max_length, top_k, top_k, bf16)

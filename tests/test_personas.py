@@ -133,26 +133,35 @@ def test_graph_assigns_every_user_a_persona_on_tiny(trained):
     assert centroids.height == evaluation["k"] and centroids["top_activities"].list.len().min() > 0
 
 
-def test_a_user_the_model_never_saw_gets_a_persona(trained, tiny_world):
+def test_users_the_model_never_saw_get_their_persona(trained, tiny_world):
+    """Every test-split user (none of their sessions was trained on) comes back as a newcomer with ten
+    days of history; each gets a persona, and most get their true one. The claim is a share over all
+    of them, with a margin, so it holds whatever arithmetic (bf16 or fp32) trained the tiny model."""
     home, _ = trained
     splits = pl.read_parquet(home / "session_splits.parquet")
-    someone = splits.filter(pl.col("split") == "test")["user_id"][0]  # no session of theirs was trained on
-    events = pl.read_parquet(tiny_world.landing / "events-*.parquet").filter(pl.col("user_id") == someone)
-    last_days = events["timestamp"].dt.date().unique().sort()[-10:]  # a newcomer: ten days of their history
-    newcomer = events.filter(pl.col("timestamp").dt.date().is_in(last_days.implode())).with_columns(
-        user_id=pl.lit("newcomer"), session_id=pl.lit("n-") + pl.col("session_id"))
-    billing = pl.read_parquet(tiny_world.landing / "billing-*.parquet").filter(pl.col("user_id") == someone)
-    sessions = serialize_sessions(newcomer, billing.with_columns(user_id=pl.lit("newcomer")))
+    test_users = splits.filter(pl.col("split") == "test")["user_id"].unique().sort()
+    events = pl.read_parquet(tiny_world.landing / "events-*.parquet").filter(pl.col("user_id").is_in(test_users))
+    last_days = events.group_by("user_id").agg(pl.col("timestamp").dt.date().unique().sort().tail(10).alias("day"))
+    newcomers = (events.with_columns(day=pl.col("timestamp").dt.date())
+                 .join(last_days.explode("day"), on=["user_id", "day"], how="semi")
+                 .with_columns(user_id=pl.lit("new-") + pl.col("user_id"),
+                               session_id=pl.lit("n-") + pl.col("session_id"))
+                 .drop("day"))
+    billing = pl.read_parquet(tiny_world.landing / "billing-*.parquet").filter(pl.col("user_id").is_in(test_users))
+    sessions = serialize_sessions(newcomers, billing.with_columns(user_id=pl.lit("new-") + pl.col("user_id")))
     model, tokenizer = load_encoder(home / "pretrained_model")
     centroids = pl.read_parquet(home / "cluster_centroids.parquet")
     mapping = pl.read_parquet(home / "persona_mapping.parquet")
     sweep = json.loads((home / "cluster_sweep.json").read_text())
     assigned = assign_personas(embed_sessions(model, tokenizer, sessions), np.stack(centroids["centroid"].to_numpy()),
                                mapping.select("cluster", "persona", "probability"), sweep["recent_sessions"])
-    assert assigned["user_id"].to_list() == ["newcomer"]
-    assert assigned["persona"][0] != "" and 0.0 < assigned["probability"][0] <= 1.0
-    truth = load_truth(tiny_world.root, "users").filter(pl.col("user_id") == someone)["persona"][0]
-    assert truth in assigned["persona"][0].split(" + ")
+    assert sorted(assigned["user_id"].to_list()) == sorted(f"new-{u}" for u in test_users)
+    assert assigned["probability"].is_between(0.0, 1.0, closed="right").all()
+    truth = load_truth(tiny_world.root, "users").select(pl.lit("new-") + pl.col("user_id"), "persona")
+    truth = truth.rename({truth.columns[0]: "user_id", "persona": "true_persona"})
+    judged = assigned.join(truth, on="user_id")
+    correct = [t in p.split(" + ") for p, t in judged.select("persona", "true_persona").iter_rows()]
+    assert len(test_users) >= 5 and sum(correct) / len(correct) >= 0.6
 
 
 @pytest.mark.skipif(not APACHE_LOGS.exists(), reason="shared/data/apache_logs is not beside the project")

@@ -16,6 +16,7 @@ from sessionbert_assets.resources import ComputeResource, MlflowResource, Sessio
 from sessionbert_core import storage
 from sessionbert_core.evaluate import scores
 from sessionbert_core.model import load_next_activity_model
+from sessionbert_core.precision import Precision
 from sessionbert_core.tokenizer import KNOWN_ACTIVITIES, train_and_choose
 from sessionbert_core.train import TASKS, TrainSettings, predict_next_activity
 from sessionbert_core.training_job import TrainingJob, run_job
@@ -102,10 +103,11 @@ def pretrained_model(context: dg.AssetExecutionContext, sessionbert: SessionBert
     """
     home, profile = sessionbert.home_path, sessionbert.size
     settings = compute.train_settings(profile.training, "pretrain", sessionbert.seed, profile.model.max_length)
+    precision = compute.report_precision(context)
     checkpoints = _checkpoints(home, "pretrained_model", settings, profile.model,
                                _stamp(tokenizer / "tokenizer.json"), _stamp(home / "session_splits.parquet"))
     with mlflow_tracking.run(context, home) as run:
-        mlflow.log_params(_params(settings) | {f"model_{k}": v for k, v in vars(profile.model).items()}
+        mlflow.log_params(_params(settings, precision) | {f"model_{k}": v for k, v in vars(profile.model).items()}
                           | {"processes": compute.num_processes, "launcher": compute.launcher})
         job = TrainingJob("pretrain", str(tokenizer), str(home / "session_splits.parquet"), str(checkpoints),
                           str(home / "pretrained_model"), asdict(settings), asdict(profile.model),
@@ -138,11 +140,12 @@ def finetuned_model(context: dg.AssetExecutionContext, config: FinetuneConfig, s
         raise dg.Failure(description=f"task must be one of {', '.join(TASKS)}, not {config.task!r}")
     home, profile = sessionbert.home_path, sessionbert.size
     settings = compute.train_settings(profile.training, "finetune", sessionbert.seed, profile.model.max_length)
+    precision = compute.report_precision(context)
     checkpoints = _checkpoints(home, "finetuned_model", settings, config.task, _stamp(pretrained_model / "config.json"),
                                _stamp(home / "session_splits.parquet"))
     with mlflow_tracking.run(context, home) as run:
-        mlflow.log_params(_params(settings) | {"task": config.task, "processes": compute.num_processes,
-                                               "launcher": compute.launcher})
+        mlflow.log_params(_params(settings, precision) | {"task": config.task, "processes": compute.num_processes,
+                                                          "launcher": compute.launcher})
         job = TrainingJob("finetune", str(tokenizer), str(home / "session_splits.parquet"), str(checkpoints),
                           str(home / "finetuned_model"), asdict(settings), asdict(profile.model),
                           encoder=str(pretrained_model), task=config.task,
@@ -170,25 +173,26 @@ def model_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBert
     and, on the synthetic world, the ceiling. Written to model_evaluation.json and MLflow.
     """
     home = sessionbert.home_path
-    device = compute.resolved_device()
-    model = load_next_activity_model(finetuned_model, device)
+    precision = compute.report_precision(context)
+    model = load_next_activity_model(finetuned_model, precision.device)
     tok = AutoTokenizer.from_pretrained(finetuned_model)
     predictions = predict_next_activity(model, tok, _split(session_splits, "test"),
-                                        max_length=sessionbert.size.model.max_length, bf16=compute.bf16(device))
+                                        max_length=sessionbert.size.model.max_length, bf16=precision.bf16)
     storage.write_parquet(predictions, home / "model_evaluation_predictions.parquet")
     evaluation = json.loads(json.dumps(next_activity_baselines))
     evaluation["service"]["sessionbert"] = scores(predictions["target_service"], predictions["predicted_service"])
     evaluation["page"]["sessionbert"] = scores(predictions["target_page"], predictions["predicted_page"])
     evaluation["n_sessions"] = predictions.height
     with mlflow_tracking.run(context, home):
+        mlflow.log_params(precision.metadata())
         mlflow.log_metrics({f"{head}_{method}_{metric}": value for head in ("service", "page")
                             for method, figures in evaluation[head].items() for metric, value in figures.items()})
     context.add_output_metadata(evaluation_metadata(evaluation))
     return evaluation
 
 
-def _params(settings: TrainSettings) -> dict:
-    return dict(vars(settings))
+def _params(settings: TrainSettings, precision: Precision) -> dict:
+    return dict(vars(settings)) | precision.metadata()
 
 
 def _numbers(summary: dict) -> dict[str, float]:
@@ -202,5 +206,5 @@ def _training_metadata(summary: dict, settings: TrainSettings) -> dict:
         "useful_tokens_per_second": summary["useful_tokens_per_second"],
         "parameters": summary["parameters"], "train_sessions": summary["train_sessions"],
         "resumed_from": summary["resumed_from"] or "none", "stopped_early": summary["stopped_early"],
-        "device": settings.device, "bf16": settings.bf16,
+        "device": settings.device, "precision": summary.get("precision", "bf16" if settings.bf16 else "fp32"),
     }

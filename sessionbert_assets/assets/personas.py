@@ -56,11 +56,11 @@ def session_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfi
     """
     if config.pooling not in POOLINGS:
         raise dg.Failure(description=f"pooling must be one of {', '.join(POOLINGS)}, not {config.pooling!r}")
-    device = compute.resolved_device()
-    model, tok = load_encoder(pretrained_model, device)
+    precision = compute.report_precision(context)
+    model, tok = load_encoder(pretrained_model, precision.device)
     started = time.perf_counter()
     embeddings = embed_sessions(model, tok, session_splits, config.pooling, config.batch_size,
-                                sessionbert.size.model.max_length, compute.bf16(device))
+                                sessionbert.size.model.max_length, precision.bf16)
     seconds = time.perf_counter() - started
     context.add_output_metadata({"sessions": embeddings.height, "users": embeddings["user_id"].n_unique(),
                                  "dimension": model.config.hidden_size, "pooling": config.pooling,
@@ -96,9 +96,9 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
 
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(users), size=min(config.baseline_users, len(users)), replace=False).tolist())
-    device = compute.resolved_device()
+    precision = compute.report_precision(context)
     _, baseline_vectors = general_language_user_vectors(session_splits, [users[i] for i in chosen],
-                                                        config.recent_sessions, device, compute.bf16(device))
+                                                        config.recent_sessions, precision.device, precision.bf16)
     sample_size = len(chosen)
     curves = {"sessionbert": curve,
               "sessionbert_same_users": silhouette_sweep(vectors[chosen], K_RANGE, sample_size, seed),
@@ -113,7 +113,8 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
         for name, c in curves.items():
             for kk, value in c.items():
                 mlflow.log_metric(f"silhouette_{name}", value, step=kk)
-        mlflow.log_params({"k": k, "recent_sessions": config.recent_sessions, "sample_users": result["sample_users"]})
+        mlflow.log_params({"k": k, "recent_sessions": config.recent_sessions, "sample_users": result["sample_users"]}
+                          | precision.metadata())
         mlflow.log_figure(fig, "silhouette.png")
     context.add_output_metadata({
         "k": k, "k_rule": result["k_rule"], "users": len(users), "sample_users": result["sample_users"],

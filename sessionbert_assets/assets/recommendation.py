@@ -55,14 +55,14 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
     """
     if config.ranker not in RANKERS:
         raise dg.Failure(description=f"ranker must be one of {', '.join(RANKERS)}, not {config.ranker!r}")
-    device = compute.resolved_device()
-    model = load_next_activity_model(finetuned_model, device)
+    precision = compute.report_precision(context)
+    model = load_next_activity_model(finetuned_model, precision.device)
     predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(finetuned_model),
-                                      sessionbert.size.model.max_length, bf16=compute.bf16(device))
+                                      sessionbert.size.model.max_length, bf16=precision.bf16)
     vectors = None
     if config.ranker in ("names", "descriptions"):
         vectors = service_vectors_from_encoder(list(model.config.service_labels), _descriptions(landing_folder),
-                                               device, compute.bf16(device))
+                                               precision.device, precision.bf16)
     try:
         ranked = recommend_services(predictor, session_splits, billing_records, config.ranker, config.recent_sessions,
                                     user_personas.select("user_id", "cluster"), vectors)
@@ -102,10 +102,10 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
     services that fit the user's persona.
     """
     world = world_paths(landing_folder)
-    device = compute.resolved_device()
+    precision = compute.report_precision(context)
     recommenders = load_recommenders(
         finetuned_model, session_splits, session_embeddings, cluster_sweep["k"], cluster_sweep["recent_sessions"],
-        _descriptions(landing_folder), world.root if world else None, device, compute.bf16(device),
+        _descriptions(landing_folder), world.root if world else None, precision.device, precision.bf16,
         sessionbert.size.model.max_length, sessionbert.seed)
     test_users = session_splits.filter(pl.col("split") == "test")["user_id"].unique()
     evaluation = hit_at_k(session_splits, billing_records, recommenders, SEEN_DAYS, scored_users=test_users)
@@ -123,6 +123,7 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
     frame = pl.DataFrame(rows) if rows else pl.DataFrame({"seen_days": [], "method": []})
     metadata = {"table": table(frame)}
     with mlflow_tracking.run(context, sessionbert.home_path):
+        mlflow.log_params(precision.metadata())
         mlflow.log_metrics({f"D{r['seen_days']}_{r['method']}_{k.replace('@', '_at_')}": r[k]
                             for r in rows for k in ("hit@3", "hit@5", "ndcg@5", "mrr")})
         wide = frame.filter(pl.col("seen_days") == 10).select("method", "hit@3", "hit@5", "ndcg@5", "mrr") \

@@ -8,7 +8,7 @@ import polars as pl
 from mlflow import MlflowClient
 
 from sessionbert_assets.checks import CHAMPION
-from sessionbert_assets.resources import MlflowResource, SessionBertResource
+from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core.recommend import used_services
 from sessionbert_core.serving import known_users, save_serving_model
 
@@ -17,7 +17,7 @@ SERVED_MODEL = "sessionbert-recommender"  # its name in the MLflow Model Registr
 
 @dg.asset(group_name="recommendation", kinds={"mlflow", "pytorch"},
           deps=["recommendation_table", "cluster_centroids", "persona_mapping"])
-def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
+def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, compute: ComputeResource,
                   mlflow_tracking: MlflowResource, finetuned_model: Path, pretrained_model: Path,
                   session_splits: pl.DataFrame, billing_records: pl.DataFrame, user_personas: pl.DataFrame,
                   cluster_sweep: dict) -> Path:
@@ -29,7 +29,8 @@ def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
     fine-tuned model (ranking), the pretrained encoder, centroids and persona tags (the persona of
     a user it never saw) and, per known user, their persona and every service they used (never
     recommended again). Serve it with
-    `mlflow models serve -m $SESSIONBERT_HOME/serving_model --env-manager local`.
+    `mlflow models serve -m $SESSIONBERT_HOME/serving_model --env-manager local`. The precision asked for
+    (`auto` by default) travels with it and is resolved on the serving machine's own hardware.
     """
     home = sessionbert.home_path
     known = known_users(user_personas, used_services(session_splits, billing_records))
@@ -38,7 +39,7 @@ def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
     if embeddings is not None and embeddings.asset_materialization is not None:
         pooling = getattr(embeddings.asset_materialization.metadata.get("pooling"), "value", None) or pooling
     settings = {"max_length": sessionbert.size.model.max_length, "pooling": pooling,
-                "recent_sessions": cluster_sweep["recent_sessions"]}
+                "recent_sessions": cluster_sweep["recent_sessions"], "precision": compute.precision}
     target = save_serving_model(home / "serving_model", finetuned_model, pretrained_model,
                                 home / "cluster_centroids.parquet", home / "persona_mapping.parquet", known, settings)
     with mlflow_tracking.run(context, home) as run:

@@ -1,0 +1,160 @@
+"""Precision: bf16 only where the hardware runs it natively and faster; one resolved choice for every model path.
+
+The hardware probe (oneDNN's bf16 answer and the timed products) is replaced by a stub in the resolver
+tests, so each case holds on any machine; the last test runs the real probe of this machine.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+from sessionbert_core import precision
+from sessionbert_core.config import ModelSize
+from sessionbert_core.embed import embed_texts
+from sessionbert_core.model import SessionBertForNextActivity, encoder_config, next_activity_config
+from sessionbert_core.precision import Precision, resolve_precision, use_bf16
+from sessionbert_core.tokenizer import embedding_rows, train_tokenizer
+from sessionbert_core.train import TrainSettings, _arguments, predict_top_k
+
+
+@pytest.fixture
+def hardware(monkeypatch):
+    """A stub of the hardware probe: `hardware(native=..., bf16=GFLOP/s, fp32=GFLOP/s)`."""
+
+    def stub(native: bool, bf16: float = 400.0, fp32: float = 150.0) -> None:
+        monkeypatch.setattr(precision, "native_bf16", lambda device: native)
+        monkeypatch.setattr(precision, "matmul_gflops",
+                            lambda dtype, *args, **kwargs: bf16 if dtype == torch.bfloat16 else fp32)
+        precision._resolve.cache_clear()
+
+    yield stub
+    precision._resolve.cache_clear()
+
+
+def test_auto_picks_fp32_where_bf16_is_not_native(hardware):
+    hardware(native=False, bf16=0.7, fp32=80.0)  # stub: an AVX2-only CPU that emulates bf16
+    chosen = resolve_precision("cpu", "auto")
+    assert chosen.name == "fp32" and not chosen.bf16
+    assert "not native" in chosen.reason and chosen.native_bf16 is False
+
+
+def test_auto_picks_bf16_where_it_is_native_and_faster(hardware):
+    hardware(native=True, bf16=400.0, fp32=170.0)  # stub: AVX-512 BF16 or AMX
+    chosen = resolve_precision("cpu", "auto")
+    assert chosen.name == "bf16" and chosen.bf16
+    assert chosen.probe_bf16_gflops == 400.0 and chosen.probe_fp32_gflops == 170.0
+
+
+def test_auto_keeps_fp32_where_native_bf16_is_no_faster(hardware):
+    hardware(native=True, bf16=160.0, fp32=150.0)  # stub: native, but not enough faster to pay for the casts
+    assert resolve_precision("cpu", "auto").name == "fp32"
+
+
+def test_auto_on_cuda_follows_the_device_support(hardware):
+    hardware(native=True)
+    assert precision._resolve("cuda", "auto").name == "bf16"
+    hardware(native=False)
+    assert precision._resolve("cuda", "auto").name == "fp32"
+
+
+def test_an_explicit_precision_is_kept_and_a_wrong_one_named(hardware):
+    hardware(native=False)
+    assert resolve_precision("cpu", "bf16").name == "bf16"
+    assert resolve_precision("cpu", "fp32").name == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32"):
+        resolve_precision("cpu", "fp16")
+
+
+def test_environment_sets_the_precision(hardware, monkeypatch):
+    hardware(native=True)
+    monkeypatch.setenv("SESSIONBERT_PRECISION", "fp32")
+    assert resolve_precision("cpu").name == "fp32"
+    monkeypatch.setenv("SESSIONBERT_PRECISION", "auto")
+    assert resolve_precision("cpu").name == "bf16"
+
+
+def test_the_probe_runs_once_per_process(monkeypatch):
+    calls = []
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    monkeypatch.setattr(precision, "matmul_gflops", lambda dtype, *a, **k: calls.append(dtype) or 100.0)
+    precision._resolve.cache_clear()
+    try:
+        for _ in range(3):
+            resolve_precision("cpu", "auto")
+        assert len(calls) == 2  # one product per precision, then the kept answer
+    finally:
+        precision._resolve.cache_clear()
+
+
+def test_metadata_names_the_choice_and_leaves_out_absent_figures():
+    figures = Precision("fp32", "cpu", "auto", "bf16 is not native", native_bf16=False).metadata()
+    assert figures == {"precision": "fp32", "precision_requested": "auto", "precision_reason": "bf16 is not native",
+                       "precision_native_bf16": False}
+
+
+# ----------------------------------------------------------------------------------------------
+# callers without a precision of their own use the resolved one
+
+
+class _AutocastSpy(torch.nn.Module):
+    """Wraps a model and records whether CPU autocast to bf16 was on during each forward."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model, self.config, self.seen = model, model.config, []
+
+    def forward(self, **inputs):
+        self.seen.append(torch.is_autocast_enabled("cpu"))
+        return self.model(**inputs)
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    texts = ["[CLS] [activity] iam;users [SEP] vpc;subnets [SEP]", "[CLS] [activity] vpc;vpcs [SEP] iam;roles [SEP]"]
+    return train_tokenizer(texts * 20, "wordlevel")
+
+
+@pytest.mark.parametrize("resolved", ["bf16", "fp32"])
+def test_embedding_without_a_precision_uses_the_resolved_one(hardware, monkeypatch, tiny_tokenizer, resolved):
+    hardware(native=True)
+    monkeypatch.setenv("SESSIONBERT_PRECISION", resolved)
+    config = BertConfig(vocab_size=embedding_rows(tiny_tokenizer), hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32)
+    spy = _AutocastSpy(BertModel(config).eval())
+    embed_texts(spy, tiny_tokenizer, ["[CLS] [activity] iam;users [SEP]"])
+    assert spy.seen == [resolved == "bf16"]
+
+
+@pytest.mark.parametrize("resolved", ["bf16", "fp32"])
+def test_prediction_and_training_without_a_precision_use_the_resolved_one(hardware, monkeypatch, tmp_path,
+                                                                         tiny_tokenizer, resolved):
+    hardware(native=True)
+    monkeypatch.setenv("SESSIONBERT_PRECISION", resolved)
+    size = ModelSize(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_length=32)
+    config = next_activity_config(encoder_config(size, embedding_rows(tiny_tokenizer), tiny_tokenizer.pad_token_id),
+                                  ["iam", "vpc"], ["iam;users", "vpc;vpcs"], tiny_tokenizer.mask_token_id,
+                                  {"service": 1.0, "page": 1.0})
+    spy = _AutocastSpy(SessionBertForNextActivity(config).eval())
+    predict_top_k(spy, tiny_tokenizer, ["[CLS] [activity] iam;users [SEP] [MASK]"], top_k_services=1, top_k_pages=1)
+    assert spy.seen == [resolved == "bf16"]
+    assert TrainSettings().bf16 is None  # no default of its own
+    assert _arguments(TrainSettings(), tmp_path, 10, ["labels"]).bf16 == (resolved == "bf16")
+
+
+def test_an_explicit_choice_wins_over_the_resolved_one(hardware, monkeypatch):
+    hardware(native=True)
+    monkeypatch.setenv("SESSIONBERT_PRECISION", "bf16")
+    assert use_bf16(False, "cpu") is False and use_bf16(None, "cpu") is True
+
+
+def test_this_machine_resolves_to_a_precision_it_runs():
+    """The real probe (no stub): whatever it picks, a product in that precision runs and is finite."""
+    precision._resolve.cache_clear()
+    chosen = resolve_precision("cpu", "auto")
+    assert chosen.name in ("bf16", "fp32") and chosen.reason
+    dtype = torch.bfloat16 if chosen.bf16 else torch.float32
+    assert torch.isfinite(torch.ones(8, 8, dtype=dtype) @ torch.ones(8, 8, dtype=dtype)).all()
+    if chosen.bf16:
+        assert chosen.native_bf16 and chosen.probe_bf16_gflops > chosen.probe_fp32_gflops
