@@ -12,22 +12,25 @@ from transformers.modeling_outputs import MaskedLMOutput
 from transformers.utils import ModelOutput
 
 from sessionbert_core.config import ModelSize
+from sessionbert_core.precision import use_bf16
 
 
-def attention_implementation(device: str) -> str:
-    """PyTorch's fused attention (SDPA) on accelerators; BERT's own matmul-softmax attention on CPU, where
-    the fused kernel with a padding mask ran 1.7x slower at these head sizes (benchmarks/NOTES.md).
-    Not saved with a model: pass it when loading (`attn_implementation=`)."""
-    return "eager" if torch.device(device).type == "cpu" else "sdpa"
+def attention_implementation(device: str, bf16: bool | None = None) -> str:
+    """PyTorch's fused attention (SDPA), except on CPU under bf16 autocast, where BERT's own matmul-softmax
+    attention ran 2x faster (SDPA's bf16 CPU path with a padding mask is slow); in fp32 on CPU SDPA is
+    the faster one (1.2x in inference, level in training: benchmarks/NOTES.md). `bf16` None: the
+    precision resolved for the device. Not saved with a model: pass it when loading."""
+    return "eager" if torch.device(device).type == "cpu" and use_bf16(bf16, device) else "sdpa"
 
 
-def encoder_config(size: ModelSize, vocab_size: int, pad_token_id: int, device: str = "cpu") -> BertConfig:
+def encoder_config(size: ModelSize, vocab_size: int, pad_token_id: int, device: str = "cpu",
+                   bf16: bool | None = None) -> BertConfig:
     return BertConfig(
         vocab_size=vocab_size, hidden_size=size.hidden_size, num_hidden_layers=size.num_layers,
         num_attention_heads=size.num_heads, intermediate_size=size.intermediate_size,
         max_position_embeddings=size.max_length, pad_token_id=pad_token_id, type_vocab_size=1,
         hidden_dropout_prob=size.dropout, attention_probs_dropout_prob=size.dropout,
-        attn_implementation=attention_implementation(device),
+        attn_implementation=attention_implementation(device, bf16),
     )
 
 
@@ -111,10 +114,10 @@ def _last_mask_position(input_ids: torch.Tensor, mask_token_id: int) -> torch.Te
     return torch.where(input_ids == mask_token_id, positions, -1).max(dim=1).values.clamp(min=0)
 
 
-def load_next_activity_model(folder, device: str = "cpu") -> SessionBertForNextActivity:
+def load_next_activity_model(folder, device: str = "cpu", bf16: bool | None = None) -> SessionBertForNextActivity:
     """A saved fine-tuned model on `device`, in eval mode, with the attention suited to the device."""
     return SessionBertForNextActivity.from_pretrained(
-        folder, attn_implementation=attention_implementation(device)).to(device).eval()
+        folder, attn_implementation=attention_implementation(device, bf16)).to(device).eval()
 
 
 def next_activity_config(encoder: BertConfig, service_labels: list[str], page_labels: list[str],

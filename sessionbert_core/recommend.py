@@ -88,7 +88,7 @@ def service_vectors_from_encoder(services: list[str], descriptions: dict[str, st
     """`service_vectors` under the general-language encoder all-MiniLM-L6-v2 (from its installed package)."""
     from sessionbert_core.embed import embed_texts, general_language_encoder, load_encoder
 
-    encoder, tokenizer = load_encoder(general_language_encoder(), device)
+    encoder, tokenizer = load_encoder(general_language_encoder(), device, bf16)
     return service_vectors(services, descriptions, partial(embed_texts, encoder, tokenizer, pooling="mean", bf16=bf16))
 
 
@@ -530,7 +530,7 @@ def load_recommenders(finetuned_model: Path, sessions: pl.DataFrame, embeddings:
     from sessionbert_core.segment import cluster_users
     from sessionbert_core.world import adoption_oracle, used_before
 
-    model = load_next_activity_model(finetuned_model, device)
+    model = load_next_activity_model(finetuned_model, device, bf16)
     tokenizer = AutoTokenizer.from_pretrained(finetuned_model)
     services = list(model.config.service_labels)
     return Recommenders(

@@ -26,6 +26,10 @@ import polars as pl
 REQUIRED = ("user_id", "session_id", "timestamp", "service", "page")
 OPTIONAL = ("country", "city", "billing_tier")
 MAX_ROWS = 200_000  # page views per request
+# what the served model imports; pinned to the installed versions, since MLflow would otherwise load the
+# model in a subprocess to infer them on every save
+SERVED_PACKAGES = ("mlflow", "cloudpickle", "numpy", "pandas", "polars", "pyarrow", "scikit-learn", "scipy", "torch",
+                   "transformers", "tokenizers", "safetensors", "sessionbert")
 
 
 class RequestError(ValueError):
@@ -71,10 +75,10 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         self.settings = json.loads(artifacts["settings"].read_text())
         # resolved here, on the serving machine's hardware, from the precision the pipeline asked for
         self.precision = resolve_precision("cpu", self.settings.get("precision", "auto"))
-        model = load_next_activity_model(artifacts["finetuned_model"])
+        model = load_next_activity_model(artifacts["finetuned_model"], bf16=self.precision.bf16)
         self.predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(artifacts["finetuned_model"]),
                                                self.settings["max_length"], bf16=self.precision.bf16)
-        self.encoder, self.encoder_tokenizer = load_encoder(artifacts["pretrained_model"])
+        self.encoder, self.encoder_tokenizer = load_encoder(artifacts["pretrained_model"], bf16=self.precision.bf16)
         centroids = pl.read_parquet(artifacts["centroids"]).sort("cluster")
         self.centroids = np.stack(centroids["centroid"].to_numpy())
         self.tags = pl.read_parquet(artifacts["personas"]).select("cluster", "persona")
@@ -127,6 +131,13 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
                                                   how="left", maintain_order="left")["len"]))
 
 
+def served_requirements() -> list[str]:
+    """`name==version` of every package the served model imports, as installed here."""
+    from importlib import metadata
+
+    return [f"{name}=={metadata.version(name)}" for name in SERVED_PACKAGES]
+
+
 def known_users(user_personas: pl.DataFrame, used: pl.DataFrame) -> pl.DataFrame:
     """`user_id, cluster, persona, used`: what the served model remembers of each user the pipeline saw."""
     return user_personas.select("user_id", "cluster", "persona").join(
@@ -149,7 +160,7 @@ def save_serving_model(target: Path, finetuned_model: Path, pretrained_model: Pa
         storage.write_json(settings, staging / "settings.json")
         model_folder = staging / "model"
         mlflow.pyfunc.save_model(
-            model_folder, python_model=SessionBertRecommender(),
+            model_folder, python_model=SessionBertRecommender(), pip_requirements=served_requirements(),
             artifacts={"finetuned_model": str(finetuned_model), "pretrained_model": str(pretrained_model),
                        "centroids": str(centroids), "personas": str(personas),
                        "known_users": str(staging / "known_users.parquet"),

@@ -262,7 +262,7 @@ def pretrain(tokenizer: PreTrainedTokenizerFast, train_texts: Sequence[str], val
         raise ValueError(f"too few sessions with two or more activities to pretrain on "
                          f"({len(train)} train, {len(validation)} validation)")
     model = SessionBertForMaskedLM(encoder_config(size, embedding_rows(tokenizer), tokenizer.pad_token_id,
-                                                 settings.device))
+                                                 settings.device, settings.bf16))
     trainer = Trainer(model=model, args=_arguments(settings, output_dir, len(train), ["labels"]),
                       train_dataset=train, eval_dataset=validation, data_collator=collator,
                       callbacks=[WeightsOnlyCheckpoints(), ProgressCallback(report),
@@ -331,8 +331,8 @@ def finetune(tokenizer: PreTrainedTokenizerFast, encoder_dir: Path, train_sessio
                          f"({len(train)} train, {len(validation)} validation)")
     encoder = BertConfig.from_pretrained(encoder_dir)
     config = next_activity_config(encoder, services, pages, tokenizer.mask_token_id, TASKS[task])
-    model = SessionBertForNextActivity.from_pretrained(encoder_dir, config=config,
-                                                       attn_implementation=attention_implementation(settings.device))
+    attention = attention_implementation(settings.device, settings.bf16)
+    model = SessionBertForNextActivity.from_pretrained(encoder_dir, config=config, attn_implementation=attention)
     trainer = Trainer(model=model, args=_arguments(settings, output_dir, len(train), ["service_labels", "page_labels"]),
                       train_dataset=train, eval_dataset=validation, data_collator=NextActivityCollator(tokenizer),
                       compute_metrics=_head_accuracy, preprocess_logits_for_metrics=_argmax,

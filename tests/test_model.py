@@ -10,8 +10,10 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, TrainerCallback
 
+from sessionbert_assets.cli import _precision_line
 from sessionbert_core.config import ModelSize
 from sessionbert_core.model import SessionBertForNextActivity, encoder_config, next_activity_config
+from sessionbert_core.precision import resolve_precision
 from sessionbert_core.serialize import serialize_sessions, split_sessions
 from sessionbert_core.tokenizer import ACTIVITY_TOKEN, train_tokenizer
 from sessionbert_core.train import ActivityMaskingCollator, TrainSettings, pretrain
@@ -119,3 +121,30 @@ def test_mlflow_runs_and_a_registered_model_version_exist(trained):
     assert sorted((name, version) for name, version, _ in versions) == [("sessionbert", 1),
                                                                          ("sessionbert-recommender", 1)]
     assert losses > 10  # per-step training loss
+
+
+MODEL_RUNNING_ASSETS = ("pretrained_model", "finetuned_model", "model_evaluation", "session_embeddings",
+                        "cluster_sweep", "recommendation_table", "hit_at_k_evaluation")
+
+
+def test_every_model_running_asset_reports_the_resolved_precision(trained):
+    home, result = trained
+    expected = resolve_precision("cpu").name  # what this machine resolves (SESSIONBERT_PRECISION, auto by default)
+    reported = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.to_user_string() in MODEL_RUNNING_ASSETS:
+            metadata = materialization.metadata
+            reported[materialization.asset_key.to_user_string()] = (metadata["precision"].value,
+                                                                   metadata["precision_reason"].value)
+    assert set(reported) == set(MODEL_RUNNING_ASSETS)
+    assert {name for name, _ in reported.values()} == {expected}
+    with sqlite3.connect(home / "mlflow.db") as db:
+        logged = {value for (value,) in db.execute("select value from params where key = 'precision'")}
+    assert logged == {expected}
+
+
+def test_the_run_summary_names_the_precision(trained):
+    _, result = trained
+    line = _precision_line(result.get_asset_materialization_events())
+    assert line.startswith(f"precision {resolve_precision('cpu').name} (") and line.endswith(")")

@@ -13,7 +13,12 @@ from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 from sessionbert_core import precision
 from sessionbert_core.config import ModelSize
 from sessionbert_core.embed import embed_texts
-from sessionbert_core.model import SessionBertForNextActivity, encoder_config, next_activity_config
+from sessionbert_core.model import (
+    SessionBertForNextActivity,
+    attention_implementation,
+    encoder_config,
+    next_activity_config,
+)
 from sessionbert_core.precision import Precision, resolve_precision, use_bf16
 from sessionbert_core.tokenizer import embedding_rows, train_tokenizer
 from sessionbert_core.train import TrainSettings, _arguments, predict_top_k
@@ -158,3 +163,11 @@ def test_this_machine_resolves_to_a_precision_it_runs():
     assert torch.isfinite(torch.ones(8, 8, dtype=dtype) @ torch.ones(8, 8, dtype=dtype)).all()
     if chosen.bf16:
         assert chosen.native_bf16 and chosen.probe_bf16_gflops > chosen.probe_fp32_gflops
+
+
+def test_attention_is_eager_only_under_bf16_on_cpu(hardware):
+    hardware(native=True)
+    assert attention_implementation("cpu", bf16=True) == "eager"  # SDPA's bf16 CPU path measured 2x slower
+    assert attention_implementation("cpu", bf16=False) == "sdpa"
+    hardware(native=False)  # stub: emulated bf16, so auto resolves to fp32
+    assert attention_implementation("cpu") == "sdpa"

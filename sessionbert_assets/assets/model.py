@@ -174,7 +174,7 @@ def model_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBert
     """
     home = sessionbert.home_path
     precision = compute.report_precision(context)
-    model = load_next_activity_model(finetuned_model, precision.device)
+    model = load_next_activity_model(finetuned_model, precision.device, precision.bf16)
     tok = AutoTokenizer.from_pretrained(finetuned_model)
     predictions = predict_next_activity(model, tok, _split(session_splits, "test"),
                                         max_length=sessionbert.size.model.max_length, bf16=precision.bf16)

@@ -56,7 +56,7 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
     if config.ranker not in RANKERS:
         raise dg.Failure(description=f"ranker must be one of {', '.join(RANKERS)}, not {config.ranker!r}")
     precision = compute.report_precision(context)
-    model = load_next_activity_model(finetuned_model, precision.device)
+    model = load_next_activity_model(finetuned_model, precision.device, precision.bf16)
     predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(finetuned_model),
                                       sessionbert.size.model.max_length, bf16=precision.bf16)
     vectors = None
