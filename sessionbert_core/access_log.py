@@ -46,6 +46,28 @@ def pseudonymize(hosts: pl.Series, key: bytes) -> pl.Series:
     return hosts.replace_strict(digests, default=None, return_dtype=pl.String)
 
 
+def pseudonymized_line(lines: pl.Series, key: bytes) -> pl.Series:
+    """Each log line as it was but for its client host and its user field (CLF's first and third fields),
+    replaced by their pseudonyms: what is stored of a raw line (quarantine, parse cache) names no person.
+    A line too broken to parse has its first word (where a host would be) replaced all the same."""
+    names: dict[str, str] = {}
+
+    def alias(word: str) -> str:
+        if word not in names:
+            names[word] = "h" + hmac.new(key, word.encode(), hashlib.sha256).hexdigest()[:16]
+        return names[word]
+
+    out = []
+    for line in lines:
+        fields = line.split(" ", 3) if line is not None else []
+        if fields and fields[0]:
+            fields[0] = alias(fields[0])
+        if len(fields) > 2 and fields[2] not in ("", "-"):
+            fields[2] = alias(fields[2])
+        out.append(" ".join(fields) if line is not None else None)
+    return pl.Series(lines.name, out, dtype=pl.String)
+
+
 def normalize_path(target: pl.Expr) -> pl.Expr:
     """Path without query, fragment or ;params, ids folded to :id, no trailing or doubled slashes."""
     path = (
@@ -122,7 +144,7 @@ def read_page_views(path: Path, name: str, key: bytes) -> ParsedLog:
     page_views = views.select(
         "user_id", "session_id", pl.col("time").alias("timestamp"), "service", "page",
         pl.col("_ts").alias("_typed_timestamp"), "_line", "_reason",
-        pl.lit(name).alias("_file"), pl.col("_text").alias("_raw"),
+        pl.lit(name).alias("_file"), pseudonymized_line(views["_text"], key).alias("_raw"),
     )
     return ParsedLog(page_views, filtered.cast(FILTERED_SCHEMA), len(lines))
 

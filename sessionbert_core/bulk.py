@@ -62,7 +62,7 @@ def ingest_to_buckets(folder: Path, out: Path, pseudonym_key: bytes, buckets: in
               "rows_filtered": 0}
     started = time.perf_counter()
     for index, f in enumerate(found):
-        name = str(f.path.relative_to(folder))
+        name = f.name
         parsed = parse_file(f, name, pseudonym_key)
         rows, part = parsed.rows, f"part-{index:06d}"
         valid = rows.filter(pl.col("_reason").is_null())

@@ -9,18 +9,18 @@ landing folder.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
+import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from sessionbert_core import access_log, storage
+from sessionbert_core import access_log, event_files, storage
 from sessionbert_core.config import TIERS
 from sessionbert_core.errors import IngestError
 
@@ -29,7 +29,8 @@ OPTIONAL_COLUMNS = ("country", "city", "billing_tier")
 BILLING_COLUMNS = ("user_id", "date", "service", "cost")
 EVENT_SUFFIXES = (".parquet", ".csv", ".jsonl")
 MAX_CHARS = 512
-CONTROL_CHARS = r"[\x00-\x1f\x7f]"
+# control (Cc: C0 and C1), format (Cf: bidi overrides, zero-width marks) and line/paragraph separators
+CONTROL_CHARS = r"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]"
 UNREADABLE_MODES = ("fail", "quarantine")
 # the parser's own code: a change to it invalidates every cached parse
 PARSER_VERSION = hashlib.sha256(Path(__file__).read_bytes() + Path(access_log.__file__).read_bytes()).hexdigest()
@@ -49,6 +50,8 @@ BILLING_SCHEMA = {"user_id": pl.String, "date": pl.Date, "service": pl.String, "
 class LandingFile:
     path: Path
     kind: str  # events, billing, access_log or ignored
+    name: str = ""  # its path in the landing folder, as text (bytes that are not UTF-8 as backslash escapes)
+    reason: str = ""  # why an ignored file is not read
 
 
 @dataclass(frozen=True)
@@ -62,24 +65,52 @@ class Ingested:
 
 
 def discover(folder: Path) -> list[LandingFile]:
+    """Every file of the landing folder, classified by name; nothing outside it is read.
+
+    Hidden files and folders are skipped. A symlink is read only when it resolves to a file inside
+    the folder; one that leads outside, a dangling one, a symlinked folder and anything that is not a
+    regular file (a FIFO, a socket, a device) are listed as ignored, with the reason."""
     folder = Path(folder)
     if not folder.is_dir():
         raise IngestError(f"{folder}: the landing folder does not exist or is not a folder")
+    root = folder.resolve()
     found = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if any(part.startswith(".") for part in path.relative_to(folder).parts):
-            continue
-        name = path.name.lower()
-        if name.endswith((".log", ".log.gz")):
-            kind = "access_log"
-        elif name.startswith("billing") and name.endswith(EVENT_SUFFIXES):
-            kind = "billing"
-        elif name.endswith(EVENT_SUFFIXES):
-            kind = "events"
-        else:
-            kind = "ignored"
-        found.append(LandingFile(path, kind))
-    return found
+    for base, folders, names in os.walk(folder, followlinks=False):
+        base = Path(base)
+        folders[:] = sorted(d for d in folders if not d.startswith("."))
+        for d in folders:
+            if (base / d).is_symlink():
+                found.append(LandingFile(base / d, "ignored", landing_name(base / d, folder),
+                                         "a symlinked folder (not followed)"))
+        for name in names:
+            if not name.startswith("."):
+                found.append(_classified(base / name, folder, root))
+    return sorted(found, key=lambda f: f.name)
+
+
+def landing_name(path: Path, folder: Path) -> str:
+    """The path inside the landing folder as text: a name that is not UTF-8 keeps its bytes as escapes."""
+    return os.fsencode(path.relative_to(folder)).decode("utf-8", "backslashreplace")
+
+
+def _classified(path: Path, folder: Path, root: Path) -> LandingFile:
+    name = landing_name(path, folder)
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.exists():
+            return LandingFile(path, "ignored", name, "a dangling symlink")
+        if not target.is_relative_to(root):
+            return LandingFile(path, "ignored", name, "a symlink to outside the landing folder (not read)")
+    if not stat.S_ISREG(path.stat().st_mode):
+        return LandingFile(path, "ignored", name, "not a regular file (a FIFO, socket or device)")
+    lower = path.name.lower()
+    if lower.endswith((".log", ".log.gz")):
+        return LandingFile(path, "access_log", name)
+    if lower.startswith("billing") and lower.endswith(EVENT_SUFFIXES):
+        return LandingFile(path, "billing", name)
+    if lower.endswith(EVENT_SUFFIXES):
+        return LandingFile(path, "events", name)
+    return LandingFile(path, "ignored", name, "not an event file, billing file or access log")
 
 
 def ingest_landing(folder: Path, pseudonym_key: bytes, cache: Path | None = None,
@@ -97,13 +128,13 @@ def ingest_landing(folder: Path, pseudonym_key: bytes, cache: Path | None = None
     folder = Path(folder)
     found = discover(folder)
     files = [f for f in found if f.kind != "ignored"]
-    ignored = tuple(str(f.path.relative_to(folder)) for f in found if f.kind == "ignored")
+    ignored = tuple(f"{f.name} ({f.reason})" for f in found if f.kind == "ignored")
     if not any(f.kind in ("events", "access_log") for f in files):
         raise IngestError(f"{folder}: no event files (*.parquet, *.csv, *.jsonl) or access logs (*.log, *.log.gz)")
     store = ParseCache(Path(cache), pseudonym_key) if cache is not None else None
     parsed, rejected = [], []
     for f in files:
-        name = str(f.path.relative_to(folder))
+        name = f.name
         try:
             parsed.append(store.parse(f, name) if store else parse_file(f, name, pseudonym_key))
         except IngestError as error:
@@ -135,13 +166,24 @@ def ingest_landing(folder: Path, pseudonym_key: bytes, cache: Path | None = None
 
 
 def parse_file(f: LandingFile, name: str, pseudonym_key: bytes) -> ParsedFile:
-    """One file read and validated row by row (duplicates across files are found later)."""
-    if f.kind == "events":
-        table = _read_table(f.path, name, EVENT_COLUMNS, OPTIONAL_COLUMNS)
-        return ParsedFile(name, f.kind, _validated_events(table), table.height, None)
-    if f.kind == "billing":
-        table = _read_table(f.path, name, BILLING_COLUMNS, ())
-        return ParsedFile(name, f.kind, _validated_billing(table), table.height, None)
+    """One file read and validated row by row (duplicates across files are found later). Whatever goes
+    wrong with the file as a whole comes out as an IngestError that names it, never another type."""
+    try:
+        return _parse_file(f, name, pseudonym_key)
+    except IngestError:
+        raise
+    except Exception as error:
+        raise IngestError(f"{name}: cannot be read: {type(error).__name__}: {_first_line(error)}") from error
+
+
+def _parse_file(f: LandingFile, name: str, pseudonym_key: bytes) -> ParsedFile:
+    if f.kind in ("events", "billing"):
+        required, optional = (EVENT_COLUMNS, OPTIONAL_COLUMNS) if f.kind == "events" else (BILLING_COLUMNS, ())
+        table, read, blank = _read_table(f.path, name, required, optional)
+        rows = _validated_events(table) if f.kind == "events" else _validated_billing(table)
+        filtered = pl.DataFrame({"source_file": [name], "reason": ["blank line"], "rows": [blank]},
+                                schema=access_log.FILTERED_SCHEMA) if blank else None
+        return ParsedFile(name, f.kind, rows, read, filtered)
     if f.kind == "access_log":
         log = access_log.read_page_views(f.path, name, pseudonym_key)
         return ParsedFile(name, f.kind, _validated_events(log.page_views), log.lines_read, log.filtered)
@@ -154,18 +196,28 @@ def probe(path: Path, name: str, kind: str) -> str | None:
     It reads the schema (Parquet), the header line (CSV), the first lines (JSON lines) or the first
     line (access logs), never the whole file, so a watcher can call it on every new file.
     """
-    required = BILLING_COLUMNS if kind == "billing" else EVENT_COLUMNS
+    required, optional = (BILLING_COLUMNS, ()) if kind == "billing" else (EVENT_COLUMNS, OPTIONAL_COLUMNS)
     suffix = path.suffix.lower()
     try:
         if kind == "access_log":
             access_log.first_line(path)
             return None
+        if path.stat().st_size == 0:
+            return None  # read as no rows
         if suffix == ".parquet":
-            columns = list(pl.read_parquet_schema(path))
+            schema = pl.read_parquet_schema(path)
+            problem = schema_problem(name, pl.Schema(schema), required, optional)
+            if problem:
+                return problem
+            columns = list(schema)
         elif suffix == ".csv":
-            columns = pl.read_csv(path, n_rows=1, infer_schema=False, encoding="utf8-lossy").columns
+            with path.open("rb") as handle:
+                header = event_files.csv_header(handle.readline(), name)
+            columns = header
         else:
             return None  # a JSON-lines file is read line by line: its bad lines are quarantined, never the file
+    except IngestError as error:
+        return str(error)
     except Exception as error:  # polars/pyarrow/gzip raise many types for a corrupt file
         return f"{name}: cannot be read as {suffix[1:].upper() or kind}: {_first_line(error)}"
     missing = [c for c in required if c not in columns]
@@ -246,17 +298,24 @@ def content_digest(path: Path) -> str:
 # reading: every file becomes string columns plus _file, _line, _raw (all the user's columns) and _reason
 
 
-def _read_table(path: Path, name: str, required: tuple[str, ...], optional: tuple[str, ...]) -> pl.DataFrame:
+def _read_table(path: Path, name: str, required: tuple[str, ...],
+                optional: tuple[str, ...]) -> tuple[pl.DataFrame, int, int]:
+    """The file as text columns plus _file, _line, _reason, _detail and _raw; records read and blank lines."""
     suffix = path.suffix.lower()
+    if path.stat().st_size == 0:  # an empty file of any kind holds no rows (and is listed as such)
+        return _empty_table(name, required, optional), 0, 0
     try:
         if suffix == ".parquet":
             frame = pl.read_parquet(path)
+            problem = schema_problem(name, frame.schema, required, optional)
+            if problem:
+                raise IngestError(problem)
             frame = frame.with_columns(_line=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
-                                       _reason=pl.lit(None, pl.String))
-        elif suffix == ".csv":
-            frame = _read_csv(path, name)
+                                       _reason=_type_reasons(frame.schema), _detail=pl.lit(None, pl.String))
+            read, blank = frame.height, 0
         else:
-            frame = _read_jsonl(path)
+            records = event_files.read_csv(path, name) if suffix == ".csv" else event_files.read_jsonl(path)
+            frame, read, blank = records.frame, records.read, records.blank
     except IngestError:
         raise
     except Exception as error:  # polars/pyarrow raise many types for a corrupt file
@@ -267,83 +326,72 @@ def _read_table(path: Path, name: str, required: tuple[str, ...], optional: tupl
         raise IngestError(f"{name}: missing required column(s) {', '.join(missing)} (columns found: {found})")
     columns = [c for c in (*required, *optional) if c in frame.columns]
     given = [c for c in frame.columns if not c.startswith("_")]  # every column the user gave, for the raw row
-    raw = pl.struct([_as_string(c, frame[c].dtype) for c in given]).struct.json_encode()
+    raw = pl.struct([_as_string(c, frame[c].dtype, raw=True) for c in given]).struct.json_encode()
     typed = [c for c in ("timestamp", "date") if c in columns and frame[c].dtype != pl.String]
-    return frame.select(
+    table = frame.select(
         *[_as_string(c, frame[c].dtype) for c in columns],
         *[pl.col(c).alias(f"_typed_{c}") for c in typed],
-        "_line",
-        "_reason",
-        *(["_detail"] if "_detail" in frame.columns else []),
+        "_line", "_reason", "_detail",
         _file=pl.lit(name),
         _raw=pl.coalesce(pl.col("_raw_line"), raw) if "_raw_line" in frame.columns else raw,
     )
+    return table, read, blank
 
 
-def _as_string(column: str, dtype: pl.DataType) -> pl.Expr:
-    if dtype == pl.String:
-        return pl.col(column)
-    if isinstance(dtype, pl.Datetime):
-        return pl.col(column).dt.to_string("iso").alias(column)
-    return pl.col(column).cast(pl.String, strict=False).alias(column)
+def _empty_table(name: str, required: tuple[str, ...], optional: tuple[str, ...]) -> pl.DataFrame:
+    schema = {c: pl.String for c in (*required, *optional)} | {"_line": pl.Int64, "_reason": pl.String,
+                                                                "_detail": pl.String, "_file": pl.String,
+                                                                "_raw": pl.String}
+    return pl.DataFrame(schema=schema)
 
 
-def _read_csv(path: Path, name: str) -> pl.DataFrame:
-    try:
-        frame = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy")
-        # one physical line per record unless quoted fields hold newlines; header is line 1
-        return frame.with_columns(_line=pl.int_range(2, pl.len() + 2, dtype=pl.Int64),
-                                  _reason=pl.lit(None, pl.String))
-    except pl.exceptions.ComputeError:
-        pass  # a row with more fields than the header: find it line by line
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if not header:
-        raise IngestError(f"{name}: empty CSV file (no header line)")
-    rows, lines, reasons, details = [], [], [], []
-    for record in reader:
-        lines.append(reader.line_num)
-        if len(record) != len(header):
-            reasons.append("wrong number of fields")
-            details.append(f"{len(record)} fields, header has {len(header)}")
-            record = (record + [None] * len(header))[: len(header)]
+TEXT_TYPES = (pl.String, pl.Categorical, pl.Enum, pl.Null)
+
+
+def schema_problem(name: str, schema: pl.Schema, required: tuple[str, ...], optional: tuple[str, ...]) -> str | None:
+    """Why a table's column types cannot hold what the contract asks of them (a list-typed page, a
+    duration for a time), or None. The probe asks the same question of a file's schema alone."""
+    for column in (c for c in (*required, *optional) if c in schema):
+        dtype = schema[column]
+        if column in ("timestamp", "date"):
+            fine = isinstance(dtype, (*TEXT_TYPES, pl.Datetime, pl.Date)) or dtype.is_numeric()
+            expected = "ISO-8601 text, epoch seconds, a date or a datetime"
+        elif column == "cost":
+            fine = isinstance(dtype, TEXT_TYPES) or dtype.is_numeric()
+            expected = "a number"
         else:
-            reasons.append(None)
-            details.append(None)
-        rows.append(record)
-    frame = pl.DataFrame(rows, schema={h: pl.String for h in header}, orient="row")
-    return frame.with_columns(_line=pl.Series(lines, dtype=pl.Int64), _reason=pl.Series(reasons, dtype=pl.String),
-                              _detail=pl.Series(details, dtype=pl.String))
+            fine = isinstance(dtype, (*TEXT_TYPES, pl.Binary, pl.Boolean)) or dtype.is_numeric()
+            expected = "text"
+        if not fine:
+            return f"{name}: column `{column}` holds {dtype}, not {expected}"
+    return None
 
 
-def _read_jsonl(path: Path) -> pl.DataFrame:
-    records, lines, reasons, raw_lines = [], [], [], []
-    with path.open("rb") as handle:
-        for number, raw_line in enumerate(handle, start=1):
-            line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
-            value, reason = {}, None
-            if not line.strip():
-                reason = "empty line"
-            else:
-                try:
-                    value = json.loads(line)
-                    if not isinstance(value, dict):
-                        value, reason = {}, "JSON value is not an object"
-                except json.JSONDecodeError:
-                    reason = "invalid JSON"
-            records.append({k: None if v is None else v if isinstance(v, str) else json.dumps(v)
-                            for k, v in value.items()})
-            lines.append(number)
-            reasons.append(reason)
-            raw_lines.append(line if reason else None)
-    keys = list(dict.fromkeys(k for record in records for k in record))
-    if not keys:  # no line parsed: the lines are quarantined, not the file refused for lacking columns
-        keys = list(EVENT_COLUMNS)
-    frame = pl.DataFrame(records, schema={k: pl.String for k in keys}) if records else \
-        pl.DataFrame(schema={k: pl.String for k in keys})
-    return frame.with_columns(_line=pl.Series(lines, dtype=pl.Int64), _reason=pl.Series(reasons, dtype=pl.String),
-                              _raw_line=pl.Series(raw_lines, dtype=pl.String))
+def _type_reasons(schema: pl.Schema) -> pl.Expr:
+    """Every row's reason when an identifier column is typed as no identifier can be (a float, NaN, a bool)."""
+    for column in ("user_id", "session_id"):
+        dtype = schema.get(column)
+        if dtype is not None and (dtype.is_float() or dtype == pl.Boolean):
+            kind = "true/false" if dtype == pl.Boolean else "a floating-point number"
+            return pl.when(pl.col(column).is_not_null()).then(pl.lit(f"{column} is {kind}, not an identifier"))
+    return pl.lit(None, pl.String)
+
+
+def _as_string(column: str, dtype: pl.DataType, raw: bool = False) -> pl.Expr:
+    """A column as text: datetimes in ISO-8601, bytes decoded (invalid UTF-8 as U+FFFD, which validation
+    quarantines; in the raw row as backslash escapes, untouched), nested values as JSON."""
+    value = pl.col(column)
+    if dtype == pl.String:
+        return value
+    if isinstance(dtype, pl.Datetime):
+        return value.dt.to_string("iso").alias(column)
+    if dtype == pl.Binary:
+        errors = "backslashreplace" if raw else "replace"
+        return value.map_elements(lambda b: b.decode("utf-8", errors), return_dtype=pl.String).alias(column)
+    if dtype.is_nested() or isinstance(dtype, pl.Object):
+        return value.map_elements(lambda v: json.dumps(v, default=str), return_dtype=pl.String,
+                                  skip_nulls=True).alias(column)
+    return value.cast(pl.String, strict=False).alias(column)
 
 
 def _first_line(error: Exception) -> str:
@@ -410,10 +458,16 @@ def _first_reason(frame: pl.DataFrame, rules: list) -> pl.DataFrame:
     return frame.with_columns(_reason=reason.otherwise(None), _detail=detail.otherwise(None).cast(pl.String))
 
 
+def _stripped(frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
+    """Values without surrounding whitespace before any rule or duplicate check (the raw row keeps them)."""
+    return frame.with_columns(pl.col(c).str.strip_chars() for c in columns if c in frame.columns)
+
+
 def _validated_events(frame: pl.DataFrame) -> pl.DataFrame:
     for c in OPTIONAL_COLUMNS:
         if c not in frame.columns:
             frame = frame.with_columns(pl.lit(None, pl.String).alias(c))
+    frame = _stripped(frame, (*EVENT_COLUMNS, *OPTIONAL_COLUMNS))
     frame = frame.with_columns(_ts=_parsed_timestamp(frame))
     rules = _text_problems(frame, EVENT_COLUMNS, OPTIONAL_COLUMNS)
     rules += [
@@ -440,6 +494,7 @@ def _quarantine_duplicates(events: pl.DataFrame) -> pl.DataFrame:
 
 
 def _validated_billing(frame: pl.DataFrame) -> pl.DataFrame:
+    frame = _stripped(frame, BILLING_COLUMNS)
     if "_typed_date" in frame.columns and isinstance(frame["_typed_date"].dtype, pl.Date | pl.Datetime):
         date = pl.col("_typed_date").cast(pl.Date)
     else:

@@ -40,7 +40,7 @@ def look(folder: Path, cursor: str | None, already_ingested: set[tuple[str, str]
     for f in discover(folder):
         if f.kind == "ignored":
             continue
-        name = str(f.path.relative_to(folder))
+        name = f.name
         stat = f.path.stat()
         signature = [stat.st_size, stat.st_mtime_ns]
         before = seen.get(name)

@@ -91,8 +91,9 @@ def test_jsonl_with_a_truncated_last_line(landing):
     lines = [json.dumps(good), "[1, 2]", "", json.dumps(good | {"page": "zones"})[:-9]]
     result = ingest_landing(landing({"events.jsonl": "\n".join(lines)}), KEY)
     assert result.events.height == 1
-    assert result.quarantine["reason"].to_list() == ["JSON value is not an object", "empty line", "invalid JSON"]
-    assert result.quarantine["line"].to_list() == [2, 3, 4]
+    assert result.quarantine["reason"].to_list() == ["JSON value is not an object", "invalid JSON"]
+    assert result.quarantine["line"].to_list() == [2, 4]
+    assert result.filtered.rows() == [("events.jsonl", "blank line", 1)]  # counted, not quarantined
 
 
 def test_parquet_with_typed_timestamps(landing, tmp_path):

@@ -52,6 +52,10 @@ def raw_sessions(context: dg.AssetExecutionContext, config: IngestConfig, sessio
     refused = result.quarantine.filter(pl.col("kind") == "file")
     for problem in refused["detail"]:
         context.log.warning(f"file refused and quarantined: {problem}")
+    if result.files.height > 50:  # the metadata table shows 50
+        for row in result.files.iter_rows(named=True):
+            context.log.info(f"file {row['file']}: read {row['read']} = kept {row['kept']} + quarantined "
+                             f"{row['quarantined']} + filtered {row['filtered']} ({row['parsed']})")
     yield dg.Output(events, "raw_sessions", metadata={
         "page_views": events.height,
         "sessions": events.select("user_id", "session_id").n_unique(),
@@ -62,6 +66,8 @@ def raw_sessions(context: dg.AssetExecutionContext, config: IngestConfig, sessio
         "rows_read": totals["read"],
         "rows_filtered": totals["filtered"],
         "files": table(result.files),
+        "files_listed": f"{min(result.files.height, 50)} of {result.files.height} files in the table above"
+                        + ("" if result.files.height <= 50 else "; every file is in this run's log"),
         "files_parsed": int((result.files["parsed"] == "parsed").sum()),
         "files_from_cache": int((result.files["parsed"] == "from cache").sum()),
         "files_refused": dg.MetadataValue.md("\n".join(f"- {p}" for p in refused["detail"]) or "none"),

@@ -39,11 +39,11 @@ def landing_folder(context: dg.AssetExecutionContext, sessionbert: SessionBertRe
         "folder": dg.MetadataValue.path(str(folder)),
         "synthetic": sessionbert.is_synthetic,
         **{f"files/{k}": v for k, v in kinds.items()},
-        "bytes": sum(f.path.stat().st_size for f in files),
+        "bytes": sum(f.path.stat().st_size for f in files if f.kind != "ignored"),
         **extra,
     })
     return {"folder": str(folder), "world": truth, "personas": personas or None,
-            "files": [str(f.path.relative_to(folder)) for f in files]}
+            "files": [f.name for f in files if f.kind != "ignored"]}
 
 
 def world_paths(landing: dict) -> WorldPaths | None:
