@@ -55,6 +55,10 @@ class Profile:
     world: WorldSize
     model: ModelSize
     training: TrainingPlan
+    # users whose sessions the general-language encoder embeds for the silhouette comparison (paper Figure 2):
+    # 22M parameters over ~110 tokens a session, the costliest inference of the graph (2.5 min of a fp32 run
+    # on 2 cores for 300 users)
+    baseline_users: int = 150
 
 
 PROFILES: dict[str, Profile] = {
@@ -62,7 +66,7 @@ PROFILES: dict[str, Profile] = {
     "tiny": Profile("tiny", WorldSize(n_users=80, n_days=45, sessions_per_day=0.6),
                     ModelSize(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_length=128,
                               dropout=0.0),
-                    TrainingPlan(24, 3, 2e-3, 1e-3, 16, finetune_every_cut=True, patience=8)),
+                    TrainingPlan(24, 3, 2e-3, 1e-3, 16, finetune_every_cut=True, patience=8), baseline_users=20),
     # minutes on 2 CPU cores: the default main job (about 50k sessions)
     "small": Profile("small", WorldSize(n_users=1500, n_days=60, sessions_per_day=0.7),
                      ModelSize(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, max_length=128,
@@ -71,7 +75,7 @@ PROFILES: dict[str, Profile] = {
     # the paper's scale: about 9 million sessions, BERT-base, sequences of 512
     "paper": Profile("paper", WorldSize(n_users=200_000, n_days=60, sessions_per_day=0.75),
                      ModelSize(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, max_length=512),
-                     TrainingPlan(3, 3, 1e-4, 5e-5, 32)),
+                     TrainingPlan(3, 3, 1e-4, 5e-5, 32), baseline_users=2000),
 }
 
 

@@ -74,7 +74,7 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         artifacts = {name: Path(path) for name, path in context.artifacts.items()}
         self.settings = json.loads(artifacts["settings"].read_text())
         # resolved here, on the serving machine's hardware, from the precision the pipeline asked for
-        self.precision = resolve_precision("cpu", self.settings.get("precision", "auto"))
+        self.precision = resolve_precision("cpu", self.settings.get("precision_requested", "auto"))
         model = load_next_activity_model(artifacts["finetuned_model"], bf16=self.precision.bf16)
         self.predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(artifacts["finetuned_model"]),
                                                self.settings["max_length"], bf16=self.precision.bf16)

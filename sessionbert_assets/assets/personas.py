@@ -41,9 +41,7 @@ class EmbeddingConfig(dg.Config):
 class SweepConfig(dg.Config):
     recent_sessions: int = 20  # a user is the mean of this many of their latest session embeddings
     sample_users: int = 2000  # silhouette is O(n^2): computed on a seeded sample of users
-    # users whose sessions the general-language encoder embeds: 22M parameters over ~110 tokens a session, the
-    # costliest inference of the graph (2.5 min of a fp32 run on 2 cores for 300 users)
-    baseline_users: int = 150
+    baseline_users: int | None = None  # users the general-language encoder embeds; None: the profile's
     k: int = 0  # 0: choose k from the SessionBERT curve by the rule in sessionbert_core.segment
 
 
@@ -97,7 +95,8 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
         raise dg.Failure(description=f"k = {k} needs more than {len(users)} users")
 
     rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(len(users), size=min(config.baseline_users, len(users)), replace=False).tolist())
+    baseline_users = sessionbert.size.baseline_users if config.baseline_users is None else config.baseline_users
+    chosen = sorted(rng.choice(len(users), size=min(baseline_users, len(users)), replace=False).tolist())
     precision = compute.report_precision(context)
     _, baseline_vectors = general_language_user_vectors(session_splits, [users[i] for i in chosen],
                                                         config.recent_sessions, precision.device, precision.bf16)

@@ -39,7 +39,7 @@ def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
     if embeddings is not None and embeddings.asset_materialization is not None:
         pooling = getattr(embeddings.asset_materialization.metadata.get("pooling"), "value", None) or pooling
     settings = {"max_length": sessionbert.size.model.max_length, "pooling": pooling,
-                "recent_sessions": cluster_sweep["recent_sessions"], "precision": compute.precision}
+                "recent_sessions": cluster_sweep["recent_sessions"], "precision_requested": compute.precision}
     target = save_serving_model(home / "serving_model", finetuned_model, pretrained_model,
                                 home / "cluster_centroids.parquet", home / "persona_mapping.parquet", known, settings)
     with mlflow_tracking.run(context, home) as run:
