@@ -76,29 +76,18 @@ def flops_per_token(model: torch.nn.Module, mean_length: float, training: bool) 
 # ceilings
 
 
-def matmul_gflops(m: int, k: int, n: int, dtype: torch.dtype, seconds: float = 3.0) -> float:
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    started, reps = time.perf_counter(), 0
-    while time.perf_counter() - started < seconds:
-        a @ b
-        reps += 1
-    return 2 * m * k * n * reps / (time.perf_counter() - started) / 1e9
-
-
 def ceilings(profile) -> dict:
     """Both precisions' ceilings, square and model-shaped; where bf16 is emulated (about 1 GFLOP/s) its
     square product is 512^3, not 2048^3, so that one product does not take half a minute."""
-    from sessionbert_core.precision import native_bf16
+    from sessionbert_core.precision import matmul_gflops, native_bf16
 
     size, native = profile.model, native_bf16("cpu")
     result = {"threads": torch.get_num_threads(), "native_bf16": native}
     for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
         square = 2048 if native or dtype == torch.float32 else 512
-        result[f"{name}_gflops"] = round(matmul_gflops(square, square, square, dtype), 1)
-        result[f"{name}_model_shaped_gflops"] = round(matmul_gflops(4096, size.hidden_size, size.intermediate_size,
-                                                                    dtype, seconds=1.0 if native else 0.3), 1)
+        result[f"{name}_gflops"] = round(matmul_gflops(dtype, square, square, square, seconds=3.0), 1)
+        shaped = matmul_gflops(dtype, 4096, size.hidden_size, size.intermediate_size, seconds=1.0 if native else 0.3)
+        result[f"{name}_model_shaped_gflops"] = round(shaped, 1)
     return result
 
 

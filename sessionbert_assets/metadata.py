@@ -9,7 +9,10 @@ _TYPES = {pl.String: "string", pl.Int64: "int", pl.Int32: "int", pl.UInt32: "int
           pl.Boolean: "bool"}
 
 
-def table(frame: pl.DataFrame, limit: int = 50) -> dg.MetadataValue:
+TABLE_ROWS = 50  # rows a metadata table shows
+
+
+def table(frame: pl.DataFrame, limit: int = TABLE_ROWS) -> dg.MetadataValue:
     """A polars frame as a Dagster table (first `limit` rows)."""
     shown = frame.head(limit)
     schema = dg.TableSchema(columns=[dg.TableColumn(name, _TYPES.get(dtype, "string"))

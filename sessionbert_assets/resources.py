@@ -134,12 +134,10 @@ class ComputeResource(dg.ConfigurableResource):
         return resolve_precision(self.resolved_device(), self.precision)
 
     def report_precision(self, context: dg.AssetExecutionContext) -> Precision:
-        """The resolved precision, with the probe's figures in the asset's metadata (and the MLflow run's
-        params when one is open)."""
+        """The resolved precision, with the probe's figures in the asset's metadata (each asset logs
+        `precision.metadata()` to its own MLflow run too)."""
         precision = self.resolved_precision()
         context.add_output_metadata(precision.metadata())
-        if mlflow.active_run():
-            mlflow.log_params(precision.metadata())
         return precision
 
     def train_settings(self, plan: TrainingPlan, stage: str, seed: int, max_length: int) -> TrainSettings:

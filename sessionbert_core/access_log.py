@@ -41,9 +41,12 @@ def pseudonymize(hosts: pl.Series, key: bytes) -> pl.Series:
 
     Each distinct host is hashed once (a log repeats a host for every request it makes).
     """
-    distinct = hosts.drop_nulls().unique()
-    digests = {h: "h" + hmac.new(key, h.encode(), hashlib.sha256).hexdigest()[:16] for h in distinct}
+    digests = {h: pseudonym(h, key) for h in hosts.drop_nulls().unique()}
     return hosts.replace_strict(digests, default=None, return_dtype=pl.String)
+
+
+def pseudonym(word: str, key: bytes) -> str:
+    return "h" + hmac.new(key, word.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def pseudonymized_line(lines: pl.Series, key: bytes) -> pl.Series:
@@ -54,7 +57,7 @@ def pseudonymized_line(lines: pl.Series, key: bytes) -> pl.Series:
 
     def alias(word: str) -> str:
         if word not in names:
-            names[word] = "h" + hmac.new(key, word.encode(), hashlib.sha256).hexdigest()[:16]
+            names[word] = pseudonym(word, key)
         return names[word]
 
     out = []

@@ -23,6 +23,8 @@ MAX_RECORD_LINES = 50  # physical lines a quoted CSV field may span before its q
 csv.field_size_limit(64 * 2**20)  # long fields are read and then quarantined by length, not refused by csv
 TEXT_KEYS = ("user_id", "session_id", "service", "page", "country", "city", "billing_tier")  # text or integers
 BOM = "\ufeff"
+# the columns of a file that gave none (no header, no JSON object): its lines are quarantined, not the file refused
+FALLBACK_COLUMNS = ("user_id", "session_id", "timestamp", "service", "page")
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,7 @@ def read_jsonl(path: Path) -> Records:
         reasons.append(reason)
         details.append(detail)
         raws.append(raw if raw is not None else (text if reason else None))
-    keys = list(dict.fromkeys(k for record in records for k in record)) or ["user_id", "session_id", "timestamp",
-                                                                          "service", "page"]
+    keys = list(dict.fromkeys(k for record in records for k in record)) or list(FALLBACK_COLUMNS)
     rows = [[record.get(k) for k in keys] for record in records]
     return Records(_frame(rows, numbers, reasons, details, raws, keys), len(records) + blank, blank)
 
@@ -153,7 +154,6 @@ def _json_type(value) -> str:
 def _frame(rows: list[list], numbers: list[int], reasons: list, details: list, raws: list,
            columns) -> pl.DataFrame:
     frame = pl.DataFrame(rows, schema={c: pl.String for c in columns}, orient="row") if rows else \
-        pl.DataFrame(schema={c: pl.String for c in columns or ("user_id", "session_id", "timestamp", "service",
-                                                               "page")})
+        pl.DataFrame(schema={c: pl.String for c in columns or FALLBACK_COLUMNS})
     return frame.with_columns(_line=pl.Series(numbers, dtype=pl.Int64), _reason=pl.Series(reasons, dtype=pl.String),
                               _detail=pl.Series(details, dtype=pl.String), _raw_line=pl.Series(raws, dtype=pl.String))

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sessionbert_core.config import compute_from_env
+
 PRECISIONS = ("auto", "bf16", "fp32")
 PROBE_SIZE = 256  # the probe's square product: long enough to time, short even where bf16 is emulated
 PROBE_SECONDS = 0.05  # per precision
@@ -56,22 +58,22 @@ def native_bf16(device: str) -> bool:
         return False
 
 
-def matmul_gflops(dtype: torch.dtype, size: int = PROBE_SIZE, seconds: float = PROBE_SECONDS) -> float:
-    """GFLOP/s of a `size`^3 product on the CPU in `dtype`, over at least `seconds` (one warm-up first)."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+def matmul_gflops(dtype: torch.dtype, m: int = PROBE_SIZE, k: int = PROBE_SIZE, n: int = PROBE_SIZE,
+                  seconds: float = PROBE_SECONDS) -> float:
+    """GFLOP/s of an (m x k) @ (k x n) product on the CPU in `dtype`, over at least `seconds` (one warm-up
+    first): the probe here, and the ceilings of `benchmarks/perf.py`."""
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     a @ b
     started, reps = time.perf_counter(), 0
     while reps == 0 or time.perf_counter() - started < seconds:
         a @ b
         reps += 1
-    return 2 * size**3 * reps / (time.perf_counter() - started) / 1e9
+    return 2 * m * k * n * reps / (time.perf_counter() - started) / 1e9
 
 
 def resolve_precision(device: str | None = None, requested: str | None = None) -> Precision:
     """The precision to run in on `device` (default: SESSIONBERT_DEVICE's) for `requested` (default:
     SESSIONBERT_PRECISION, else auto); resolved once per process for each pair."""
-    from sessionbert_core.config import compute_from_env
-
     env = compute_from_env()
     device = resolve_device(device or env.device)
     requested = requested or env.precision

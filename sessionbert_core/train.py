@@ -319,12 +319,10 @@ def finetune(tokenizer: PreTrainedTokenizerFast, encoder_dir: Path, train_sessio
     _prepare(settings)
     services, pages = label_vocabularies(train_sessions)
     train_inputs = next_activity_inputs(train_sessions, every_cut=settings.every_cut)
-    if settings.max_train_sessions and train_inputs.height > settings.max_train_sessions:
-        train_inputs = train_inputs.sample(settings.max_train_sessions, seed=settings.seed)  # rows are user-sorted
+    train_inputs = _sampled(train_inputs, settings.max_train_sessions, settings.seed)
     train = _next_activity_examples(tokenizer, train_inputs, services, pages, settings.max_length)
-    validation_inputs = next_activity_inputs(validation_sessions)
-    if settings.max_validation_sessions and validation_inputs.height > settings.max_validation_sessions:
-        validation_inputs = validation_inputs.sample(settings.max_validation_sessions, seed=settings.seed)
+    validation_inputs = _sampled(next_activity_inputs(validation_sessions), settings.max_validation_sessions,
+                                 settings.seed)
     validation = _next_activity_examples(tokenizer, validation_inputs, services, pages, settings.max_length)
     if not train or not validation:
         raise ValueError(f"too few sessions with two or more activities to fine-tune on "
@@ -344,6 +342,11 @@ def finetune(tokenizer: PreTrainedTokenizerFast, encoder_dir: Path, train_sessio
                 "n_services": len(services), "n_pages": len(pages),
                 "parameters": sum(p.numel() for p in trainer.model.parameters()), "settings": asdict(settings)}
     return trainer.model, summary
+
+
+def _sampled(frame: pl.DataFrame, limit: int | None, seed: int) -> pl.DataFrame:
+    """A seeded sample of at most `limit` rows (rows are user-sorted: a head would be a few users)."""
+    return frame.sample(limit, seed=seed) if limit and frame.height > limit else frame
 
 
 def _argmax(logits, labels):

@@ -4,7 +4,7 @@
 import dagster as dg
 import polars as pl
 
-from sessionbert_assets.metadata import date_range, table
+from sessionbert_assets.metadata import TABLE_ROWS, date_range, table
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core.ingest import UNREADABLE_MODES, IngestError, ingest_landing
 
@@ -52,7 +52,7 @@ def raw_sessions(context: dg.AssetExecutionContext, config: IngestConfig, sessio
     refused = result.quarantine.filter(pl.col("kind") == "file")
     for problem in refused["detail"]:
         context.log.warning(f"file refused and quarantined: {problem}")
-    if result.files.height > 50:  # the metadata table shows 50
+    if result.files.height > TABLE_ROWS:
         for row in result.files.iter_rows(named=True):
             context.log.info(f"file {row['file']}: read {row['read']} = kept {row['kept']} + quarantined "
                              f"{row['quarantined']} + filtered {row['filtered']} ({row['parsed']})")
@@ -66,8 +66,8 @@ def raw_sessions(context: dg.AssetExecutionContext, config: IngestConfig, sessio
         "rows_read": totals["read"],
         "rows_filtered": totals["filtered"],
         "files": table(result.files),
-        "files_listed": f"{min(result.files.height, 50)} of {result.files.height} files in the table above"
-                        + ("" if result.files.height <= 50 else "; every file is in this run's log"),
+        "files_listed": f"{min(result.files.height, TABLE_ROWS)} of {result.files.height} files in the table above"
+                        + ("" if result.files.height <= TABLE_ROWS else "; every file is in this run's log"),
         "files_parsed": int((result.files["parsed"] == "parsed").sum()),
         "files_from_cache": int((result.files["parsed"] == "from cache").sum()),
         "files_refused": dg.MetadataValue.md("\n".join(f"- {p}" for p in refused["detail"]) or "none"),

@@ -206,5 +206,5 @@ def _training_metadata(summary: dict, settings: TrainSettings) -> dict:
         "useful_tokens_per_second": summary["useful_tokens_per_second"],
         "parameters": summary["parameters"], "train_sessions": summary["train_sessions"],
         "resumed_from": summary["resumed_from"] or "none", "stopped_early": summary["stopped_early"],
-        "device": settings.device, "precision": summary.get("precision", "bf16" if settings.bf16 else "fp32"),
+        "device": settings.device, "precision": summary["precision"],
     }
