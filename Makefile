@@ -32,7 +32,7 @@ ui: setup
 # the served model (after `make run`): persona and top-5 new services over HTTP (README: Serving)
 SERVE_PORT ?= 5001
 serve: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mlflow models serve -m $(SESSIONBERT_HOME)/serving_model --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
+	$(BIN)/sessionbert serve --port $(SERVE_PORT) $(if $(SERVE_WORKERS),--workers $(SERVE_WORKERS))
 
 # performance (benchmarks/perf.py): ceilings, MFU, padding, per-asset time and memory, scaling; BENCH_SECTIONS
 # may add paper_data (the paper's 9M sessions through the bucketed data path, ~20 min)

@@ -28,14 +28,15 @@ SUMMARY_KEYS = {
                         "registered_model", "mlflow_run_id"),
     "model_evaluation": ("n_sessions", "service/sessionbert/accuracy", "service/markov/accuracy",
                          "service/ceiling/accuracy", "page/sessionbert/accuracy", "page/markov/accuracy",
-                         "page/ceiling/accuracy"),
+                         "page/ceiling/accuracy", "service/served", "page/served"),
     "session_embeddings": ("sessions", "pooling", "sessions_per_second"),
     "cluster_sweep": ("k", "users", "sample_users", "baseline_users"),
     "persona_mapping": ("not_enough_signal", "personas"),
     "persona_evaluation": ("k", "ari", "nmi", "accuracy"),
-    "recommendation_table": ("users", "users_with_recommendations", "ranker"),
+    "ranker_selection": ("ranker", "reason"),
+    "recommendation_table": ("users", "users_with_recommendations", "ranker", "ranker_reason"),
     "serving_model": ("registered_model", "serve"),
-    "hit_at_k_evaluation": ("D10/n_users", "D10/sessionbert/hit@5", "D10/sessionbert_persona/hit@5",
+    "hit_at_k_evaluation": ("served_ranker", "D10/n_users", "D10/sessionbert/hit@5", "D10/sessionbert_persona/hit@5",
                             "D10/oracle/hit@5", "persona_fit/true"),
 }
 
@@ -133,6 +134,35 @@ def recommend(user_id: str) -> int:
     return 0
 
 
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from sessionbert_core.server import Limits
+
+    limits = Limits()
+    parser.add_argument("--model", help="an MLflow model folder (default: $SESSIONBERT_HOME/serving_model)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5001)
+    parser.add_argument("--workers", type=int, help="processes, each with the model and cores/workers torch "
+                        "threads (default: one per core, up to 4; README: Serving)")
+    parser.add_argument("--max-bytes", type=int, default=limits.max_bytes, help="largest request body")
+    parser.add_argument("--max-page-views", type=int, default=limits.max_page_views, help="most rows a request")
+    parser.add_argument("--seconds", type=float, default=limits.seconds, help="time limit of one request")
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve the champion model (`sessionbert_core.server`) until interrupted."""
+    from pathlib import Path
+
+    from sessionbert_core.server import Limits
+    from sessionbert_core.server import serve as run_server
+
+    if args.workers is not None and args.workers < 1:
+        raise ValueError("--workers is at least 1")
+    model = Path(args.model) if args.model else settings_from_env().home / "serving_model"
+    run_server(model, args.host, args.port, args.workers,
+               Limits(max_bytes=args.max_bytes, max_page_views=args.max_page_views, seconds=args.seconds))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sessionbert", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,12 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--select", help="comma-separated asset names (default: all)")
     recommend_parser = sub.add_parser("recommend", help="print one user's top-5 new services and persona")
     recommend_parser.add_argument("user_id")
+    serve_parser = sub.add_parser("serve", help="serve the champion model over HTTP (README: Serving)")
+    _serve_arguments(serve_parser)
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             return run(args.select)
         if args.command == "recommend":
             return recommend(args.user_id)
+        if args.command == "serve":
+            return serve(args)
     except ValueError as error:  # bad configuration: say what is wrong, no stack trace
         print(f"sessionbert: {error}", file=sys.stderr)
         return 2

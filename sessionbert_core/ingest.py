@@ -440,10 +440,15 @@ def _text_problems(frame: pl.DataFrame, required: tuple[str, ...], optional: tup
             continue
         rules.append((pl.col(c).str.contains("\ufffd", literal=True), f"invalid UTF-8 in {c}", pl.lit(None)))
         rules.append((pl.col(c).str.contains(CONTROL_CHARS), f"control character in {c}",
-                      pl.col(c).str.extract(f"({CONTROL_CHARS})").map_elements(repr, return_dtype=pl.String)))
+                      pl.col(c).str.extract(f"({CONTROL_CHARS})").map_batches(_reprs, return_dtype=pl.String)))
         rules.append((pl.col(c).str.len_chars() > MAX_CHARS, f"{c} longer than {MAX_CHARS} characters",
                       pl.format("{} characters", pl.col(c).str.len_chars())))
     return rules
+
+
+def _reprs(values: pl.Series) -> pl.Series:
+    """Each value as Python writes it (`'\\x00'`), in one call per column: a control character shown, not sent."""
+    return pl.Series([None if v is None else repr(v) for v in values.to_list()], dtype=pl.String)
 
 
 def _first_reason(frame: pl.DataFrame, rules: list) -> pl.DataFrame:
@@ -479,6 +484,14 @@ def _validated_events(frame: pl.DataFrame) -> pl.DataFrame:
          "unknown billing tier", pl.col("billing_tier").str.slice(0, 60)),
     ]
     return _first_reason(frame, rules)
+
+
+def validate_events(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The landing folder's row rules on a frame of the event columns as text (the server's requests):
+    (the valid page views in EVENT_SCHEMA, `row, reason, detail` of each row that breaks one)."""
+    checked = _validated_events(frame.with_row_index("_row").with_columns(_reason=pl.lit(None, pl.String)))
+    problems = checked.filter(pl.col("_reason").is_not_null()).select(row="_row", reason="_reason", detail="_detail")
+    return _kept_events(checked), problems
 
 
 def _quarantine_duplicates(events: pl.DataFrame) -> pl.DataFrame:

@@ -17,6 +17,7 @@ the model cannot read is refused with a 400 and a message naming what is wrong.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import mlflow
@@ -25,39 +26,95 @@ import polars as pl
 
 REQUIRED = ("user_id", "session_id", "timestamp", "service", "page")
 OPTIONAL = ("country", "city", "billing_tier")
-MAX_ROWS = 200_000  # page views per request
+MAX_PAGE_VIEWS = 5_000  # per request, by default: about a second of work on 2 cores (README: Serving)
 # what the served model imports; pinned to the installed versions, since MLflow would otherwise load the
 # model in a subprocess to infer them on every save
 SERVED_PACKAGES = ("mlflow", "cloudpickle", "numpy", "pandas", "polars", "pyarrow", "scikit-learn", "scipy", "torch",
                    "transformers", "tokenizers", "safetensors", "sessionbert")
+PAYLOAD_KEYS = ("dataframe_records", "dataframe_split")
 
 
 class RequestError(ValueError):
-    """A request the model cannot read; served as HTTP 400 with this message."""
+    """A request the model cannot read; served as HTTP 400 (413 when `too_large`) with this message."""
+
+    def __init__(self, message: str, too_large: bool = False):
+        super().__init__(message)
+        self.too_large = too_large
+
+
+def rows_from_payload(payload, max_rows: int = MAX_PAGE_VIEWS) -> pl.DataFrame:
+    """MLflow's JSON request (`dataframe_records` or `dataframe_split`) as a frame of text columns, or a
+    RequestError naming the first thing that is not a page view: every value text, a whole number, or
+    null (a fraction only for an epoch timestamp); nothing nested."""
+    if not isinstance(payload, dict) or len(payload.keys() & set(PAYLOAD_KEYS)) != 1:
+        raise RequestError("the body is a JSON object with one key, dataframe_records (a list of page views) "
+                           "or dataframe_split ({columns, data})")
+    if "dataframe_records" in payload:
+        records = payload["dataframe_records"]
+        if not isinstance(records, list):
+            raise RequestError("dataframe_records is a list of page views (JSON objects)")
+        _check_count(len(records), max_rows)
+        if not all(isinstance(r, dict) for r in records):
+            raise RequestError(f"row {next(i for i, r in enumerate(records) if not isinstance(r, dict))} of "
+                               "dataframe_records is not a JSON object")
+        columns = [c for c in (*REQUIRED, *OPTIONAL) if any(c in r for r in records)]
+        values = {c: [r.get(c) for r in records] for c in columns}
+    else:
+        split = payload["dataframe_split"]
+        if not (isinstance(split, dict) and isinstance(split.get("columns"), list)
+                and isinstance(split.get("data"), list) and all(isinstance(c, str) for c in split["columns"])):
+            raise RequestError("dataframe_split is {\"columns\": [names], \"data\": [[values], ...]}")
+        _check_count(len(split["data"]), max_rows)
+        width = len(split["columns"])
+        if not all(isinstance(r, list) and len(r) == width for r in split["data"]):
+            raise RequestError(f"every row of dataframe_split.data is a list of {width} values, one per column")
+        index = {c: i for i, c in enumerate(split["columns"])}
+        columns = [c for c in (*REQUIRED, *OPTIONAL) if c in index]
+        values = {c: [r[index[c]] for r in split["data"]] for c in columns}
+    return pl.DataFrame({c: [_text(v, c, row) for row, v in enumerate(values[c])] for c in columns},
+                        schema=dict.fromkeys(columns, pl.String))
+
+
+def _check_count(rows: int, max_rows: int) -> None:
+    if rows > max_rows:
+        raise RequestError(f"{rows} page views in one request; at most {max_rows} (send the last sessions of "
+                           "each user, or split the users over several requests)", too_large=True)
+
+
+def _text(value, column: str, row: int) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and column == "timestamp":
+        return repr(value)
+    kind = {bool: "true/false", list: "a list", dict: "an object", float: "a fraction"}.get(type(value), "not text")
+    raise RequestError(f"row {row}: `{column}` is {kind}; values are text (a timestamp may be epoch seconds)")
 
 
 def events_from_request(rows: pl.DataFrame) -> pl.DataFrame:
-    """The request's page views as the ingestion's event frame, or a RequestError naming the problem."""
-    from sessionbert_core.ingest import EVENT_SCHEMA, parse_timestamp
+    """The request's page views as the ingestion's event frame, checked by the landing folder's rules
+    (an id empty, too long or with a control character; a timestamp that is not one), or a RequestError
+    naming the column and rows."""
+    from sessionbert_core.ingest import validate_events
 
     if rows.height == 0:
         raise RequestError("the request has no page views: send rows with " + ", ".join(REQUIRED))
-    if rows.height > MAX_ROWS:
-        raise RequestError(f"{rows.height} page views in one request; at most {MAX_ROWS}")
     missing = [c for c in REQUIRED if c not in rows.columns]
     if missing:
         raise RequestError(f"missing column(s) {', '.join(missing)}: each row is a page view with "
                            f"{', '.join(REQUIRED)} (and optionally {', '.join(OPTIONAL)})")
-    text = rows.select([pl.col(c).cast(pl.String) if c in rows.columns else pl.lit(None, pl.String).alias(c)
-                        for c in (*REQUIRED, *OPTIONAL)])
-    events = text.with_columns(timestamp=parse_timestamp(pl.col("timestamp")))
-    for column in REQUIRED:
-        bad = events.with_row_index("row").filter(pl.col(column).is_null() | (pl.col(column).cast(pl.String) == ""))
-        if bad.height:
-            what = "is not a timestamp (ISO-8601 or epoch seconds)" if column == "timestamp" else "is empty"
-            rows_named = ", ".join(str(r) for r in bad["row"].head(5).to_list())
-            raise RequestError(f"`{column}` {what} in {bad.height} row(s) (rows {rows_named})")
-    return events.cast(EVENT_SCHEMA).sort("user_id", "timestamp")
+    events, problems = validate_events(rows.select(pl.col(c).cast(pl.String) for c in rows.columns
+                                                   if c in (*REQUIRED, *OPTIONAL)))
+    if problems.height:
+        first = problems.row(0, named=True)
+        same = problems.filter(pl.col("reason") == first["reason"])
+        detail = f" ({first['detail']})" if first["detail"] else ""
+        raise RequestError(f"{first['reason']}{detail} in {same.height} row(s) (rows "
+                           f"{', '.join(str(r) for r in same['row'].head(5).to_list())})"
+                           + (f"; {problems.height - same.height} more row(s) break another rule"
+                              if problems.height > same.height else ""))
+    return events.sort("user_id", "timestamp")
 
 
 class SessionBertRecommender(mlflow.pyfunc.PythonModel):
@@ -88,29 +145,41 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         try:
-            return self._predict(model_input).to_pandas()
+            rows = model_input if isinstance(model_input, pl.DataFrame) else pl.from_pandas(model_input)
+            return self.answer(events_from_request(rows)).to_pandas()
         except RequestError as error:
             from mlflow.exceptions import MlflowException
             from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
             raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from error
 
-    def _predict(self, model_input) -> pl.DataFrame:
+    def answer(self, events: pl.DataFrame, deadline: float | None = None) -> pl.DataFrame:
+        """Persona and top-5 new services per user of `events` (checked page views); past `deadline`
+        (time.monotonic()) it stops between stages with a TimeoutError."""
         from sessionbert_core.embed import embed_sessions
         from sessionbert_core.personas import nearest_clusters
         from sessionbert_core.recommend import RECENT_SESSIONS, recommend_services
         from sessionbert_core.serialize import serialize_sessions
 
-        rows = model_input if isinstance(model_input, pl.DataFrame) else pl.from_pandas(model_input)
-        events = events_from_request(rows)
+        def in_time(stage: str) -> None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the request ran past its time limit before {stage}")
+
         sessions = serialize_sessions(events, pl.DataFrame(schema={"user_id": pl.String, "date": pl.Date,
                                                                    "service": pl.String, "cost": pl.Float64}))
         history = self.history.filter(pl.col("user_id").is_in(sessions["user_id"].unique().implode()))
+        in_time("ranking services")
         ranked = recommend_services(self.predictor, sessions, None, recent=RECENT_SESSIONS, also_used=history)
-        embeddings = embed_sessions(self.encoder, self.encoder_tokenizer, sessions, self.settings["pooling"],
-                                    max_length=self.settings["max_length"], bf16=self.precision.bf16)
-        inferred = (nearest_clusters(embeddings, self.centroids, self.settings["recent_sessions"])
-                    .join(self.tags, on="cluster", how="left").with_columns(pl.col("persona").fill_null("")))
+        # a known user keeps their assigned persona: only the sessions of users never seen are embedded
+        unseen = sessions.filter(~pl.col("user_id").is_in(self.known["user_id"].implode()))
+        inferred = pl.DataFrame(schema={"user_id": pl.String, "cluster": pl.Int64, "persona": pl.String})
+        if unseen.height:
+            in_time("embedding sessions")
+            embeddings = embed_sessions(self.encoder, self.encoder_tokenizer, unseen, self.settings["pooling"],
+                                        max_length=self.settings["max_length"], bf16=self.precision.bf16)
+            inferred = (nearest_clusters(embeddings, self.centroids, self.settings["recent_sessions"])
+                        .join(self.tags, on="cluster", how="left").with_columns(pl.col("persona").fill_null(""))
+                        .select(inferred.columns))
         users = sessions.select("user_id").unique(maintain_order=True)
         personas = (
             users.join(self.known.select("user_id", known_cluster="cluster", known_persona="persona"),

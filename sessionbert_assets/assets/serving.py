@@ -1,4 +1,4 @@
-"""Serving (beyond the paper): the champion model as an MLflow pyfunc that `mlflow models serve` serves."""
+"""Serving (beyond the paper): the champion model as an MLflow pyfunc that `sessionbert serve` serves."""
 
 from pathlib import Path
 
@@ -29,7 +29,7 @@ def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
     fine-tuned model (ranking), the pretrained encoder, centroids and persona tags (the persona of
     a user it never saw) and, per known user, their persona and every service they used (never
     recommended again). Serve it with
-    `mlflow models serve -m $SESSIONBERT_HOME/serving_model --env-manager local`. The precision asked for
+    `sessionbert serve` (`make serve`; `mlflow models serve` works too). The precision asked for
     (`auto` by default) travels with it and is resolved on the serving machine's own hardware.
     """
     home = sessionbert.home_path
@@ -51,6 +51,6 @@ def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
     context.add_output_metadata({
         "registered_model": f"{SERVED_MODEL} version {version} (alias {CHAMPION})",
         "known_users": known.height, "pooling": pooling,
-        "serve": f"mlflow models serve -m {target} --env-manager local -p 5001",
+        "serve": f"sessionbert serve --model {target} --port 5001",
     })
     return target
