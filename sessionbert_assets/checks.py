@@ -31,7 +31,7 @@ class QualityGatesResource(dg.ConfigurableResource):
     unknown_token_limit: float = Field(default=gates.UNKNOWN_TOKEN_LIMIT,
                                        description="largest [UNK] share of validation tokens")
     margin_over_popularity: float = Field(default=gates.MARGIN_OVER_POPULARITY,
-                                          description="accuracy the model must beat popularity by, per head")
+                                          description="accuracy what serves must reach above popularity, per head")
     max_drop_from_champion: float = Field(default=gates.MAX_DROP_FROM_CHAMPION,
                                           description="accuracy a new model may lose against the champion")
 
@@ -61,9 +61,10 @@ def check_unknown_token_rate(tokenizer: Path, session_splits: pl.DataFrame,
 
 
 @dg.asset_check(asset="model_evaluation", blocking=True,
-                description="The new model beats popularity and is not worse than the champion by more than the "
-                            "margin; then it becomes the champion. Otherwise the recommendation table is not "
-                            "refreshed.")
+                description="What serves each head (chosen on validation among SessionBERT, its blend with "
+                            "Markov, Markov and popularity) does not lose to popularity, and is not worse than the "
+                            "champion by more than the margin; then the model becomes the champion. Otherwise the "
+                            "recommendation table is not refreshed.")
 def check_model_beats_popularity_and_champion(context: dg.AssetCheckExecutionContext, model_evaluation: dict,
                                               sessionbert: SessionBertResource, mlflow_tracking: MlflowResource,
                                               quality_gates: QualityGatesResource) -> dg.AssetCheckResult:
@@ -82,7 +83,8 @@ def check_model_beats_popularity_and_champion(context: dg.AssetCheckExecutionCon
     if verdict.passed and version is not None:
         for head in ("service", "page"):
             client.set_model_version_tag(name, version, f"{head}_accuracy",
-                                         str(model_evaluation[head]["sessionbert"]["accuracy"]))
+                                         str(gates.served_accuracy(model_evaluation, head)))
+            client.set_model_version_tag(name, version, f"{head}_served", gates.served_method(model_evaluation, head))
         client.set_registered_model_alias(name, CHAMPION, version)
     return dg.AssetCheckResult(passed=verdict.passed, metadata={
         "reasons": "; ".join(verdict.reasons) or "passed",

@@ -29,20 +29,39 @@ def date_range(frame: pl.DataFrame, column: str) -> str:
 
 
 def evaluation_metadata(evaluation: dict) -> dict:
-    """A next-activity evaluation as metadata: the scores table and each method's accuracy per head."""
+    """A next-activity evaluation as metadata: the scores table, each method's accuracy per head and,
+    where one was chosen, what serves each head and why."""
     metadata = {"n_sessions": evaluation["n_sessions"], "scores": scores_table(evaluation)}
     for head in ("service", "page"):
         for method, figures in evaluation.get(head, {}).items():
             metadata[f"{head}/{method}/accuracy"] = round(figures["accuracy"], 4)
+        if head in evaluation.get("served", {}):
+            metadata[f"{head}/served"] = served_reason(evaluation, head)
     return metadata
 
 
+def served_reason(evaluation: dict, head: str) -> str:
+    """`markov: validation accuracy 0.8190 against SessionBERT's 0.7750`, or SessionBERT's lead."""
+    served, validation = evaluation["served"][head], evaluation["validation"][head]
+    if served == "sessionbert":
+        best_other = max((m for m in validation if m != "sessionbert"), key=validation.get)
+        return (f"sessionbert: validation accuracy {validation['sessionbert']:.4f}, {best_other} "
+                f"{validation[best_other]:.4f}")
+    weight = f" (SessionBERT weight {evaluation['blend_weight'][head]:g})" if served == "sessionbert_markov" else ""
+    return (f"{served}{weight}: validation accuracy {validation[served]:.4f} against SessionBERT's "
+            f"{validation['sessionbert']:.4f}")
+
+
 def scores_table(evaluation: dict) -> dg.MetadataValue:
-    """A next-activity evaluation as a table: method by head and metric."""
+    """A next-activity evaluation as a table: method by head and metric, the validation accuracy that
+    chose what serves beside the test figures."""
     rows = []
     for head in ("service", "page"):
+        validation = evaluation.get("validation", {}).get(head, {})
         for method, figures in evaluation.get(head, {}).items():
-            rows.append({"head": head, "method": method, **{k: round(v, 4) for k, v in figures.items()}})
+            rows.append({"head": head, "method": method, **{k: round(v, 4) for k, v in figures.items()},
+                         "validation_accuracy": validation.get(method),
+                         "served": evaluation.get("served", {}).get(head) == method})
     return table(pl.DataFrame(rows)) if rows else dg.MetadataValue.text("no sessions to evaluate")
 
 

@@ -44,3 +44,44 @@ class MarkovBaseline:
         frame = pl.DataFrame({"previous": previous}).join(self.table_, on="previous", how="left",
                                                           maintain_order="left")
         return frame["prediction"].fill_null(self.fallback_)
+
+
+class MarkovChain:
+    """First-order Markov chain as probabilities, backed off to popularity:
+    P(x | previous) = (count(previous, x) + a * P(x)) / (count(previous) + a), with a = `smoothing`.
+
+    Its most probable next item is MarkovBaseline's (popularity for a previous item never seen);
+    the probabilities let it be blended with the model's.
+    """
+
+    def __init__(self, smoothing: float = 1.0):
+        self.smoothing = smoothing
+
+    def fit(self, previous: pl.Series, following: pl.Series) -> MarkovChain:
+        pairs = pl.DataFrame({"previous": previous, "candidate": following}).drop_nulls()
+        if pairs.height == 0:
+            raise ValueError("cannot fit a Markov chain on no transitions")
+        self.counts_ = pairs.group_by("previous", "candidate").agg(count=pl.len().cast(pl.Float64))
+        self.totals_ = self.counts_.group_by("previous").agg(total=pl.col("count").sum())
+        self.prior_ = (pairs.group_by("candidate").len().with_columns(prior=pl.col("len") / pairs.height)
+                       .select("candidate", "prior"))
+        return self
+
+    def candidates(self, previous: pl.DataFrame, k: int) -> pl.DataFrame:
+        """`row, candidate`: for each row of `previous` (`row, previous`), the k items seen most often after
+        its previous item and the k most popular ones."""
+        seen = (self.counts_.sort("count", "candidate", descending=[True, False])
+                .group_by("previous", maintain_order=True).head(k))
+        popular = self.prior_.sort("prior", "candidate", descending=[True, False]).head(k).select("candidate")
+        return pl.concat([previous.join(seen, on="previous", how="inner").select("row", "candidate"),
+                          previous.select("row").join(popular, how="cross")]).unique()
+
+    def probability(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame` (with `previous` and `candidate`) with the column `markov`: P(candidate | previous)."""
+        a = self.smoothing
+        joined = (frame.join(self.counts_, on=["previous", "candidate"], how="left", maintain_order="left")
+                  .join(self.totals_, on="previous", how="left", maintain_order="left")
+                  .join(self.prior_, on="candidate", how="left", maintain_order="left"))
+        markov = ((pl.col("count").fill_null(0.0) + a * pl.col("prior").fill_null(0.0))
+                  / (pl.col("total").fill_null(0.0) + a))
+        return joined.with_columns(markov=markov).drop("count", "total", "prior")

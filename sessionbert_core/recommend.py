@@ -438,24 +438,31 @@ def hit_at_k(sessions: pl.DataFrame, billing: pl.DataFrame | None, recommenders:
     return result
 
 
-RANKERS = ("count", "persona", "names", "descriptions")
+RANKERS = ("count", "persona", "names", "descriptions", "markov", "popularity")
 
 
 def recommend_services(predictor: Predictor, sessions: pl.DataFrame, billing: pl.DataFrame | None,
                        ranker: str = "count", recent: int = RECENT_SESSIONS,
                        cluster_of_user: pl.DataFrame | None = None,
                        vectors: dict[str, dict[str, np.ndarray]] | None = None,
-                       also_used: pl.DataFrame | None = None) -> pl.DataFrame:
+                       also_used: pl.DataFrame | None = None, markov: MarkovServices | None = None,
+                       services: list[str] | None = None, adoptions: pl.DataFrame | None = None) -> pl.DataFrame:
     """`user_id, rank, service, score, page`: every user's top-5 unused services from their recent sessions.
 
     `ranker`: count (the paper's), persona (needs `cluster_of_user`), names or descriptions (need
-    `vectors` of that kind). Landing pages come from the page head, else the most visited page.
-    `also_used` (`user_id, service`): services used outside the given sessions, never recommended.
+    `vectors` of that kind), markov (the count ranking of a Markov chain's next services, needs
+    `markov`) or popularity (the most adopted services, needs `services`). Landing pages come from
+    the page head, else the most visited page. `also_used` (`user_id, service`): services used
+    outside the given sessions, never recommended. `adoptions` (`user_id, service`, what the
+    persona and popularity rankers count): `observed_adoptions(sessions)` unless given (the server
+    gives the pipeline's, since a request holds only its own users).
     """
     if ranker not in RANKERS:
         raise ValueError(f"ranker must be one of {', '.join(RANKERS)}, not {ranker!r}")
     if ranker == "persona" and cluster_of_user is None:
         raise ValueError("the persona ranker needs each user's cluster")
+    if (ranker == "markov" and markov is None) or (ranker == "popularity" and not services):
+        raise ValueError(f"the {ranker} ranker needs {'a Markov chain' if ranker == 'markov' else 'the services'}")
     if ranker in ("names", "descriptions") and not (vectors and ranker in vectors):
         raise ValueError(f"the {ranker} ranker needs service {ranker}: none were given (for descriptions, a "
                          "service_catalog.json {service: {description}} in the landing folder)")
@@ -466,17 +473,23 @@ def recommend_services(predictor: Predictor, sessions: pl.DataFrame, billing: pl
     if not chunks:
         return pl.DataFrame(schema={**RANKED, "page": pl.String})
     fallback = most_visited_pages(*chunks)
-    adoptions = observed_adoptions(sessions) if ranker == "persona" else None
+    if adoptions is None and ranker in ("persona", "popularity"):
+        adoptions = observed_adoptions(sessions)
     parts = []
     for chunk in chunks:  # zero-copy slices of whole users: memory bounded by the chunk
         users = chunk["user_id"].unique().implode()
         used = pl.concat([used_services(chunk), billed.filter(pl.col("user_id").is_in(users))]).unique()
-        predictions = predictor(recent_sessions(chunk, recent))
+        recent_chunk = recent_sessions(chunk, recent)
+        predictions = predictor(recent_chunk)  # the page head's landing pages, whatever the ranker
         found = candidates(predictions, used)
         if ranker == "count":
             ranked = rank_by_count(found)
         elif ranker == "persona":
             ranked = rank_by_persona(found, cluster_of_user, adoptions)
+        elif ranker == "markov":
+            ranked = rank_by_count(candidates(markov.predict(recent_chunk), used))
+        elif ranker == "popularity":
+            ranked = popularity_ranking(chunk["user_id"].unique(maintain_order=True), used, adoptions, services)
         else:
             ranked = rank_by_similarity(found, used, vectors[ranker])
         parts.append(landing_pages(predictions, ranked, fallback))

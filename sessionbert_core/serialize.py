@@ -142,27 +142,27 @@ def _billed_before(sessions: pl.DataFrame, billing: pl.DataFrame) -> pl.DataFram
 
 def split_sessions(sessions: pl.DataFrame, seed: int = 0,
                    proportions: tuple[float, float, float] = (5.9, 1.9, 1.1)) -> pl.DataFrame:
-    """Assign each session to train, validation or test in the paper's proportions, deterministically.
+    """Assign each user's sessions to train, validation or test in the paper's proportions, deterministically.
 
-    Test holds every session of a held-out share of users; the other users' sessions are drawn into
-    train and validation one by one. So no test user's session is ever trained on: the next-activity
-    test measures sessions of people the model never saw, and the Hit@k evaluation scores those
-    users' later days against a model that knows nothing of them. Draws are keyed hashes of the
-    user (test) and of (user, session), so an assignment never changes when other users or sessions
-    are added or removed.
+    Users are drawn whole: test and validation each hold every session of a held-out share of
+    users. So no test or validation user's session is ever trained on: the next-activity test
+    measures sessions of people the model never saw, the Hit@k evaluation scores those users' later
+    days against a model that knows nothing of them, and what serves is chosen on validation users
+    held out the same way (early stopping then also reads people the model never saw). Draws are
+    keyed hashes of the user, so an assignment never changes when other users or sessions are added
+    or removed. The proportions are of users, so of sessions on average.
     """
     total = sum(proportions)
     test_cut = 1.0 - proportions[2] / total
-    train_share = proportions[0] / (proportions[0] + proportions[1])
+    validation_cut = test_cut - proportions[1] / total
     key = f"sessionbert-split-{seed}".encode()
 
     def unit(value: str) -> float:
         return int.from_bytes(hashlib.blake2b(value.encode(), key=key, digest_size=8).digest(), "big") / 2.0**64
 
     user_draw = pl.col("user_id").map_elements(unit, return_dtype=pl.Float64)
-    session_draw = pl.concat_str("user_id", pl.lit("\x1f"), "session_id").map_elements(unit, return_dtype=pl.Float64)
     split = (pl.when(user_draw >= test_cut).then(pl.lit("test"))
-             .when(session_draw < train_share).then(pl.lit("train")).otherwise(pl.lit("validation")))
+             .when(user_draw >= validation_cut).then(pl.lit("validation")).otherwise(pl.lit("train")))
     return sessions.with_columns(split=split.cast(pl.Enum(["train", "validation", "test"])))
 
 

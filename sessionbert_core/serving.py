@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -142,6 +143,7 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         self.known = pl.read_parquet(artifacts["known_users"])  # user_id, cluster, persona, used (list)
         # once per server, not per request: every (user, service) a known user ever used
         self.history = self.known.select("user_id", service=pl.col("used")).explode("service").drop_nulls()
+        self.ranking = RankingInputs.load(artifacts, list(model.config.service_labels))
 
     def predict(self, context, model_input, params=None):
         try:
@@ -168,8 +170,6 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         sessions = serialize_sessions(events, pl.DataFrame(schema={"user_id": pl.String, "date": pl.Date,
                                                                    "service": pl.String, "cost": pl.Float64}))
         history = self.history.filter(pl.col("user_id").is_in(sessions["user_id"].unique().implode()))
-        in_time("ranking services")
-        ranked = recommend_services(self.predictor, sessions, None, recent=RECENT_SESSIONS, also_used=history)
         # a known user keeps their assigned persona: only the sessions of users never seen are embedded
         unseen = sessions.filter(~pl.col("user_id").is_in(self.known["user_id"].implode()))
         inferred = pl.DataFrame(schema={"user_id": pl.String, "cluster": pl.Int64, "persona": pl.String})
@@ -180,6 +180,13 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
             inferred = (nearest_clusters(embeddings, self.centroids, self.settings["recent_sessions"])
                         .join(self.tags, on="cluster", how="left").with_columns(pl.col("persona").fill_null(""))
                         .select(inferred.columns))
+        in_time("ranking services")
+        ranker = self.settings.get("ranker", "count")  # the recommendation table's, chosen on validation
+        clusters = pl.concat([self.known.select("user_id", "cluster"), inferred.select("user_id", "cluster")])
+        ranked = recommend_services(self.predictor, sessions, None, ranker,
+                                    self.settings.get("ranker_recent_sessions", RECENT_SESSIONS), clusters,
+                                    self.ranking.vectors, also_used=history, markov=self.ranking.markov,
+                                    services=self.ranking.services, adoptions=self.ranking.adoptions)
         users = sessions.select("user_id").unique(maintain_order=True)
         personas = (
             users.join(self.known.select("user_id", known_cluster="cluster", known_persona="persona"),
@@ -200,6 +207,53 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
                                                   how="left", maintain_order="left")["len"]))
 
 
+@dataclass(frozen=True)
+class RankingInputs:
+    """What the served ranker reads besides the model, saved as tables beside it: every known user's
+    adoptions (persona and popularity rankers), the Markov chain of the train split (markov), the
+    general-language service vectors (names, descriptions)."""
+
+    services: list[str]
+    adoptions: pl.DataFrame  # user_id, service
+    markov: object | None = None  # recommend.MarkovServices
+    vectors: dict | None = None  # {ranker: {service: unit vector}}
+
+    @staticmethod
+    def tables(ranker: str, sessions: pl.DataFrame, vectors: dict | None = None) -> dict[str, pl.DataFrame]:
+        """The tables `ranker` needs, from `session_splits` (and the table's service vectors)."""
+        from sessionbert_core.recommend import MarkovServices, observed_adoptions
+
+        tables = {"adoptions": observed_adoptions(sessions)}
+        if ranker == "markov":
+            chain = MarkovServices.fit(sessions.filter(pl.col("split") == "train"))
+            fallback = pl.DataFrame({"previous": [None], "services": [chain.fallback[0]],
+                                     "service_probabilities": [chain.fallback[1]]}, schema=chain.table.schema)
+            tables["markov"] = pl.concat([chain.table, fallback])  # the fallback: the row without a previous
+        if vectors and ranker in vectors:
+            tables["vectors"] = pl.DataFrame({"kind": ranker, "service": list(vectors[ranker]),
+                                              "vector": [v.tolist() for v in vectors[ranker].values()]})
+        return tables
+
+    @classmethod
+    def load(cls, artifacts: dict[str, Path], services: list[str]) -> RankingInputs:
+        from sessionbert_core.recommend import MarkovServices
+
+        read = {name: pl.read_parquet(artifacts[f"ranking_{name}"]) for name in ("adoptions", "markov", "vectors")
+                if f"ranking_{name}" in artifacts}
+        adoptions = read.get("adoptions", pl.DataFrame(schema={"user_id": pl.String, "service": pl.String}))
+        markov = None
+        if "markov" in read:
+            fallback = read["markov"].filter(pl.col("previous").is_null()).row(0, named=True)
+            markov = MarkovServices(table=read["markov"].drop_nulls("previous"),
+                                    fallback=(fallback["services"], fallback["service_probabilities"]))
+        vectors = None
+        if "vectors" in read:
+            table = read["vectors"]
+            vectors = {table["kind"][0]: {s: np.asarray(v, dtype=np.float32)
+                                          for s, v in zip(table["service"], table["vector"].to_list(), strict=True)}}
+        return cls(services=services, adoptions=adoptions, markov=markov, vectors=vectors)
+
+
 def served_requirements() -> list[str]:
     """`name==version` of every package the served model imports, as installed here."""
     from importlib import metadata
@@ -214,8 +268,10 @@ def known_users(user_personas: pl.DataFrame, used: pl.DataFrame) -> pl.DataFrame
 
 
 def save_serving_model(target: Path, finetuned_model: Path, pretrained_model: Path, centroids: Path,
-                       personas: Path, known: pl.DataFrame, settings: dict) -> Path:
-    """Write the pyfunc to `target` (an MLflow model folder, servable by `mlflow models serve`).
+                       personas: Path, known: pl.DataFrame, settings: dict,
+                       ranking: dict[str, pl.DataFrame] | None = None) -> Path:
+    """Write the pyfunc to `target` (an MLflow model folder, servable by `sessionbert serve` and
+    `mlflow models serve`); `ranking` is `RankingInputs.tables` for the ranker in `settings`.
 
     No MLflow signature: the model checks requests itself, so a bad one gets a message in the
     contract's terms (and optional columns stay optional)."""
@@ -227,13 +283,16 @@ def save_serving_model(target: Path, finetuned_model: Path, pretrained_model: Pa
     try:
         storage.write_parquet(known, staging / "known_users.parquet")
         storage.write_json(settings, staging / "settings.json")
+        tables = {}
+        for name, frame in (ranking or {}).items():
+            tables[f"ranking_{name}"] = str(storage.write_parquet(frame, staging / f"ranking_{name}.parquet"))
         model_folder = staging / "model"
         mlflow.pyfunc.save_model(
             model_folder, python_model=SessionBertRecommender(), pip_requirements=served_requirements(),
             artifacts={"finetuned_model": str(finetuned_model), "pretrained_model": str(pretrained_model),
                        "centroids": str(centroids), "personas": str(personas),
                        "known_users": str(staging / "known_users.parquet"),
-                       "settings": str(staging / "settings.json")})
+                       "settings": str(staging / "settings.json")} | tables)
         return storage.replace_folder(model_folder, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -408,6 +408,6 @@ def predict_next_activity(model: SessionBertForNextActivity, tokenizer: PreTrain
     """Top-k next services and pages for each session of two or more activities, its last one held out."""
     inputs = next_activity_inputs(sessions)
     top = predict_top_k(model, tokenizer, inputs["input_text"].to_list(), batch_size, max_length, top_k, top_k, bf16)
-    return pl.concat([inputs.select("user_id", "session_id", "target_service", "target_page"), top],
+    return pl.concat([inputs.select("user_id", "session_id", "previous", "target_service", "target_page"), top],
                      how="horizontal").with_columns(predicted_service=pl.col("services").list.first(),
                                                     predicted_page=pl.col("pages").list.first())

@@ -16,18 +16,23 @@ from sessionbert_assets.definitions import defs
 from sessionbert_core import gates
 
 
-def _evaluation(service: float, page: float, popular: float = 0.2) -> dict:
-    return {head: {"sessionbert": {"accuracy": ours}, "popularity": {"accuracy": popular}}
-            for head, ours in (("service", service), ("page", page))}
+def _evaluation(service: float, page: float, popular: float = 0.2, served: str | None = None) -> dict:
+    evaluation = {head: {"sessionbert": {"accuracy": ours}, "popularity": {"accuracy": popular},
+                         "markov": {"accuracy": 0.5}} for head, ours in (("service", service), ("page", page))}
+    return evaluation | ({"served": {"service": served, "page": served}} if served else {})
 
 
-def test_model_gate_needs_to_beat_popularity_and_stay_near_the_champion():
+def test_model_gate_holds_what_serves_to_popularity_and_the_champion():
     assert gates.model_verdict(_evaluation(0.6, 0.4), None).passed
     lost = gates.model_verdict(_evaluation(0.6, 0.15), None)
-    assert not lost.passed and "page accuracy 0.1500 does not beat popularity" in lost.reasons[0]
+    assert not lost.passed and "page accuracy 0.1500 of sessionbert is below popularity's 0.2000" in lost.reasons[0]
     assert gates.model_verdict(_evaluation(0.6, 0.4), {"service": 0.61, "page": 0.41}).passed  # within 0.02
     worse = gates.model_verdict(_evaluation(0.55, 0.4), {"service": 0.61, "page": 0.41})
     assert not worse.passed and "below the champion" in worse.reasons[0]
+    # SessionBERT lost on validation and Markov serves: its accuracy is what the gate reads, and it passes
+    assert gates.model_verdict(_evaluation(0.1, 0.1, served="markov"), None).passed
+    assert not gates.model_verdict(_evaluation(0.1, 0.1, served="markov"), {"service": 0.6, "page": 0.6}).passed
+    assert gates.model_verdict(_evaluation(0.1, 0.1, served="popularity"), None).passed  # a tie with itself
 
 
 def test_recommendation_gate_finds_used_services_crowding_and_bad_ranks():

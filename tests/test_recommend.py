@@ -9,16 +9,20 @@ import numpy as np
 import polars as pl
 import pytest
 
+from sessionbert_core.choice import METHOD_OF_RANKER, choose_ranker
 from sessionbert_core.recommend import (
     candidates,
     hit_metrics,
+    load_recommenders,
     lookup,
     probability_ranking,
     random_ranking,
     rank_by_count,
     rank_by_persona,
     rank_by_similarity,
+    recommend_services,
     split_seen_unseen,
+    used_services,
 )
 from sessionbert_core.segment import cluster_users
 from sessionbert_core.serialize import serialize_sessions
@@ -162,7 +166,7 @@ def test_graph_recommends_new_services_on_tiny(trained):
     home, _ = trained
     table = pl.read_parquet(home / "recommendation_table.parquet")
     assert table.columns == ["user_id", "rank", "service", "score", "persona", "model_version", "generated_at",
-                             "page"]  # DESIGN.md's columns, then the landing page
+                             "page", "ranker"]  # DESIGN.md's columns, then the landing page and the ranker
     assert table.group_by("user_id").len()["len"].max() <= 5
     # used services read straight from the landing files, not through the code under test
     landing = json.loads((home / "landing_folder.json").read_text())["folder"]
@@ -185,6 +189,57 @@ def test_graph_recommends_new_services_on_tiny(trained):
             assert set(entry[method]) == {"hit@3", "hit@5", "ndcg@5", "mrr"}
             assert 0.0 <= entry[method]["hit@3"] <= entry[method]["hit@5"] <= 1.0
     assert 0.0 <= evaluation["persona_fit"]["true"]["share"] <= 1.0
+
+
+def test_the_served_ranker_is_chosen_on_validation_users_and_reaches_table_and_hit_at_k(trained):
+    home, _ = trained
+    selection = json.loads((home / "ranker_selection.json").read_text())
+    table = pl.read_parquet(home / "recommendation_table.parquet")
+    hits = json.loads((home / "hit_at_k_evaluation.json").read_text())
+    assert table["ranker"].unique().to_list() == [selection["ranker"]]
+    assert hits["served_ranker"] == METHOD_OF_RANKER[selection["ranker"]] == selection["served_ranker"]
+    if selection["seen_days"] is None:  # too few validation users adopt a service on tiny: the paper's ranker
+        assert selection["ranker"] == "count" and "no backtest" in selection["reason"]
+    # the backtest itself, with the bar for enough users lowered to what tiny has
+    splits = pl.read_parquet(home / "session_splits.parquet")
+    backtest = choose_ranker(splits, pl.read_parquet(home / "billing_records.parquet"), _recommenders(home, splits),
+                             min_users=3)
+    assert backtest["seen_days"] is not None and backtest["n_users"] >= 3, backtest["reason"]
+    assert set(backtest["validation"]) == {"count", "persona", "names", "markov", "popularity"}  # no catalog given
+    best = max(f["hit@5"] for f in backtest["validation"].values())
+    assert backtest["validation"][backtest["ranker"]]["hit@5"] == best
+
+
+def _recommenders(home, splits: pl.DataFrame):
+    embeddings = pl.read_parquet(home / "session_embeddings.parquet")
+    return load_recommenders(home / "finetuned_model", splits, embeddings, k=3, n_recent_for_clusters=8)
+
+
+def test_the_ranker_choice_never_reads_the_test_split(trained):
+    home, _ = trained
+    splits = pl.read_parquet(home / "session_splits.parquet")
+    billing = pl.read_parquet(home / "billing_records.parquet")
+    recommenders = _recommenders(home, splits)
+    first = choose_ranker(splits, billing, recommenders, min_users=3)
+    assert first["seen_days"] is not None, first["reason"]
+    # every test session's activities replaced by one service nobody else uses: the choice cannot move
+    planted = splits.with_columns(activities=pl.when(pl.col("split") == "test").then(pl.lit(["planted;page"]))
+                                  .otherwise(pl.col("activities")))
+    assert choose_ranker(planted, billing, recommenders, min_users=3) == first
+
+
+def test_the_table_serves_markov_and_popularity_rankings_too(trained):
+    home, _ = trained
+    splits = pl.read_parquet(home / "session_splits.parquet")
+    recommenders = _recommenders(home, splits)
+    used = used_services(splits)
+    for ranker in ("markov", "popularity"):
+        ranked = recommend_services(recommenders.sessionbert, splits, None, ranker, markov=recommenders.markov,
+                                    services=recommenders.services)
+        assert ranked.height and ranked.group_by("user_id").len()["len"].max() <= 5
+        assert ranked.join(used, on=["user_id", "service"], how="inner").height == 0
+    with pytest.raises(ValueError, match="needs a Markov chain"):
+        recommend_services(recommenders.sessionbert, splits, None, "markov")
 
 
 def test_recommendations_are_the_same_whatever_the_user_chunk(tiny_world, monkeypatch):

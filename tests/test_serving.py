@@ -202,7 +202,7 @@ def test_a_request_past_its_time_limit_gets_a_503_and_the_model_stops(trained):
     status, answer = asyncio.run(_asgi_post(app, _json(_view())))
     assert status == 503 and "longer than its limit of 0 s" in answer["message"], answer
     model = mlflow.pyfunc.load_model(str(home / "serving_model")).unwrap_python_model()
-    with pytest.raises(TimeoutError, match="before ranking services"):
+    with pytest.raises(TimeoutError, match="ran past its time limit before embedding sessions"):
         model.answer(events_from_request(pl.DataFrame(_view(), schema=dict.fromkeys(_view(), pl.String))),
                      deadline=time.monotonic() - 1)
 
@@ -225,6 +225,33 @@ async def _asgi_post(app, body: bytes) -> tuple[int, dict]:
     await app(scope, receive, send)
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     return status, json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+
+
+@pytest.mark.parametrize("ranker", ["persona", "markov", "popularity"])
+def test_the_server_ranks_with_the_ranker_the_table_served(trained, tmp_path, ranker):
+    from sessionbert_core.serving import RankingInputs, save_serving_model
+
+    home, _ = trained
+    served = mlflow.pyfunc.load_model(str(home / "serving_model")).unwrap_python_model()
+    assert served.settings["ranker"] == pl.read_parquet(home / "recommendation_table.parquet")["ranker"][0]
+    # the same model saved as if `ranker` had won the backtest
+    artifacts = home / "serving_model" / "artifacts"
+    settings = json.loads((artifacts / "settings.json").read_text()) | {"ranker": ranker}
+    splits = pl.read_parquet(home / "session_splits.parquet")
+    folder = save_serving_model(tmp_path / "model", artifacts / "finetuned_model", artifacts / "pretrained_model",
+                                artifacts / "cluster_centroids.parquet", artifacts / "persona_mapping.parquet",
+                                pl.read_parquet(artifacts / "known_users.parquet"), settings,
+                                RankingInputs.tables(ranker, splits))
+    model = mlflow.pyfunc.load_model(str(folder)).unwrap_python_model()
+    events = pl.read_parquet(home / "raw_sessions.parquet")
+    newcomer = events.filter(pl.col("user_id") == events["user_id"][-1]).with_columns(user_id=pl.lit("newcomer"))
+    answer = model.answer(events_from_request(newcomer.with_columns(pl.col("timestamp").cast(pl.String))))
+    services = answer.row(0, named=True)["services"]
+    assert 0 < len(services) <= 5 and not set(services) & set(newcomer["service"])
+    if ranker == "popularity":  # the most adopted services of the pipeline's users, not of this request
+        adopted = (RankingInputs.tables(ranker, splits)["adoptions"].group_by("service").len()
+                   .filter(~pl.col("service").is_in(newcomer["service"].implode())).sort("len", descending=True))
+        assert services[0] in adopted.filter(pl.col("len") == adopted["len"].max())["service"].to_list()
 
 
 def test_mlflows_own_loader_serves_the_same_answers(trained):

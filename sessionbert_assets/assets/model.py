@@ -4,6 +4,7 @@ import hashlib
 import json
 import shutil
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +15,7 @@ from transformers import AutoTokenizer
 from sessionbert_assets.metadata import evaluation_metadata, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import storage
+from sessionbert_core.choice import CANDIDATES_PER_SOURCE, choose_next_activity
 from sessionbert_core.evaluate import scores
 from sessionbert_core.model import load_next_activity_model
 from sessionbert_core.precision import Precision
@@ -167,24 +169,31 @@ def finetuned_model(context: dg.AssetExecutionContext, config: FinetuneConfig, s
 def model_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, compute: ComputeResource,
                      mlflow_tracking: MlflowResource, finetuned_model: Path, session_splits: pl.DataFrame,
                      next_activity_baselines: dict) -> dict:
-    """Next service and next page of the test split (paper Table 2): SessionBERT beside the baselines.
+    """Next service and next page of the test split (paper Table 2): SessionBERT beside the baselines,
+    and the method that serves each head, chosen on the validation split.
 
-    Accuracy, weighted F1 and macro F1 per head, for SessionBERT, most popular, first-order Markov
-    and, on the synthetic world, the ceiling. Written to model_evaluation.json and MLflow.
+    Accuracy, weighted F1 and macro F1 per head, for SessionBERT, most popular, first-order Markov,
+    SessionBERT blended with Markov (its weight fit on validation) and, on the synthetic world, the
+    ceiling. `served` names each head's best method on validation (a tie goes to the simpler one).
+    Written to model_evaluation.json and MLflow.
     """
     home = sessionbert.home_path
     precision = compute.report_precision(context)
     model = load_next_activity_model(finetuned_model, precision.device, precision.bf16)
     tok = AutoTokenizer.from_pretrained(finetuned_model)
-    predictions = predict_next_activity(model, tok, _split(session_splits, "test"),
-                                        max_length=sessionbert.size.model.max_length, bf16=precision.bf16)
+    predict = partial(predict_next_activity, model, tok, max_length=sessionbert.size.model.max_length,
+                      top_k=CANDIDATES_PER_SOURCE, bf16=precision.bf16)
+    predictions, validation = predict(_split(session_splits, "test")), predict(_split(session_splits, "validation"))
     storage.write_parquet(predictions, home / "model_evaluation_predictions.parquet")
+    choice = choose_next_activity(_split(session_splits, "train"), validation, predictions)
     evaluation = json.loads(json.dumps(next_activity_baselines))
-    evaluation["service"]["sessionbert"] = scores(predictions["target_service"], predictions["predicted_service"])
-    evaluation["page"]["sessionbert"] = scores(predictions["target_page"], predictions["predicted_page"])
+    for head, column in (("service", "predicted_service"), ("page", "predicted_page")):
+        evaluation[head]["sessionbert"] = scores(predictions[f"target_{head}"], predictions[column])
+        evaluation[head] |= choice["test"][head]
+    evaluation |= {key: choice[key] for key in ("served", "blend_weight", "validation")}
     evaluation["n_sessions"] = predictions.height
     with mlflow_tracking.run(context, home):
-        mlflow.log_params(precision.metadata())
+        mlflow.log_params(precision.metadata() | {f"served_{h}": m for h, m in choice["served"].items()})
         mlflow.log_metrics({f"{head}_{method}_{metric}": value for head in ("service", "page")
                             for method, figures in evaluation[head].items() for metric, value in figures.items()})
     context.add_output_metadata(evaluation_metadata(evaluation))

@@ -1,5 +1,6 @@
 """Serving (beyond the paper): the champion model as an MLflow pyfunc that `sessionbert serve` serves."""
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -7,10 +8,11 @@ import mlflow
 import polars as pl
 from mlflow import MlflowClient
 
+from sessionbert_assets.assets.recommendation import service_descriptions
 from sessionbert_assets.checks import CHAMPION
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
-from sessionbert_core.recommend import used_services
-from sessionbert_core.serving import known_users, save_serving_model
+from sessionbert_core.recommend import RECENT_SESSIONS, service_vectors_from_encoder, used_services
+from sessionbert_core.serving import RankingInputs, known_users, save_serving_model
 
 SERVED_MODEL = "sessionbert-recommender"  # its name in the MLflow Model Registry
 
@@ -20,7 +22,7 @@ SERVED_MODEL = "sessionbert-recommender"  # its name in the MLflow Model Registr
 def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, compute: ComputeResource,
                   mlflow_tracking: MlflowResource, finetuned_model: Path, pretrained_model: Path,
                   session_splits: pl.DataFrame, billing_records: pl.DataFrame, user_personas: pl.DataFrame,
-                  cluster_sweep: dict) -> Path:
+                  cluster_sweep: dict, landing_folder: dict) -> Path:
     """The production model as an MLflow pyfunc: users' recent page views (JSON) in, persona and top-5
     new services out.
 
@@ -34,14 +36,19 @@ def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
     """
     home = sessionbert.home_path
     known = known_users(user_personas, used_services(session_splits, billing_records))
-    embeddings = context.instance.get_latest_materialization_event(dg.AssetKey("session_embeddings"))
-    pooling = "mean"
-    if embeddings is not None and embeddings.asset_materialization is not None:
-        pooling = getattr(embeddings.asset_materialization.metadata.get("pooling"), "value", None) or pooling
-    settings = {"max_length": sessionbert.size.model.max_length, "pooling": pooling,
-                "recent_sessions": cluster_sweep["recent_sessions"], "precision_requested": compute.precision}
+    table = _latest_metadata(context, "recommendation_table")  # the ranker it served, chosen on validation
+    ranker = table.get("ranker", "count")
+    settings = {"max_length": sessionbert.size.model.max_length,
+                "pooling": _latest_metadata(context, "session_embeddings").get("pooling", "mean"),
+                "recent_sessions": cluster_sweep["recent_sessions"], "precision_requested": compute.precision,
+                "ranker": ranker, "ranker_recent_sessions": table.get("recent_sessions", RECENT_SESSIONS)}
+    vectors = None
+    if ranker in ("names", "descriptions"):
+        services = json.loads((finetuned_model / "config.json").read_text())["service_labels"]
+        vectors = service_vectors_from_encoder(services, service_descriptions(landing_folder))
     target = save_serving_model(home / "serving_model", finetuned_model, pretrained_model,
-                                home / "cluster_centroids.parquet", home / "persona_mapping.parquet", known, settings)
+                                home / "cluster_centroids.parquet", home / "persona_mapping.parquet", known, settings,
+                                RankingInputs.tables(ranker, session_splits, vectors))
     with mlflow_tracking.run(context, home) as run:
         mlflow.log_params(settings | {"known_users": known.height})
         mlflow.log_artifacts(str(target), artifact_path="serving_model")
@@ -50,7 +57,15 @@ def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
         MlflowClient().set_registered_model_alias(SERVED_MODEL, CHAMPION, version)
     context.add_output_metadata({
         "registered_model": f"{SERVED_MODEL} version {version} (alias {CHAMPION})",
-        "known_users": known.height, "pooling": pooling,
+        "known_users": known.height, "pooling": settings["pooling"], "ranker": ranker,
         "serve": f"sessionbert serve --model {target} --port 5001",
     })
     return target
+
+
+def _latest_metadata(context: dg.AssetExecutionContext, asset: str) -> dict:
+    """The metadata values of `asset`'s latest materialization (empty before the first)."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if event is None or event.asset_materialization is None:
+        return {}
+    return {key: getattr(value, "value", value) for key, value in event.asset_materialization.metadata.items()}
