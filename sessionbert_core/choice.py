@@ -2,7 +2,7 @@
 
 Next activity: the candidates are the most popular target, first-order Markov, SessionBERT alone, and SessionBERT
 blended with Markov: `w * P_model + (1 - w) * P_markov` over the union of both top lists, the
-weight `w` fit on validation from BLEND_WEIGHTS. On little data Markov is hard to beat, and a user
+weight `w` fit on validation from BLEND_WEIGHTS (0.1 to 0.9). On little data Markov is hard to beat, and a user
 trying the tool on a small sample must not be served something worse than it; the model's own
 figures stay reported as `sessionbert` beside whatever serves.
 
@@ -24,7 +24,8 @@ from sessionbert_core.evaluate import next_activity_inputs, scores, transitions
 HEADS = {"service": ("services", "service_probabilities", "target_service", "following_service"),
          "page": ("pages", "page_probabilities", "target_page", "following")}
 BLEND = "sessionbert_markov"
-BLEND_WEIGHTS = tuple(i / 10 for i in range(11))  # SessionBERT's share; 0 is Markov alone, 1 the model alone
+# SessionBERT's share: a blend of both (0 would be Markov alone and 1 the model alone, candidates of their own)
+BLEND_WEIGHTS = tuple(i / 10 for i in range(1, 10))
 # in this order, so that a tie on validation goes to the simpler method (the blend serves only where
 # it beats both of its parts)
 METHODS = ("popularity", "markov", "sessionbert", BLEND)

@@ -47,6 +47,10 @@ class TrainingPlan:
     # (unigram frequencies) for some hundred steps, which early stopping must not mistake for the end
     patience: int = 3
     validation_sessions: int | None = 2048  # scored at each evaluation during training (None: all of them)
+    # optimizer steps each stage runs at least, repeating epochs on small data (early stopping still ends
+    # it, and the schedule spans the steps actually planned): 3 epochs of a one-day log are some 50 steps,
+    # after which the model knows only the unigram prior
+    min_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ PROFILES: dict[str, Profile] = {
     "small": Profile("small", WorldSize(n_users=1500, n_days=60, sessions_per_day=0.7),
                      ModelSize(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, max_length=128,
                                dropout=0.0),
-                     TrainingPlan(3, 3, 5e-4, 5e-4, 64)),
+                     TrainingPlan(3, 3, 5e-4, 5e-4, 64, min_steps=1500)),
     # the paper's scale: about 9 million sessions, BERT-base, sequences of 512
     "paper": Profile("paper", WorldSize(n_users=200_000, n_days=60, sessions_per_day=0.75),
                      ModelSize(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, max_length=512),

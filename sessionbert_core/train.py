@@ -71,6 +71,12 @@ class TrainSettings:
     # whole validation split of `small` (a third the size of its train split) cost a fifth of training
     max_validation_sessions: int | None = None
     every_cut: bool = False  # fine-tuning: every activity of a training session as a target, not only the last
+    min_steps: int = 0  # at least this many optimizer steps: epochs repeat on small data, up to max_epochs
+    max_epochs: float = 100.0
+
+    def planned_epochs(self, steps_per_epoch: int) -> float:
+        """`epochs`, or more where they make fewer than `min_steps` steps (at most `max_epochs`)."""
+        return min(max(self.epochs, self.min_steps / max(steps_per_epoch, 1)), max(self.max_epochs, self.epochs))
 
     @classmethod
     def for_stage(cls, plan: TrainingPlan, stage: str, seed: int, max_length: int, device: str = "cpu",
@@ -82,7 +88,7 @@ class TrainSettings:
             learning_rate=plan.pretrain_learning_rate if pretraining else plan.finetune_learning_rate,
             batch_size=batch_size or plan.batch_size, max_length=max_length, seed=seed, device=device, bf16=bf16,
             threads=threads, every_cut=plan.finetune_every_cut and not pretraining, patience=plan.patience,
-            max_validation_sessions=plan.validation_sessions,
+            max_validation_sessions=plan.validation_sessions, min_steps=plan.min_steps,
         )
 
 
@@ -206,10 +212,12 @@ def _arguments(settings: TrainSettings, output_dir: Path, n_train: int, label_na
     # the steps and the schedule stay those of one process
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     steps_per_epoch = max(math.ceil(n_train / settings.batch_size), 1)
-    every = max(steps_per_epoch // settings.evaluations_per_epoch, 1)
-    total = math.ceil(steps_per_epoch * settings.epochs)
+    epochs = settings.planned_epochs(steps_per_epoch)
+    total = math.ceil(steps_per_epoch * epochs)
+    # two evaluations an epoch, but no more than about 20 a stage when epochs repeat on small data
+    every = max(steps_per_epoch // settings.evaluations_per_epoch, total // 20 if epochs > settings.epochs else 1, 1)
     return TrainingArguments(
-        output_dir=str(output_dir), num_train_epochs=settings.epochs, learning_rate=settings.learning_rate,
+        output_dir=str(output_dir), num_train_epochs=epochs, learning_rate=settings.learning_rate,
         per_device_train_batch_size=max(settings.batch_size // processes, 1),
         per_device_eval_batch_size=max(settings.batch_size * 2 // processes, 1),
         ddp_backend=("gloo" if settings.device == "cpu" else "nccl") if processes > 1 else None,

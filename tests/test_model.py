@@ -148,3 +148,11 @@ def test_the_run_summary_names_the_precision(trained):
     _, result = trained
     line = _precision_line(result.get_asset_materialization_events())
     assert line.startswith(f"precision {resolve_precision('cpu').name} (") and line.endswith(")")
+
+
+def test_epochs_repeat_on_small_data_up_to_the_minimum_steps():
+    settings = TrainSettings(epochs=3, min_steps=1500)
+    assert settings.planned_epochs(546) == 3  # the default small world: 1,638 steps in 3 epochs already
+    assert settings.planned_epochs(16) == pytest.approx(1500 / 16)  # a one-day log: 94 epochs, not 3
+    assert TrainSettings(epochs=3, min_steps=10**6).planned_epochs(1) == 100.0  # never past max_epochs
+    assert TrainSettings(epochs=3).planned_epochs(1) == 3
