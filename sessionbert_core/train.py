@@ -74,6 +74,13 @@ class TrainSettings:
     min_steps: int = 0  # at least this many optimizer steps: epochs repeat on small data, up to max_epochs
     max_epochs: float = 100.0
 
+    def every_cut_for(self, last_targets: int) -> bool:
+        """Every activity as a target where the sessions' last ones make fewer than `min_steps` steps in
+        `epochs`: more distinct examples, not only more passes (a head overfits a few thousand targets
+        within ten epochs)."""
+        steps = math.ceil(last_targets / self.batch_size) * self.epochs
+        return self.every_cut or (self.min_steps > 0 and steps < self.min_steps)
+
     def planned_epochs(self, steps_per_epoch: int) -> float:
         """`epochs`, or more where they make fewer than `min_steps` steps (at most `max_epochs`)."""
         return min(max(self.epochs, self.min_steps / max(steps_per_epoch, 1)), max(self.max_epochs, self.epochs))
@@ -326,7 +333,8 @@ def finetune(tokenizer: PreTrainedTokenizerFast, encoder_dir: Path, train_sessio
         raise ValueError(f"unknown fine-tuning task {task!r}: choose one of {', '.join(TASKS)}")
     _prepare(settings)
     services, pages = label_vocabularies(train_sessions)
-    train_inputs = next_activity_inputs(train_sessions, every_cut=settings.every_cut)
+    every_cut = settings.every_cut_for(next_activity_inputs(train_sessions).height)
+    train_inputs = next_activity_inputs(train_sessions, every_cut=every_cut)
     train_inputs = _sampled(train_inputs, settings.max_train_sessions, settings.seed)
     train = _next_activity_examples(tokenizer, train_inputs, services, pages, settings.max_length)
     validation_inputs = _sampled(next_activity_inputs(validation_sessions), settings.max_validation_sessions,
@@ -346,7 +354,7 @@ def finetune(tokenizer: PreTrainedTokenizerFast, encoder_dir: Path, train_sessio
                                  EarlyStoppingCallback(settings.patience), *callbacks])
     summary = _run(trainer, output_dir, report)
     summary |= {"train_examples": len(train), "train_sessions": train_inputs["session_id"].n_unique(),
-                "validation_sessions": len(validation), "task": task, "every_cut": settings.every_cut,
+                "validation_sessions": len(validation), "task": task, "every_cut": every_cut,
                 "n_services": len(services), "n_pages": len(pages),
                 "parameters": sum(p.numel() for p in trainer.model.parameters()), "settings": asdict(settings)}
     return trainer.model, summary

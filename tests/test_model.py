@@ -156,3 +156,10 @@ def test_epochs_repeat_on_small_data_up_to_the_minimum_steps():
     assert settings.planned_epochs(16) == pytest.approx(1500 / 16)  # a one-day log: 94 epochs, not 3
     assert TrainSettings(epochs=3, min_steps=10**6).planned_epochs(1) == 100.0  # never past max_epochs
     assert TrainSettings(epochs=3).planned_epochs(1) == 3
+
+
+def test_small_data_fine_tunes_on_every_activity_large_data_on_the_last():
+    settings = TrainSettings(epochs=3, batch_size=64, min_steps=1500)
+    assert not settings.every_cut_for(35_000)  # 1,641 steps of last activities: enough
+    assert settings.every_cut_for(4_300)  # 204 steps: every activity of each session a target
+    assert not TrainSettings(epochs=3).every_cut_for(10)  # no step budget: the profile decides
