@@ -2,7 +2,8 @@
 
 Next activity: the candidates are the most popular target, first-order Markov, SessionBERT alone, and SessionBERT
 blended with Markov: `w * P_model + (1 - w) * P_markov` over the union of both top lists, the
-weight `w` fit on validation from BLEND_WEIGHTS (0.1 to 0.9). On little data Markov is hard to beat, and a user
+weight `w` fit on validation from BLEND_WEIGHTS (0.1 to 0.9). The simplest method within one
+standard error of the best validation accuracy serves. On little data Markov is hard to beat, and a user
 trying the tool on a small sample must not be served something worse than it; the model's own
 figures stay reported as `sessionbert` beside whatever serves.
 
@@ -13,6 +14,7 @@ users); the best Hit@5 serves, MRR breaking ties, then the simpler ranker.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import polars as pl
@@ -26,8 +28,8 @@ HEADS = {"service": ("services", "service_probabilities", "target_service", "fol
 BLEND = "sessionbert_markov"
 # SessionBERT's share: a blend of both (0 would be Markov alone and 1 the model alone, candidates of their own)
 BLEND_WEIGHTS = tuple(i / 10 for i in range(1, 10))
-# in this order, so that a tie on validation goes to the simpler method (the blend serves only where
-# it beats both of its parts)
+# simplest first: a method serves only where it beats every simpler one by more than the validation
+# figure's standard error (the blend only where it beats both of its parts)
 METHODS = ("popularity", "markov", "sessionbert", BLEND)
 CANDIDATES_PER_SOURCE = 20
 
@@ -75,11 +77,24 @@ def choose_next_activity(train: pl.DataFrame, validation: pl.DataFrame, test: pl
         by_weight = {w: _accuracy(validation[target], blended(candidates, w)) for w in BLEND_WEIGHTS}
         weight = max(by_weight, key=by_weight.get)  # the first best: a tie goes to the lighter model share
         accuracy[BLEND] = by_weight[weight]
-        served = max(METHODS, key=lambda m: accuracy[m])  # the first best, in METHODS' order
+        served = simplest_within_one_standard_error(accuracy, validation.height)
         result["served"][head], result["blend_weight"][head] = served, weight
         result["validation"][head] = {m: round(a, 6) for m, a in accuracy.items()}
         result["test"][head] = {BLEND: scores(test[target], blended(blend_candidates(test, chain, head), weight))}
     return result
+
+
+def simplest_within_one_standard_error(accuracy: dict[str, float], n: int) -> str:
+    """The first of METHODS whose validation accuracy is within one standard error of the best one's.
+
+    The one-standard-error rule: on a few dozen validation sessions a more complex method's lead is
+    mostly noise (one session is several points), so the simpler one serves unless the lead is larger
+    than the best figure's sampling error, sqrt(p (1 - p) / n); on thousands of sessions it is a
+    fraction of a point, and the best method serves.
+    """
+    best = max(accuracy.values())
+    error = math.sqrt(best * (1.0 - best) / max(n, 1))
+    return next(m for m in METHODS if accuracy[m] >= best - error - 1e-12)
 
 
 def _accuracy(truth: pl.Series, predicted: pl.Series) -> float:

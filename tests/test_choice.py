@@ -86,3 +86,12 @@ def test_the_markov_chain_predicts_what_the_markov_baseline_does():
     assert best["candidate"].to_list() == expected.to_list()
     total = chain.probability(rows.join(pl.DataFrame({"candidate": ACTIVITIES}), how="cross"))
     assert total.group_by("row").agg(pl.col("markov").sum())["markov"].round(6).unique().to_list() == [1.0]
+
+
+def test_a_lead_within_the_validation_noise_goes_to_the_simpler_method():
+    from sessionbert_core.choice import simplest_within_one_standard_error
+
+    accuracy = {"popularity": 0.2, "markov": 0.70, "sessionbert": 0.74, "sessionbert_markov": 0.75}
+    assert simplest_within_one_standard_error(accuracy, 60) == "markov"  # 60 sessions: 5.6 points of noise
+    assert simplest_within_one_standard_error(accuracy, 6_000) == "sessionbert_markov"  # 0.6 points
+    assert simplest_within_one_standard_error(accuracy | {"sessionbert_markov": 0.745}, 6_000) == "sessionbert"
