@@ -137,7 +137,8 @@ def app_from_env() -> Starlette:
 
 def default_workers() -> int:
     """One worker per core, up to 4: on 2 cores two one-thread workers answered one client faster than
-    one two-thread worker (47 against 54 ms at p50) and eight clients twice as fast (README: Serving)."""
+    one two-thread worker (46 against 59 ms at p50 for a new user's session) and eight clients faster
+    still (README: Serving)."""
     return max(1, min(4, os.cpu_count() or 1))
 
 
