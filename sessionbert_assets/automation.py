@@ -55,11 +55,11 @@ full_retrain_job = dg.define_asset_job(
 )
 refresh_job = dg.define_asset_job(
     "refresh_recommendations",
-    selection=INGESTION | dg.AssetSelection.assets("session_embeddings", "user_personas", "recommendation_table",
-                                                      "serving_model"),
+    selection=INGESTION | dg.AssetSelection.assets("session_embeddings", "user_personas", "ranker_selection",
+                                                      "recommendation_table", "serving_model"),
     config=TOLERANT,
-    description="Today's data through the current models: sessions, embeddings, user personas and the "
-                "recommendation table (no training).",
+    description="Today's data through the current models: sessions, embeddings, user personas, the ranker "
+                "chosen on validation users and the recommendation table (no training).",
 )
 
 # on by default: cheap (about a minute on `small`) and what keeps the product's table fresh
