@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import polars as pl
@@ -25,10 +26,11 @@ def quarantine_share(kept_rows: int, quarantined_rows: int) -> float:
 def model_verdict(evaluation: dict, champion: dict | None, margin: float = MARGIN_OVER_POPULARITY,
                   max_drop: float = MAX_DROP_FROM_CHAMPION) -> Verdict:
     """What serves each head (`served_accuracy`) must reach popularity's accuracy plus `margin` (a tie
-    passes at margin 0: popularity itself may serve), and
-    lose no more than `max_drop` accuracy against the champion's (`{"service": acc, "page": acc}`), if
-    any. When Markov or popularity serves because SessionBERT lost on validation, that is no failure:
-    the user is served the better method (and `served_reason` says why)."""
+    passes at margin 0: popularity itself may serve), and lose no more against the champion's
+    (`{"service": acc, "page": acc}`, if any) than `max_drop` or the noise of that difference
+    (`noise_of_difference`), whichever is larger. When Markov or popularity serves because
+    SessionBERT lost on validation, that is no failure: the user is served the better method (and
+    `served_reason` says why)."""
     reasons = []
     for head in ("service", "page"):
         ours = served_accuracy(evaluation, head)
@@ -39,10 +41,18 @@ def model_verdict(evaluation: dict, champion: dict | None, margin: float = MARGI
         if ours < popular + margin:
             reasons.append(f"{head} accuracy {ours:.4f} of {served_method(evaluation, head)} is below popularity's "
                            f"{popular:.4f} + {margin}")
-        if champion and head in champion and ours < champion[head] - max_drop:
-            reasons.append(f"{head} accuracy {ours:.4f} is more than {max_drop} below the champion's "
+        allowed = max(max_drop, noise_of_difference(ours, evaluation.get("n_sessions", 0)))
+        if champion and head in champion and ours < champion[head] - allowed:
+            reasons.append(f"{head} accuracy {ours:.4f} is more than {allowed:.4f} below the champion's "
                            f"{champion[head]:.4f}")
     return Verdict(not reasons, tuple(reasons))
+
+
+def noise_of_difference(accuracy: float, n: int) -> float:
+    """One standard error of the difference of two accuracies near `accuracy` on `n` sessions each,
+    sqrt(2 p (1 - p) / n): a smaller drop against the champion (measured on another test split, before
+    the new data) is no evidence of a regression. A fraction of a point on `small`, several on `tiny`."""
+    return math.sqrt(2.0 * accuracy * (1.0 - accuracy) / n) if n > 0 else 0.0
 
 
 def served_method(evaluation: dict, head: str) -> str:
