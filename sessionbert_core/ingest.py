@@ -440,15 +440,10 @@ def _text_problems(frame: pl.DataFrame, required: tuple[str, ...], optional: tup
             continue
         rules.append((pl.col(c).str.contains("\ufffd", literal=True), f"invalid UTF-8 in {c}", pl.lit(None)))
         rules.append((pl.col(c).str.contains(CONTROL_CHARS), f"control character in {c}",
-                      pl.col(c).str.extract(f"({CONTROL_CHARS})").map_batches(_reprs, return_dtype=pl.String)))
+                      pl.col(c).str.extract(f"({CONTROL_CHARS})").map_elements(repr, return_dtype=pl.String)))
         rules.append((pl.col(c).str.len_chars() > MAX_CHARS, f"{c} longer than {MAX_CHARS} characters",
                       pl.format("{} characters", pl.col(c).str.len_chars())))
     return rules
-
-
-def _reprs(values: pl.Series) -> pl.Series:
-    """Each value as Python writes it (`'\\x00'`), in one call per column: a control character shown, not sent."""
-    return pl.Series([None if v is None else repr(v) for v in values.to_list()], dtype=pl.String)
 
 
 def _first_reason(frame: pl.DataFrame, rules: list) -> pl.DataFrame:

@@ -56,8 +56,7 @@ def create_app(model_folder: Path, limits: Limits = Limits()) -> Starlette:
     """The app serving the MLflow model folder `model_folder` (`$SESSIONBERT_HOME/serving_model`)."""
     import mlflow
 
-    if not (Path(model_folder) / "MLmodel").exists():
-        raise ValueError(f"no served model at {model_folder}: run `make run` (it writes serving_model)")
+    _require_model(model_folder)
     model = mlflow.pyfunc.load_model(str(model_folder)).unwrap_python_model()
     lock = threading.Lock()
 
@@ -121,6 +120,11 @@ async def _body(request: Request, max_bytes: int) -> bytes | Response:
     return bytes(body)
 
 
+def _require_model(model_folder: Path) -> None:
+    if not (Path(model_folder) / "MLmodel").exists():
+        raise ValueError(f"no served model at {model_folder}: run `make run` (it writes serving_model)")
+
+
 def _error(status: int, message: str) -> JSONResponse:
     code = {400: "BAD_REQUEST", 413: "REQUEST_TOO_LARGE", 415: "BAD_REQUEST", 503: "TEMPORARILY_UNAVAILABLE"}
     return JSONResponse({"error_code": code.get(status, "INTERNAL_ERROR"), "message": message}, status_code=status)
@@ -146,8 +150,7 @@ def serve(model_folder: Path, host: str, port: int, workers: int | None = None, 
     """Run the server until interrupted (uvicorn; `workers` processes, each loading the model)."""
     import uvicorn
 
-    if not (Path(model_folder) / "MLmodel").exists():
-        raise ValueError(f"no served model at {model_folder}: run `make run` (it writes serving_model)")
+    _require_model(model_folder)
     workers = workers or default_workers()
     os.environ.update(limits.as_env(), **{ENV_PREFIX + "MODEL": str(model_folder),
                                           ENV_PREFIX + "WORKERS": str(workers)})

@@ -182,7 +182,8 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
                         .select(inferred.columns))
         in_time("ranking services")
         ranker = self.settings.get("ranker", "count")  # the recommendation table's, chosen on validation
-        clusters = pl.concat([self.known.select("user_id", "cluster"), inferred.select("user_id", "cluster")])
+        clusters = (pl.concat([self.known.select("user_id", "cluster"), inferred.select("user_id", "cluster")])
+                    if ranker == "persona" else None)
         ranked = recommend_services(self.predictor, sessions, None, ranker,
                                     self.settings.get("ranker_recent_sessions", RECENT_SESSIONS), clusters,
                                     self.ranking.vectors, also_used=history, markov=self.ranking.markov,
@@ -223,7 +224,7 @@ class RankingInputs:
         """The tables `ranker` needs, from `session_splits` (and the table's service vectors)."""
         from sessionbert_core.recommend import MarkovServices, observed_adoptions
 
-        tables = {"adoptions": observed_adoptions(sessions)}
+        tables = {"adoptions": observed_adoptions(sessions)} if ranker in ("persona", "popularity") else {}
         if ranker == "markov":
             chain = MarkovServices.fit(sessions.filter(pl.col("split") == "train"))
             fallback = pl.DataFrame({"previous": [None], "services": [chain.fallback[0]],

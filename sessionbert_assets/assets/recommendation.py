@@ -97,7 +97,8 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
     try:
         ranked = recommend_services(predictor, session_splits, billing_records, ranker, config.recent_sessions,
                                     user_personas.select("user_id", "cluster"), vectors,
-                                    markov=MarkovServices.fit(session_splits.filter(pl.col("split") == "train")),
+                                    markov=MarkovServices.fit(session_splits.filter(pl.col("split") == "train"))
+                                    if ranker == "markov" else None,
                                     services=list(model.config.service_labels))
     except ValueError as error:
         raise dg.Failure(description=str(error)) from error
