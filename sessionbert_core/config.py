@@ -12,11 +12,19 @@ TIERS = ("Low", "Medium", "High", "Very High")
 
 @dataclass(frozen=True)
 class WorldSize:
-    """How big the synthetic world is: users, days, and mean sessions per user-day."""
+    """How big the synthetic world is (users, days, mean sessions per user-day) and how it looks.
+
+    The defaults are the regular world of the paper: every user active most weeks under one persona.
+    The other settings give what real logs show: users who come a few times a month, users who work
+    under a second persona part of the time, short sessions, and (with `n_days=1`) a one-day site.
+    """
 
     n_users: int
     n_days: int
     sessions_per_day: float
+    occasional_share: float = 0.0  # users who come OCCASIONAL_RATE times as often as the others
+    second_persona_share: float = 0.0  # share of each user's sessions done as a second persona would
+    session_length_scale: float = 1.0  # scales the pages a session has beyond its first three
 
 
 @dataclass(frozen=True)

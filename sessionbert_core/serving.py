@@ -137,6 +137,11 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         self.predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(artifacts["finetuned_model"]),
                                                self.settings["max_length"], bf16=self.precision.bf16)
         self.encoder, self.encoder_tokenizer = load_encoder(artifacts["pretrained_model"], bf16=self.precision.bf16)
+        from sessionbert_core.representation import PersonaSpace
+
+        # the space the centroids live in; a model saved before the choice existed used SessionBERT's
+        self.space = PersonaSpace.load(artifacts["persona_space"]) if "persona_space" in artifacts \
+            else PersonaSpace("sessionbert")
         centroids = pl.read_parquet(artifacts["centroids"]).sort("cluster")
         self.centroids = np.stack(centroids["centroid"].to_numpy())
         self.tags = pl.read_parquet(artifacts["personas"]).select("cluster", "persona")
@@ -177,7 +182,8 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
             in_time("embedding sessions")
             embeddings = embed_sessions(self.encoder, self.encoder_tokenizer, unseen, self.settings["pooling"],
                                         max_length=self.settings["max_length"], bf16=self.precision.bf16)
-            inferred = (nearest_clusters(embeddings, self.centroids, self.settings["recent_sessions"])
+            inferred = (nearest_clusters(self.space.session_vectors(embeddings, unseen), self.centroids,
+                                         self.settings["recent_sessions"])
                         .join(self.tags, on="cluster", how="left").with_columns(pl.col("persona").fill_null(""))
                         .select(inferred.columns))
         in_time("ranking services")
@@ -270,9 +276,10 @@ def known_users(user_personas: pl.DataFrame, used: pl.DataFrame) -> pl.DataFrame
 
 def save_serving_model(target: Path, finetuned_model: Path, pretrained_model: Path, centroids: Path,
                        personas: Path, known: pl.DataFrame, settings: dict,
-                       ranking: dict[str, pl.DataFrame] | None = None) -> Path:
+                       ranking: dict[str, pl.DataFrame] | None = None, persona_space: Path | None = None) -> Path:
     """Write the pyfunc to `target` (an MLflow model folder, servable by `sessionbert serve` and
-    `mlflow models serve`); `ranking` is `RankingInputs.tables` for the ranker in `settings`.
+    `mlflow models serve`); `ranking` is `RankingInputs.tables` for the ranker in `settings`;
+    `persona_space` the folder of the space the centroids live in (`representation.PersonaSpace`).
 
     No MLflow signature: the model checks requests itself, so a bad one gets a message in the
     contract's terms (and optional columns stay optional)."""
@@ -293,7 +300,8 @@ def save_serving_model(target: Path, finetuned_model: Path, pretrained_model: Pa
             artifacts={"finetuned_model": str(finetuned_model), "pretrained_model": str(pretrained_model),
                        "centroids": str(centroids), "personas": str(personas),
                        "known_users": str(staging / "known_users.parquet"),
-                       "settings": str(staging / "settings.json")} | tables)
+                       "settings": str(staging / "settings.json")} | tables
+            | ({"persona_space": str(persona_space)} if persona_space else {}))
         return storage.replace_folder(model_folder, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -47,6 +47,7 @@ FOCUS_SHARE = 0.6  # how often a catalog detail visit shows a service the user i
 LOOKAHEAD_DAYS = 7  # how far ahead catalog browsing anticipates an adoption
 ADOPTION_HAZARD = 0.035  # daily chance of taking up a persona task not yet done
 STRAY_HAZARD = 0.0004  # daily chance of taking up a task of another persona
+OCCASIONAL_RATE = 0.12  # an occasional user's session rate against a regular one's (a few sessions a month)
 TIER_COST = {"Low": 1.0, "Medium": 4.0, "High": 15.0, "Very High": 60.0}
 
 
@@ -204,13 +205,20 @@ def _simulate_users(structure: WorldStructure, size: WorldSize, seed: int, chunk
         tier = TIERS[int(rng.choice(4, p=PERSONA_TIERS[persona]))]
         rate = float(rng.gamma(2.0, size.sessions_per_day / 2.0))
         hour = float(rng.uniform(6.0, 18.0))
+        # the settings below draw from the stream only where set, so the default world stays as it was
+        if size.occasional_share and rng.random() < size.occasional_share:
+            rate *= OCCASIONAL_RATE
+        second: dict[str, float] = {}
+        if size.second_persona_share:
+            others = [p for p in persona_names if p != persona]
+            second = PERSONAS[others[int(rng.integers(len(others)))]][1]
 
         # when each task is taken up: -1 = before the window, None = not within it
         main_task = max(task_weights, key=task_weights.get)
         enabled: dict[str, int | None] = {}
         hazards: dict[str, float] = {}
         for task in task_names:
-            if task in task_weights:
+            if task in task_weights or task in second:
                 hazards[task] = ADOPTION_HAZARD * float(np.exp(rng.normal(0.0, 0.4)))
                 initially = task == main_task or rng.random() < 0.45
             else:
@@ -235,14 +243,18 @@ def _simulate_users(structure: WorldStructure, size: WorldSize, seed: int, chunk
                 used_services.update(TASKS[task])
             active = [t for t, d in enabled.items() if d is not None and d <= day]
             weights = np.array([task_weights.get(t, 0.15) for t in active])
+            second_weights = np.array([second.get(t, 0.0) for t in active])
             upcoming = sorted({s for t, d in enabled.items() if d is not None and day < d <= day + LOOKAHEAD_DAYS
                                for s in TASKS[t]} - used_services - {"console", "catalog", "marketplace"})
             n_sessions = int(rng.poisson(rate * weekday_factor[(WORLD_START.weekday() + day) % 7]))
             starts = np.sort(rng.uniform(hour - 3.0, hour + 6.0, size=n_sessions)) if n_sessions else []
             for j in range(n_sessions):
-                task = pending.pop(0) if pending else active[int(rng.choice(len(active), p=weights / weights.sum()))]
+                chosen = weights
+                if second and rng.random() < size.second_persona_share and second_weights.sum() > 0:
+                    chosen = second_weights
+                task = pending.pop(0) if pending else active[int(rng.choice(len(active), p=chosen / chosen.sum()))]
                 focus = upcoming[int(rng.integers(len(upcoming)))] if upcoming else None
-                length = 3 + int(rng.poisson(extra_lengths[task]))
+                length = 3 + int(rng.poisson(extra_lengths[task] * size.session_length_scale))
                 start_s = day * 86400 + min(max(starts[j], 0.0), 21.0) * 3600.0 + j * 900.0
                 sessions.append((user_id, f"{user_id}-d{day:03d}-{j}", day, task, min(length, 40),
                                  focus if task == "explore_new_services" else None, start_s))

