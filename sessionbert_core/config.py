@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +39,18 @@ class ModelSize:
     # dropout of hidden states and attention; 0 where the data is large next to the model (dropout's random
     # masks took 21% of a CPU training step, and quality held without it: benchmarks/NOTES.md)
     dropout: float = 0.1
+
+
+def encoder_candidates(largest: ModelSize, data_is_small: bool) -> dict[str, ModelSize]:
+    """The encoders pretraining compares by validation loss: the profile's (its largest), and where
+    the data is smaller than the profile was sized for (epochs repeat to reach its steps), one of half
+    its width and depth, which may generalize better from little data."""
+    candidates = {f"{largest.hidden_size}x{largest.num_layers}": largest}
+    if data_is_small and largest.hidden_size >= 64 and largest.num_layers >= 2:
+        half = replace(largest, hidden_size=largest.hidden_size // 2, num_layers=largest.num_layers // 2,
+                       num_heads=max(1, largest.num_heads // 2), intermediate_size=largest.intermediate_size // 2)
+        candidates[f"{half.hidden_size}x{half.num_layers}"] = half
+    return candidates
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,11 @@ class TrainSettings:
         steps = math.ceil(last_targets / self.batch_size) * self.epochs
         return self.every_cut or (self.min_steps > 0 and steps < self.min_steps)
 
+    def repeats_epochs(self, examples: int) -> bool:
+        """Whether `examples` a pass make fewer than `min_steps` steps in `epochs`: data smaller than
+        the profile was sized for."""
+        return self.planned_epochs(math.ceil(examples / max(self.batch_size, 1))) > self.epochs
+
     def planned_epochs(self, steps_per_epoch: int) -> float:
         """`epochs`, or more where they make fewer than `min_steps` steps (at most `max_epochs`)."""
         return min(max(self.epochs, self.min_steps / max(steps_per_epoch, 1)), max(self.max_epochs, self.epochs))
@@ -250,8 +255,10 @@ def _run(trainer: Trainer, output_dir: Path, report: Callable[[str], None]) -> d
     state = trainer.state
     best = state.best_metric
     losses = [log["loss"] for log in state.log_history if "loss" in log]
+    curve = [[log["step"], round(log["eval_loss"], 5)] for log in state.log_history if "eval_loss" in log]
     return {"steps": state.global_step, "epochs": round(state.epoch or 0.0, 3), "seconds": round(seconds, 2),
             "best_validation_loss": best, "final_training_loss": losses[-1] if losses else None,
+            "validation_curve": curve,
             "useful_tokens_seen": int(state.num_input_tokens_seen),
             "useful_tokens_per_second": round(state.num_input_tokens_seen / max(seconds, 1e-9), 1),
             "resumed_from": Path(resume).name if resume else None,

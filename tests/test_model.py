@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer, TrainerCallback
 
 from sessionbert_assets.cli import _precision_line
-from sessionbert_core.config import ModelSize
+from sessionbert_core.config import ModelSize, encoder_candidates, get_profile
 from sessionbert_core.model import SessionBertForNextActivity, encoder_config, next_activity_config
 from sessionbert_core.precision import resolve_precision
 from sessionbert_core.serialize import serialize_sessions, split_sessions
@@ -156,6 +156,19 @@ def test_epochs_repeat_on_small_data_up_to_the_minimum_steps():
     assert settings.planned_epochs(16) == pytest.approx(1500 / 16)  # a one-day log: 94 epochs, not 3
     assert TrainSettings(epochs=3, min_steps=10**6).planned_epochs(1) == 100.0  # never past max_epochs
     assert TrainSettings(epochs=3).planned_epochs(1) == 3
+
+
+def test_a_smaller_encoder_competes_only_where_the_data_is_smaller_than_the_profile_was_sized_for():
+    settings = TrainSettings(epochs=3, batch_size=64, min_steps=1500)
+    largest = get_profile("small").model
+    assert not settings.repeats_epochs(35_000)  # the default small world: 3 epochs make the steps
+    assert list(encoder_candidates(largest, settings.repeats_epochs(35_000))) == ["128x4"]
+    assert settings.repeats_epochs(4_300)  # a sparse month: epochs repeat
+    candidates = encoder_candidates(largest, settings.repeats_epochs(4_300))
+    assert list(candidates) == ["128x4", "64x2"]
+    half = candidates["64x2"]
+    assert (half.num_heads, half.intermediate_size, half.max_length) == (2, 256, largest.max_length)
+    assert half.hidden_size % half.num_heads == 0
 
 
 def test_small_data_fine_tunes_on_every_activity_large_data_on_the_last():

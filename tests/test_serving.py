@@ -241,7 +241,7 @@ def test_the_server_ranks_with_the_ranker_the_table_served(trained, tmp_path, ra
     folder = save_serving_model(tmp_path / "model", artifacts / "finetuned_model", artifacts / "pretrained_model",
                                 artifacts / "cluster_centroids.parquet", artifacts / "persona_mapping.parquet",
                                 pl.read_parquet(artifacts / "known_users.parquet"), settings,
-                                RankingInputs.tables(ranker, splits))
+                                RankingInputs.tables(ranker, splits), artifacts / "persona_space")
     model = mlflow.pyfunc.load_model(str(folder)).unwrap_python_model()
     events = pl.read_parquet(home / "raw_sessions.parquet")
     newcomer = events.filter(pl.col("user_id") == events["user_id"][-1]).with_columns(user_id=pl.lit("newcomer"))

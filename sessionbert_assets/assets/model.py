@@ -16,6 +16,7 @@ from sessionbert_assets.metadata import evaluation_metadata, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import storage
 from sessionbert_core.choice import CANDIDATES_PER_SOURCE, choose_next_activity
+from sessionbert_core.config import encoder_candidates
 from sessionbert_core.evaluate import scores
 from sessionbert_core.model import load_next_activity_model
 from sessionbert_core.precision import Precision
@@ -98,29 +99,58 @@ def pretrained_model(context: dg.AssetExecutionContext, sessionbert: SessionBert
     """SessionBERT: a BertForMaskedLM trained from scratch on the train split's sessions.
 
     15% of the activity tokens of each session (at least one, never all) are masked afresh in every
-    batch; validation loss picks the best checkpoint and stops training early. Sized by profile;
-    resumes from its last checkpoint when Dagster retries it. Runs here, or (the compute resource's
-    `launcher: pipes`, or `num_processes` above 1 for DDP through torchrun) in an external process
-    through Dagster Pipes, which streams its logs back and reports the same metadata.
+    batch; validation loss picks the best checkpoint and stops training early. The profile sets
+    the largest encoder and the steps; where the data is smaller than the profile was sized for
+    (epochs repeat), an encoder of half its width and depth trains too, and the lower validation
+    loss serves (`sessionbert_core.config.encoder_candidates`). Resumes from its last checkpoint
+    when Dagster retries it. Runs here, or (the compute resource's `launcher: pipes`, or
+    `num_processes` above 1 for DDP through torchrun) in an external process through Dagster
+    Pipes, which streams its logs back and reports the same metadata.
     """
     home, profile = sessionbert.home_path, sessionbert.size
     settings = compute.train_settings(profile.training, "pretrain", sessionbert.seed, profile.model.max_length)
     precision = compute.report_precision(context)
-    checkpoints = _checkpoints(home, "pretrained_model", settings, profile.model,
-                               _stamp(tokenizer / "tokenizer.json"), _stamp(home / "session_splits.parquet"))
-    with mlflow_tracking.run(context, home) as run:
+    sizes = encoder_candidates(profile.model, settings.repeats_epochs(_split(session_splits, "train").height))
+    trained = {}
+    with mlflow_tracking.run(context, home):
         mlflow.log_params(_params(settings, precision) | {f"model_{k}": v for k, v in vars(profile.model).items()}
-                          | {"processes": compute.num_processes, "launcher": compute.launcher})
-        job = TrainingJob("pretrain", str(tokenizer), str(home / "session_splits.parquet"), str(checkpoints),
-                          str(home / "pretrained_model"), asdict(settings), asdict(profile.model),
-                          mlflow={"tracking_uri": mlflow_tracking.uri(home), "run_id": run.info.run_id})
-        summary = _train(context, compute, training_pipes, job)
-        target = home / "pretrained_model"
+                          | {"processes": compute.num_processes, "launcher": compute.launcher,
+                             "encoder_candidates": ", ".join(sizes)})
+        for name, size in sizes.items():
+            trained[name] = _pretrain(context, compute, training_pipes, job_of=partial(
+                TrainingJob, "pretrain", str(tokenizer), str(home / "session_splits.parquet"),
+                str(_checkpoints(home, "pretrained_model", settings, size, _stamp(tokenizer / "tokenizer.json"),
+                                 _stamp(home / "session_splits.parquet"))),
+                str(home / "pretrained_candidates" / name), asdict(settings), asdict(size)),
+                tracking=mlflow_tracking.uri(home), name=name, nested=len(sizes) > 1)
+        served = min(trained, key=lambda name: trained[name]["best_validation_loss"] or float("inf"))
+        target = storage.replace_folder(home / "pretrained_candidates" / served, home / "pretrained_model")
+        summary = trained[served]
+        mlflow.log_params({"encoder": served})
         mlflow.log_metrics(_numbers(summary))
         mlflow.log_artifacts(str(target), artifact_path="pretrained_model")
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    context.add_output_metadata(_training_metadata(summary, settings))
+    shutil.rmtree(home / "checkpoints" / "pretrained_model", ignore_errors=True)
+    shutil.rmtree(home / "pretrained_candidates", ignore_errors=True)
+    context.add_output_metadata(_training_metadata(summary, settings) | {
+        "encoder": served, "encoder_rule": "lowest validation loss" if len(sizes) > 1 else "the profile's (data ample)",
+        "encoders": table(pl.DataFrame([{"encoder": n, "best_validation_loss": round(t["best_validation_loss"], 4),
+                                         "steps": t["steps"], "epochs": t["epochs"], "parameters": t["parameters"],
+                                         "seconds": t["seconds"]} for n, t in trained.items()]))})
     return dg.Output(target)  # an Output, not the bare path: a step that used Pipes must return typed events
+
+
+def _pretrain(context: dg.AssetExecutionContext, compute: ComputeResource, pipes: dg.PipesClient, job_of,
+              tracking: str, name: str, nested: bool) -> dict:
+    """One encoder candidate's training summary; with several, each in a nested MLflow run of its own."""
+    if not nested:
+        return _train(context, compute, pipes, job_of(mlflow={"tracking_uri": tracking,
+                                                              "run_id": mlflow.active_run().info.run_id}))
+    with mlflow.start_run(run_name=f"encoder {name}", nested=True) as child:
+        mlflow.log_params({"encoder": name})
+        summary = _train(context, compute, pipes,
+                         job_of(mlflow={"tracking_uri": tracking, "run_id": child.info.run_id}))
+        mlflow.log_metrics(_numbers(summary))
+        return summary
 
 
 class FinetuneConfig(dg.Config):
@@ -211,6 +241,9 @@ def _numbers(summary: dict) -> dict[str, float]:
 def _training_metadata(summary: dict, settings: TrainSettings) -> dict:
     return {
         "steps": summary["steps"], "epochs": summary["epochs"], "seconds": summary["seconds"],
+        "useful_tokens_seen": summary.get("useful_tokens_seen", 0),
+        "validation_curve": table(pl.DataFrame(summary.get("validation_curve") or [], schema=["step", "loss"],
+                                               orient="row")),
         "best_validation_loss": round(summary["best_validation_loss"] or float("nan"), 4),
         "useful_tokens_per_second": summary["useful_tokens_per_second"],
         "parameters": summary["parameters"], "train_sessions": summary["train_sessions"],
