@@ -27,6 +27,7 @@ from sessionbert_core.config import (
     settings_from_env,
 )
 from sessionbert_core.precision import Precision, resolve_device, resolve_precision
+from sessionbert_core.recommend import RECENT_SESSIONS
 from sessionbert_core.train import TrainSettings
 from sessionbert_core.world import WorldPaths
 
@@ -48,6 +49,10 @@ class SessionBertResource(dg.ConfigurableResource):
     personas: str = Field(default=os.environ.get("SESSIONBERT_PERSONAS") or "",
                           description="SESSIONBERT_PERSONAS: persona definitions YAML ('' = the world's)")
     seed: int = Field(default=0, description="SESSIONBERT_SEED: seed of the world, the splits and training")
+    # one setting for the table, its Hit@k evaluation, the ranker backtest and the served model alike
+    recommendation_sessions: int = Field(default=RECENT_SESSIONS, ge=1,
+                                         description="sessions of a user a recommendation reads, latest first "
+                                                     "(the paper's appendix B: 8)")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SessionBertResource:

@@ -111,23 +111,26 @@ MIN_BACKTEST_USERS = 20  # validation users who adopt something: below it the fi
 
 
 def choose_ranker(sessions: pl.DataFrame, billing: pl.DataFrame | None, recommenders,
-                  seen_days: tuple[int, ...] = (10, 6, 12), min_users: int = MIN_BACKTEST_USERS) -> dict:
+                  seen_days: tuple[int, ...] = (10, 6, 12), min_users: int = MIN_BACKTEST_USERS,
+                  recent: int | None = None) -> dict:
     """The ranker the recommendation table serves, from a Hit@k backtest on the validation split's users.
 
     `sessions` is `session_splits` (the test split's sessions are left out); `recommenders` is
-    `recommend.load_recommenders`' bundle; its synthetic truth (the oracle, services
+    `recommend.load_recommenders`' bundle; `recent` the recommendation window (sessions a
+    recommendation reads; None: the paper's 8); its synthetic truth (the oracle, services
     used before the data began) is left out, so the choice reads only what real data has. The first
     of `seen_days` with `min_users` adopters is used. Returns `ranker` (the table's name),
     `served_ranker` (its Hit@k method name), `seen_days`, `n_users`, `validation` ({ranker: Hit@k
     figures}) and `reason`.
     """
-    from sessionbert_core.recommend import hit_at_k
+    from sessionbert_core.recommend import RECENT_SESSIONS, hit_at_k
 
     bundle = replace(recommenders, oracle=None, used_before=None)
     sessions = sessions.filter(pl.col("split") != "test")  # not even the test users' seen days
     users = sessions.filter(pl.col("split") == "validation")["user_id"].unique()
     for days in seen_days:
-        entry = hit_at_k(sessions, billing, bundle, (days,), scored_users=users)["seen_days"][str(days)]
+        entry = hit_at_k(sessions, billing, bundle, (days,), recent or RECENT_SESSIONS,
+                         scored_users=users)["seen_days"][str(days)]
         if entry["n_users"] >= min_users:
             break
     else:

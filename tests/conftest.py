@@ -31,14 +31,17 @@ def trained(tmp_path_factory) -> tuple:
 
 def materialize_all(home: Path, source: str, selection=None, gates: QualityGatesResource | None = None,
                     instance: dg.DagsterInstance | None = None,
-                    compute: ComputeResource | None = None) -> dg.ExecuteInProcessResult:
-    """Materialize the graph (or a selection) and its quality gates on tiny into `home`, from `source`."""
-    sessionbert = SessionBertResource(home=str(home), source=source, profile="tiny", seed=0)
+                    compute: ComputeResource | None = None, run_config: dict | None = None,
+                    **settings) -> dg.ExecuteInProcessResult:
+    """Materialize the graph (or a selection) and its quality gates on tiny into `home`, from `source`;
+    `settings` are further fields of the sessionbert resource."""
+    sessionbert = SessionBertResource(home=str(home), source=source, profile="tiny", seed=0, **settings)
     resources = {"sessionbert": sessionbert, "io_manager": artifact_io_manager, "compute": compute or ComputeResource(),
                  "mlflow_tracking": MlflowResource(tracking_uri=""), "quality_gates": gates or QualityGatesResource(),
                  "training_pipes": dg.PipesSubprocessClient()}
     return dg.materialize([*all_assets, *all_checks], selection=selection, resources=resources,
-                          instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False)
+                          instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False,
+                          run_config=run_config)
 
 
 @pytest.fixture

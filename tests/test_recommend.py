@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import date, datetime
 
+import mlflow
 import numpy as np
 import polars as pl
 import pytest
@@ -240,6 +242,40 @@ def test_the_table_serves_markov_and_popularity_rankings_too(trained):
         assert ranked.join(used, on=["user_id", "service"], how="inner").height == 0
     with pytest.raises(ValueError, match="needs a Markov chain"):
         recommend_services(recommenders.sessionbert, splits, None, "markov")
+
+
+def test_the_recommendation_window_is_one_setting_for_table_hit_at_k_and_server(trained, tmp_path):
+    """`recommendation_sessions: 5` on the resource: the table is the count ranking of each user's last
+    5 sessions (not 8), Hit@k ranks with 5, and the served model reads the same 5 sessions."""
+    from conftest import materialize_all
+
+    from sessionbert_core.serving import events_from_request
+
+    home, _ = trained
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy, ignore=shutil.ignore_patterns("dagster", "checkpoints"))
+    selection = ["ranker_selection", "recommendation_table", "hit_at_k_evaluation", "serving_model"]
+    result = materialize_all(copy, "synthetic", selection=selection, recommendation_sessions=5,
+                             run_config={"ops": {"recommendation_table": {"config": {"ranker": "count"}}}})
+    assert result.success
+    splits = pl.read_parquet(copy / "session_splits.parquet")
+    billing = pl.read_parquet(copy / "billing_records.parquet")
+    predictor = _recommenders(copy, splits).sessionbert
+    table = pl.read_parquet(copy / "recommendation_table.parquet").select("user_id", "rank", "service")
+    for window in (5, 8):
+        direct = recommend_services(predictor, splits, billing, "count", window).select("user_id", "rank", "service")
+        assert direct.sort("user_id", "rank").equals(table.sort("user_id", "rank")) == (window == 5)
+    assert json.loads((copy / "hit_at_k_evaluation.json").read_text())["recent_sessions"] == 5
+    served = mlflow.pyfunc.load_model(str(copy / "serving_model")).unwrap_python_model()
+    assert served.settings["ranker"] == "count" and served.settings["ranker_recent_sessions"] == 5
+    # a known user's whole history, and only the days of their last 5 sessions: the same answer
+    user = splits.group_by("user_id").len().filter(pl.col("len") >= 8)["user_id"].sort()[0]
+    fifth_last = splits.filter(pl.col("user_id") == user).sort("start")["start"][-5]
+    mine = pl.read_parquet(copy / "raw_sessions.parquet").filter(pl.col("user_id") == user)
+    recent = mine.filter(pl.col("timestamp").dt.date() >= fifth_last.date())  # its day whole: the same context
+    whole, last = (served.answer(events_from_request(rows.with_columns(pl.col("timestamp").cast(pl.String))))
+                   .row(0, named=True)["services"] for rows in (mine, recent))
+    assert recent.height < mine.height and whole == last
 
 
 def test_recommendations_are_the_same_whatever_the_user_chunk(tiny_world, monkeypatch):

@@ -16,7 +16,6 @@ from sessionbert_core.choice import DEFAULT_RANKER, METHOD_OF_RANKER, choose_ran
 from sessionbert_core.model import load_next_activity_model
 from sessionbert_core.recommend import (
     RANKERS,
-    RECENT_SESSIONS,
     SEEN_DAYS,
     MarkovServices,
     hit_at_k,
@@ -32,7 +31,8 @@ from sessionbert_core.world import load_truth
 
 
 class RecommendationConfig(dg.Config):
-    recent_sessions: int = RECENT_SESSIONS  # the paper's appendix B choice
+    # the window (sessions a recommendation reads) is the sessionbert resource's `recommendation_sessions`, so
+    # the table, its Hit@k evaluation and the served model read the same one
     ranker: str = "auto"  # `ranker_selection`'s choice on validation users; or one by name: `count` (the
     # paper's rec1), `names` / `descriptions` (its rec2 / rec3, appendix C), `persona` (what users of the
     # same cluster adopted most, then the count ranking), `markov`, `popularity`
@@ -62,7 +62,8 @@ def ranker_selection(context: dg.AssetExecutionContext, sessionbert: SessionBert
         cluster_sweep["k"], cluster_sweep["recent_sessions"],
         service_descriptions(landing_folder), None, precision.device, precision.bf16, sessionbert.size.model.max_length,
         sessionbert.seed)
-    selection = choose_ranker(session_splits, billing_records, recommenders)
+    selection = choose_ranker(session_splits, billing_records, recommenders,
+                              recent=sessionbert.recommendation_sessions)
     storage.write_json(selection, sessionbert.home_path / "ranker_selection.json")
     rows = [{"ranker": r, **{k: round(v, 4) for k, v in f.items()}} for r, f in selection["validation"].items()]
     context.add_output_metadata({"ranker": selection["ranker"], "reason": selection["reason"],
@@ -98,7 +99,8 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
         vectors = service_vectors_from_encoder(list(model.config.service_labels), service_descriptions(landing_folder),
                                                precision.device, precision.bf16)
     try:
-        ranked = recommend_services(predictor, session_splits, billing_records, ranker, config.recent_sessions,
+        ranked = recommend_services(predictor, session_splits, billing_records, ranker,
+                                    sessionbert.recommendation_sessions,
                                     user_personas.select("user_id", "cluster"), vectors,
                                     markov=MarkovServices.fit(session_splits.filter(pl.col("split") == "train"))
                                     if ranker == "markov" else None,
@@ -116,7 +118,7 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
         "users": session_splits["user_id"].n_unique(),
         "users_with_recommendations": recommendations["user_id"].n_unique(),
         "ranker": ranker, "ranker_reason": ranker_selection["reason"] if config.ranker == "auto" else "configured",
-        "recent_sessions": config.recent_sessions,
+        "recent_sessions": sessionbert.recommendation_sessions,
         "most_recommended": table(recommendations.group_by("service").len("users").sort("users", descending=True)),
         "sample": table(recommendations.head(15).drop("generated_at")),
     })
@@ -148,7 +150,8 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
         service_descriptions(landing_folder), world.root if world else None, precision.device, precision.bf16,
         sessionbert.size.model.max_length, sessionbert.seed)
     test_users = session_splits.filter(pl.col("split") == "test")["user_id"].unique()
-    evaluation = hit_at_k(session_splits, billing_records, recommenders, SEEN_DAYS, scored_users=test_users)
+    evaluation = hit_at_k(session_splits, billing_records, recommenders, SEEN_DAYS,
+                          sessionbert.recommendation_sessions, scored_users=test_users)
     evaluation["scored_users"] = "test split: users none of whose sessions was trained on"
     served = recommendation_table["ranker"][0] if recommendation_table.height else DEFAULT_RANKER
     evaluation["served_ranker"] = METHOD_OF_RANKER[served]

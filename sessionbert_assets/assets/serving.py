@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from sessionbert_assets.assets.recommendation import service_descriptions
 from sessionbert_assets.checks import CHAMPION
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
-from sessionbert_core.recommend import RECENT_SESSIONS, service_vectors_from_encoder, used_services
+from sessionbert_core.recommend import service_vectors_from_encoder, used_services
 from sessionbert_core.representation import PERSONA_SPACE
 from sessionbert_core.serving import RankingInputs, known_users, save_serving_model
 
@@ -42,7 +42,7 @@ def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
     settings = {"max_length": sessionbert.size.model.max_length,
                 "pooling": _latest_metadata(context, "session_embeddings").get("pooling", "mean"),
                 "recent_sessions": cluster_sweep["recent_sessions"], "precision_requested": compute.precision,
-                "ranker": ranker, "ranker_recent_sessions": table.get("recent_sessions", RECENT_SESSIONS)}
+                "ranker": ranker, "ranker_recent_sessions": sessionbert.recommendation_sessions}
     vectors = None
     if ranker in ("names", "descriptions"):
         services = json.loads((finetuned_model / "config.json").read_text())["service_labels"]
