@@ -113,7 +113,7 @@ def measure_seed(home: Path, profile_name: str, seed: int, train_sessions: int, 
     test = test.sample(min(test_sessions, test.height), seed=seed)
     world = WorldPaths(home / "worlds" / f"{profile_name}-seed{seed}")
     started = time.perf_counter()
-    figures = recommendation_figures(home, world, profile.model.max_length, seed)
+    figures = recommendation_figures(home, world, seed)
     sweep = json.loads((home / "cluster_sweep.json").read_text())
     result = {
         "seed": seed, "graph_seconds": graph_seconds, "cpu_cores": os.cpu_count(), "precision": precision.metadata(),

@@ -49,6 +49,7 @@ from sessionbert_core.recommend import (
     split_seen_unseen,
     used_services,
 )
+from sessionbert_core.representation import PERSONA_SPACE, served_vectors
 from sessionbert_core.segment import K_RANGE, CosineKMeans, choose_k, silhouette_sweep
 from sessionbert_core.serialize import recent_sessions
 from sessionbert_core.world import WorldPaths, load_truth
@@ -102,15 +103,15 @@ def pooling_figures(home: Path, world: WorldPaths, pooling: str, n_recent: int, 
             **{key: figures[key] for key in ("ari", "nmi", "accuracy")}}
 
 
-def recommendation_figures(home: Path, world: WorldPaths, profile_max_length: int, seed: int) -> dict:
+def recommendation_figures(home: Path, world: WorldPaths, seed: int) -> dict:
     """The appendix B curve and the persona fit of the count and persona rankers."""
     sessions = pl.read_parquet(home / "session_splits.parquet")
     billing = pl.read_parquet(home / "billing_records.parquet")
-    embeddings = pl.read_parquet(home / "session_embeddings.parquet")
+    # the persona ranker's clusters in the space the graph served (representation.py)
+    embeddings = served_vectors(home / PERSONA_SPACE, pl.read_parquet(home / "session_embeddings.parquet"), sessions)
     sweep = json.loads((home / "cluster_sweep.json").read_text())
     recommenders = load_recommenders(home / "finetuned_model", sessions, embeddings, sweep["k"],
-                                     sweep["recent_sessions"], None, world.root, max_length=profile_max_length,
-                                     seed=seed)
+                                     sweep["recent_sessions"], None, world.root, seed=seed)
     test_users = sessions.filter(pl.col("split") == "test")["user_id"].unique()
     curve = {}
     for recent in RECENT:
@@ -142,7 +143,6 @@ def measure(home: Path, profile: str, seed: int, reuse: bool) -> dict:
         seconds = run_graph(home, profile, seed)
     world = WorldPaths(home / "worlds" / f"{profile}-seed{seed}")
     sweep = json.loads((home / "cluster_sweep.json").read_text())
-    max_length = json.loads((home / "pretrained_model" / "config.json").read_text())["max_position_embeddings"]
     return {
         "seed": seed, "graph_seconds": seconds,
         "personas": json.loads((home / "persona_evaluation.json").read_text()),
@@ -150,7 +150,7 @@ def measure(home: Path, profile: str, seed: int, reuse: bool) -> dict:
         "separable_groups": separable_groups(world, sweep["recent_sessions"], seed),
         "cls_pooling": pooling_figures(home, world, "cls", sweep["recent_sessions"], seed),
         "hit_at_k": json.loads((home / "hit_at_k_evaluation.json").read_text()),
-        "recommendation": recommendation_figures(home, world, max_length, seed),
+        "recommendation": recommendation_figures(home, world, seed),
     }
 
 

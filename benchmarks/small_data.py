@@ -140,9 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--access-log", type=Path, help="a landing folder with a web server log")
     parser.add_argument("--homes", type=Path, default=Path("/tmp/sessionbert-small-data"))
     args = parser.parse_args(argv)
-    runs = [(name, seed) for name in args.worlds for seed in args.seeds]
-    if args.access_log:
-        runs.append(("access_log", 0))
+    # a seed of every data set before the next seed: a run cut short still covers them all
+    runs = [("access_log", 0)] if args.access_log else []
+    runs += [(name, seed) for seed in args.seeds for name in args.worlds]
     rows = []
     for name, seed in runs:
         home = args.homes / f"{name}-seed{seed}"

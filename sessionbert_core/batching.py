@@ -55,3 +55,8 @@ def length_sorted_batches(texts: Sequence[str], tokenizer: PreTrainedTokenizerFa
             chunk = order[start:start + batch_size]
             ids, mask = pad([encoded[i] for i in chunk], tokenizer.pad_token_id)
             yield offset + chunk, ids, mask
+
+
+def length_limit(model, max_length: int | None) -> int:
+    """`max_length`, or where it is None the longest input the model was built for (what it was trained on)."""
+    return max_length or model.config.max_position_embeddings

@@ -10,7 +10,7 @@ import polars as pl
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
 
-from sessionbert_core.batching import TOKENIZE_CHUNK, length_sorted_batches, maybe_compiled
+from sessionbert_core.batching import TOKENIZE_CHUNK, length_limit, length_sorted_batches, maybe_compiled
 from sessionbert_core.model import attention_implementation
 from sessionbert_core.precision import use_bf16
 from sessionbert_core.serialize import recent_sessions
@@ -37,12 +37,13 @@ def load_encoder(folder: Path, device: str = "cpu",
 
 @torch.inference_mode()
 def embed_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, texts: Sequence[str],
-                pooling: str = "mean", batch_size: int = 256, max_length: int = 128, bf16: bool | None = None,
+                pooling: str = "mean", batch_size: int = 256, max_length: int | None = None, bf16: bool | None = None,
                 compile: bool | None = None) -> np.ndarray:
     """Unit-length float32 vectors, one per text, in the order given.
 
     `mean` averages the last hidden states over the real (non-padding) tokens; `cls` takes the
-    [CLS] state. Memory is bounded by the batch size, whatever the number of texts. `compile`:
+    [CLS] state. Memory is bounded by the batch size, whatever the number of texts. `max_length`
+    None: the model's own. `compile`:
     torch.compile the model (None: when there are enough texts for it to pay).
     """
     if pooling not in POOLINGS:
@@ -53,7 +54,8 @@ def embed_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, text
     if not len(texts):
         return out
     forward = maybe_compiled(model, len(texts), compile)
-    for positions, input_ids, attention_mask in length_sorted_batches(texts, tokenizer, batch_size, max_length):
+    for positions, input_ids, attention_mask in length_sorted_batches(texts, tokenizer, batch_size,
+                                                                      length_limit(model, max_length)):
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             hidden = forward(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -68,7 +70,7 @@ def embed_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, text
 
 
 def embed_sessions(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, sessions: pl.DataFrame,
-                   pooling: str = "mean", batch_size: int = 256, max_length: int = 128,
+                   pooling: str = "mean", batch_size: int = 256, max_length: int | None = None,
                    bf16: bool | None = None, compile: bool | None = None) -> pl.DataFrame:
     """`user_id, session_id, start, embedding` for each session (its serialized text encoded)."""
     forward = maybe_compiled(model, sessions.height, compile)  # once for all slices

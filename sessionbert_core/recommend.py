@@ -60,7 +60,8 @@ def recommendation_inputs(sessions: pl.DataFrame) -> pl.DataFrame:
                                                          pl.col("activities").list.concat(pl.lit([MASK]))))
 
 
-def sessionbert_predictor(model, tokenizer, max_length: int = 128, batch_size: int = 256, bf16: bool | None = None,
+def sessionbert_predictor(model, tokenizer, max_length: int | None = None, batch_size: int = 256,
+                          bf16: bool | None = None,
                           top_k_pages: int = 50, compile: bool | None = None) -> Predictor:
     """The fine-tuned model as a Predictor: top-5 services and top pages after each whole session."""
 
@@ -535,7 +536,7 @@ def lookup(recommendations: pl.DataFrame, user_id: str) -> pl.DataFrame:
 def load_recommenders(finetuned_model: Path, sessions: pl.DataFrame, embeddings: pl.DataFrame, k: int,
                       n_recent_for_clusters: int, descriptions: dict[str, str] | None = None,
                       world_root: Path | None = None, device: str = "cpu", bf16: bool | None = None,
-                      max_length: int = 128, seed: int = 0) -> Recommenders:
+                      seed: int = 0) -> Recommenders:
     """Everything the Hit@k protocol compares, from the artifacts: the fine-tuned model, a Markov chain
     fitted on the train split, service vectors from the general-language encoder, SessionBERT clusters
     and, given a synthetic world's root, the oracle."""
@@ -547,7 +548,7 @@ def load_recommenders(finetuned_model: Path, sessions: pl.DataFrame, embeddings:
     tokenizer = AutoTokenizer.from_pretrained(finetuned_model)
     services = list(model.config.service_labels)
     return Recommenders(
-        sessionbert=sessionbert_predictor(model, tokenizer, max_length, bf16=bf16),
+        sessionbert=sessionbert_predictor(model, tokenizer, bf16=bf16),
         markov=MarkovServices.fit(sessions.filter(pl.col("split") == "train")),
         services=services,
         service_vectors=service_vectors_from_encoder(services, descriptions, device, bf16),

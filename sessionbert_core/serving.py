@@ -135,7 +135,7 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         self.precision = resolve_precision("cpu", self.settings.get("precision_requested", "auto"))
         model = load_next_activity_model(artifacts["finetuned_model"], bf16=self.precision.bf16)
         self.predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(artifacts["finetuned_model"]),
-                                               self.settings["max_length"], bf16=self.precision.bf16)
+                                               self.settings.get("max_length"), bf16=self.precision.bf16)
         self.encoder, self.encoder_tokenizer = load_encoder(artifacts["pretrained_model"], bf16=self.precision.bf16)
         from sessionbert_core.representation import PersonaSpace
 
@@ -181,7 +181,7 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         if unseen.height:
             in_time("embedding sessions")
             embeddings = embed_sessions(self.encoder, self.encoder_tokenizer, unseen, self.settings["pooling"],
-                                        max_length=self.settings["max_length"], bf16=self.precision.bf16)
+                                        max_length=self.settings.get("max_length"), bf16=self.precision.bf16)
             inferred = (nearest_clusters(self.space.session_vectors(embeddings, unseen), self.centroids,
                                          self.settings["recent_sessions"])
                         .join(self.tags, on="cluster", how="left").with_columns(pl.col("persona").fill_null(""))

@@ -31,7 +31,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as transformers_logging
 
-from sessionbert_core.batching import encode, length_sorted_batches, maybe_compiled
+from sessionbert_core.batching import encode, length_limit, length_sorted_batches, maybe_compiled
 from sessionbert_core.config import ModelSize, TrainingPlan
 from sessionbert_core.evaluate import next_activity_inputs
 from sessionbert_core.model import (
@@ -389,11 +389,12 @@ def _head_accuracy(prediction) -> dict[str, float]:
 
 @torch.inference_mode()
 def predict_top_k(model: SessionBertForNextActivity, tokenizer: PreTrainedTokenizerFast, texts: list[str],
-                  batch_size: int = 256, max_length: int = 128, top_k_services: int = 5, top_k_pages: int = 5,
+                  batch_size: int = 256, max_length: int | None = None, top_k_services: int = 5, top_k_pages: int = 5,
                   bf16: bool | None = None, compile: bool | None = None) -> pl.DataFrame:
     """Top-k services and pages (with probabilities) at the last [MASK] slot of each text, in order.
 
     Texts are batched by length (little padding); memory is bounded by the batch size and the k's.
+    `max_length` None: the model's own (the length it was trained on).
     `compile`: torch.compile the model (None: when there are enough texts for it to pay).
     """
     model.eval()
@@ -405,8 +406,8 @@ def predict_top_k(model: SessionBertForNextActivity, tokenizer: PreTrainedTokeni
     service_index, page_index = np.zeros((n, k_service), np.int64), np.zeros((n, k_page), np.int64)
     service_p, page_p = np.zeros((n, k_service), np.float64), np.zeros((n, k_page), np.float64)
     forward = maybe_compiled(model, n, compile)
-    for positions, input_ids, attention_mask in length_sorted_batches(texts, tokenizer, batch_size, max_length,
-                                                                      keep="end"):
+    for positions, input_ids, attention_mask in length_sorted_batches(texts, tokenizer, batch_size,
+                                                                      length_limit(model, max_length), keep="end"):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             out = forward(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
         for logits, k, index, probability in ((out.service_logits, k_service, service_index, service_p),
@@ -426,7 +427,7 @@ def predict_top_k(model: SessionBertForNextActivity, tokenizer: PreTrainedTokeni
 
 
 def predict_next_activity(model: SessionBertForNextActivity, tokenizer: PreTrainedTokenizerFast,
-                          sessions: pl.DataFrame, batch_size: int = 256, max_length: int = 128, top_k: int = 5,
+                          sessions: pl.DataFrame, batch_size: int = 256, max_length: int | None = None, top_k: int = 5,
                           bf16: bool | None = None) -> pl.DataFrame:
     """Top-k next services and pages for each session of two or more activities, its last one held out."""
     inputs = next_activity_inputs(sessions)

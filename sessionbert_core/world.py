@@ -242,7 +242,8 @@ def _simulate_users(structure: WorldStructure, size: WorldSize, seed: int, chunk
             for task in new_today:
                 used_services.update(TASKS[task])
             active = [t for t, d in enabled.items() if d is not None and d <= day]
-            weights = np.array([task_weights.get(t, 0.15) for t in active])
+            # a stray task keeps a small share of the persona's sessions; the second persona's tasks have their own
+            weights = np.array([task_weights.get(t, 0.0 if t in second else 0.15) for t in active])
             second_weights = np.array([second.get(t, 0.0) for t in active])
             upcoming = sorted({s for t, d in enabled.items() if d is not None and day < d <= day + LOOKAHEAD_DAYS
                                for s in TASKS[t]} - used_services - {"console", "catalog", "marketplace"})
@@ -251,6 +252,8 @@ def _simulate_users(structure: WorldStructure, size: WorldSize, seed: int, chunk
             for j in range(n_sessions):
                 chosen = weights
                 if second and rng.random() < size.second_persona_share and second_weights.sum() > 0:
+                    chosen = second_weights
+                elif weights.sum() == 0:  # only the second persona's tasks are active yet
                     chosen = second_weights
                 task = pending.pop(0) if pending else active[int(rng.choice(len(active), p=chosen / chosen.sum()))]
                 focus = upcoming[int(rng.integers(len(upcoming)))] if upcoming else None

@@ -19,7 +19,7 @@ from sessionbert_core.personas import (
     persona_probabilities,
     tag_clusters,
 )
-from sessionbert_core.representation import PERSONA_SPACE, served_vectors
+from sessionbert_core.representation import PERSONA_SPACE, REPRESENTATIONS, served_vectors
 from sessionbert_core.segment import CosineKMeans, choose_k, silhouette_sweep
 from sessionbert_core.serialize import serialize_sessions
 from sessionbert_core.world import load_truth
@@ -181,3 +181,14 @@ def test_real_access_log_runs_through_personas_and_recommendations(tmp_path):
     assert pl.read_parquet(home / "recommendation_table.parquet")["rank"].max() <= 5
     hits = json.loads((home / "hit_at_k_evaluation.json").read_text())
     assert all("oracle" not in entry for entry in hits["seen_days"].values())
+
+
+def test_the_sweep_names_the_representation_it_served_and_every_candidate(trained):
+    home, _ = trained
+    sweep = json.loads((home / "cluster_sweep.json").read_text())
+    assert sweep["representation"] == sweep["representations"]["served"]  # auto: the choice serves
+    assert set(sweep["representations"]["candidates"]) == set(REPRESENTATIONS)
+    evaluation = json.loads((home / "persona_evaluation.json").read_text())
+    assert evaluation["representation"] == sweep["representation"]
+    assert set(evaluation["by_representation"]) == set(REPRESENTATIONS)  # scored on truth, reported only
+    assert all(0.0 <= found["accuracy"] <= 1.0 for found in evaluation["by_representation"].values())

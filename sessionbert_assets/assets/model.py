@@ -211,8 +211,7 @@ def model_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBert
     precision = compute.report_precision(context)
     model = load_next_activity_model(finetuned_model, precision.device, precision.bf16)
     tok = AutoTokenizer.from_pretrained(finetuned_model)
-    predict = partial(predict_next_activity, model, tok, max_length=sessionbert.size.model.max_length,
-                      top_k=CANDIDATES_PER_SOURCE, bf16=precision.bf16)
+    predict = partial(predict_next_activity, model, tok, top_k=CANDIDATES_PER_SOURCE, bf16=precision.bf16)
     predictions, validation = predict(_split(session_splits, "test")), predict(_split(session_splits, "validation"))
     storage.write_parquet(predictions, home / "model_evaluation_predictions.parquet")
     choice = choose_next_activity(_split(session_splits, "train"), validation, predictions)

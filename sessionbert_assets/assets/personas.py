@@ -68,8 +68,7 @@ def session_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfi
     precision = compute.report_precision(context)
     model, tok = load_encoder(pretrained_model, precision.device, precision.bf16)
     started = time.perf_counter()
-    embeddings = embed_sessions(model, tok, session_splits, config.pooling, config.batch_size,
-                                sessionbert.size.model.max_length, precision.bf16)
+    embeddings = embed_sessions(model, tok, session_splits, config.pooling, config.batch_size, bf16=precision.bf16)
     seconds = time.perf_counter() - started
     context.add_output_metadata({"sessions": embeddings.height, "users": embeddings["user_id"].n_unique(),
                                  "dimension": model.config.hidden_size, "pooling": config.pooling,
@@ -104,9 +103,9 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
         return {"k": 1, "k_rule": "fewer than 3 users", "recent_sessions": config.recent_sessions,
                 "n_users": len(users), "sample_users": len(users), "baseline_users": 0, "representation":
                 "sessionbert", "silhouette": {"sessionbert": {}, "sessionbert_same_users": {}, "general_language": {}}}
-    chosen, candidates = choose_representation(session_embeddings, session_splits, config.recent_sessions,
+    picked, candidates = choose_representation(session_embeddings, session_splits, config.recent_sessions,
                                                config.sample_users, seed, k=config.k)
-    served = chosen if config.representation == "auto" else config.representation
+    served = picked if config.representation == "auto" else config.representation
     candidates[served].space.save(sessionbert.home_path / PERSONA_SPACE)
     curve = candidates["sessionbert"].silhouette
     k = candidates[served].k
@@ -124,7 +123,7 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
               "sessionbert_same_users": silhouette_sweep(vectors[chosen], K_RANGE, sample_size, seed),
               "general_language": silhouette_sweep(baseline_vectors, K_RANGE, sample_size, seed),
               **{name: c.silhouette for name, c in candidates.items() if name != "sessionbert"}}
-    summary = representation_summary(chosen, candidates)
+    summary = representation_summary(picked, candidates)
     result = {"k": k, "k_rule": f"smallest k within {K_TOLERANCE} of the best {served} silhouette"
                                  if not config.k else "set in the run config",
               "representation": served, "representation_reason": "chosen without ground truth"

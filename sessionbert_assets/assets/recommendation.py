@@ -60,8 +60,7 @@ def ranker_selection(context: dg.AssetExecutionContext, sessionbert: SessionBert
         finetuned_model, session_splits,
         served_vectors(sessionbert.home_path / PERSONA_SPACE, session_embeddings, session_splits),
         cluster_sweep["k"], cluster_sweep["recent_sessions"],
-        service_descriptions(landing_folder), None, precision.device, precision.bf16, sessionbert.size.model.max_length,
-        sessionbert.seed)
+        service_descriptions(landing_folder), None, precision.device, precision.bf16, sessionbert.seed)
     selection = choose_ranker(session_splits, billing_records, recommenders,
                               recent=sessionbert.recommendation_sessions)
     storage.write_json(selection, sessionbert.home_path / "ranker_selection.json")
@@ -92,8 +91,7 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
     ranker = ranker_selection["ranker"] if config.ranker == "auto" else config.ranker
     precision = compute.report_precision(context)
     model = load_next_activity_model(finetuned_model, precision.device, precision.bf16)
-    predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(finetuned_model),
-                                      sessionbert.size.model.max_length, bf16=precision.bf16)
+    predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(finetuned_model), bf16=precision.bf16)
     vectors = None
     if ranker in ("names", "descriptions"):
         vectors = service_vectors_from_encoder(list(model.config.service_labels), service_descriptions(landing_folder),
@@ -148,7 +146,7 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
         served_vectors(sessionbert.home_path / PERSONA_SPACE, session_embeddings, session_splits),
         cluster_sweep["k"], cluster_sweep["recent_sessions"],
         service_descriptions(landing_folder), world.root if world else None, precision.device, precision.bf16,
-        sessionbert.size.model.max_length, sessionbert.seed)
+        sessionbert.seed)
     test_users = session_splits.filter(pl.col("split") == "test")["user_id"].unique()
     evaluation = hit_at_k(session_splits, billing_records, recommenders, SEEN_DAYS,
                           sessionbert.recommendation_sessions, scored_users=test_users)

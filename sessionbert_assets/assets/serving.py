@@ -39,8 +39,7 @@ def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
     known = known_users(user_personas, used_services(session_splits, billing_records))
     table = _latest_metadata(context, "recommendation_table")  # the ranker it served, chosen on validation
     ranker = table.get("ranker", "count")
-    settings = {"max_length": sessionbert.size.model.max_length,
-                "pooling": _latest_metadata(context, "session_embeddings").get("pooling", "mean"),
+    settings = {"pooling": _latest_metadata(context, "session_embeddings").get("pooling", "mean"),
                 "recent_sessions": cluster_sweep["recent_sessions"], "precision_requested": compute.precision,
                 "ranker": ranker, "ranker_recent_sessions": sessionbert.recommendation_sessions}
     vectors = None
