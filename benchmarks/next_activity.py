@@ -19,11 +19,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from sessionbert_core.config import get_profile
-from sessionbert_core.evaluate import baseline_scores, scores
+from sessionbert_core.evaluate import baseline_scores, mean_and_spread, scores
 from sessionbert_core.ingest import ingest_landing
 from sessionbert_core.serialize import serialize_sessions, split_sessions
 from sessionbert_core.tokenizer import train_and_choose
@@ -74,10 +73,11 @@ def summarize(runs: dict[int, dict]) -> dict:
     for head in ("service", "page"):
         for method in METHODS:
             for metric in ("accuracy", "f1_weighted", "f1_macro"):
-                values = np.array([r[head][method][metric] for r in runs.values()])
-                summary[f"{head}/{method}/{metric}"] = {"mean": float(values.mean()), "std": float(values.std())}
-        share = np.array([r[head]["sessionbert"]["accuracy"] / r[head]["ceiling"]["accuracy"] for r in runs.values()])
-        summary[f"{head}/sessionbert_share_of_ceiling"] = {"mean": float(share.mean()), "std": float(share.std())}
+                mean, spread = mean_and_spread(r[head][method][metric] for r in runs.values())
+                summary[f"{head}/{method}/{metric}"] = {"mean": mean, "std": spread}
+        mean, spread = mean_and_spread(r[head]["sessionbert"]["accuracy"] / r[head]["ceiling"]["accuracy"]
+                                       for r in runs.values())
+        summary[f"{head}/sessionbert_share_of_ceiling"] = {"mean": mean, "std": spread}
     return summary
 
 

@@ -44,7 +44,7 @@ from personas_and_recommendations import recommendation_figures, run_graph
 from sessionbert_core import plots
 from sessionbert_core.config import get_profile
 from sessionbert_core.embed import general_language_encoder
-from sessionbert_core.evaluate import scores
+from sessionbert_core.evaluate import format_spread, mean_and_spread, scores
 from sessionbert_core.precision import resolve_precision
 from sessionbert_core.train import TrainSettings, finetune, predict_next_activity
 from sessionbert_core.world import WorldPaths
@@ -149,13 +149,7 @@ def measure_seed(home: Path, profile_name: str, seed: int, train_sessions: int, 
 # the report
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def _fmt(values: list[float]) -> str:
-    mean, sd = _mean_sd(values)
-    return f"{mean:.3f} ± {sd:.3f}" if len(values) > 1 else f"{mean:.3f}"
+_mean_sd, _fmt = mean_and_spread, format_spread
 
 
 def _run(seed_result: dict, model: str, length: int, task: str) -> dict:

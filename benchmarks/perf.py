@@ -386,7 +386,7 @@ def stage(name: str, work: Path, scale: int, graph: Path, profile) -> dict:
         started = time.perf_counter()
         users, vectors = user_vectors(embeddings, 20)
         k = choose_k(silhouette_sweep(vectors, K_RANGE, 2000, 0))
-        clusters = CosineKMeans.fit(vectors, k, 0).predict(vectors)
+        clusters = CosineKMeans(k).fit(vectors).labels_
         seconds = time.perf_counter() - started
         rows, output_bytes = len(users), clusters.nbytes
     elif name == "recommend":

@@ -30,7 +30,8 @@ import numpy as np
 import polars as pl
 
 from sessionbert_core import plots
-from sessionbert_core.embed import embed_sessions, load_encoder, user_vectors
+from sessionbert_core.embed import embed_sessions, load_encoder, user_vector_sessions, user_vectors
+from sessionbert_core.evaluate import format_spread
 from sessionbert_core.personas import (
     assign_personas,
     load_definitions,
@@ -93,11 +94,11 @@ def pooling_figures(home: Path, world: WorldPaths, pooling: str, n_recent: int, 
     users, vectors = user_vectors(embeddings, n_recent)
     curve = silhouette_sweep(vectors, K_RANGE, 2000, seed)
     k = choose_k(curve)
-    kmeans = CosineKMeans.fit(vectors, k, seed)
+    kmeans = CosineKMeans(k, random_state=seed).fit(vectors)
     definitions = load_definitions(world.personas_yaml)
     of_user = pl.DataFrame({"user_id": users, "cluster": kmeans.predict(vectors).astype(np.int64)})
     tags = map_clusters(sessions, of_user, definitions).tags
-    assigned = assign_personas(embeddings, kmeans.centroids, tags, n_recent)
+    assigned = assign_personas(embeddings, kmeans.cluster_centers_, tags, n_recent)
     figures = persona_evaluation(assigned, load_truth(world.root, "users"))
     return {"k": k, "silhouette": {str(kk): v for kk, v in curve.items()},
             **{key: figures[key] for key in ("ari", "nmi", "accuracy")}}
@@ -111,7 +112,7 @@ def recommendation_figures(home: Path, world: WorldPaths, seed: int) -> dict:
     embeddings = served_vectors(home / PERSONA_SPACE, pl.read_parquet(home / "session_embeddings.parquet"), sessions)
     sweep = json.loads((home / "cluster_sweep.json").read_text())
     recommenders = load_recommenders(home / "finetuned_model", sessions, embeddings, sweep["k"],
-                                     sweep["recent_sessions"], None, world.root, seed=seed)
+                                     user_vector_sessions(sweep), None, world.root, seed=seed)
     test_users = sessions.filter(pl.col("split") == "test")["user_id"].unique()
     curve = {}
     for recent in RECENT:
@@ -147,16 +148,14 @@ def measure(home: Path, profile: str, seed: int, reuse: bool) -> dict:
         "seed": seed, "graph_seconds": seconds,
         "personas": json.loads((home / "persona_evaluation.json").read_text()),
         "sweep": sweep,
-        "separable_groups": separable_groups(world, sweep["recent_sessions"], seed),
-        "cls_pooling": pooling_figures(home, world, "cls", sweep["recent_sessions"], seed),
+        "separable_groups": separable_groups(world, user_vector_sessions(sweep), seed),
+        "cls_pooling": pooling_figures(home, world, "cls", user_vector_sessions(sweep), seed),
         "hit_at_k": json.loads((home / "hit_at_k_evaluation.json").read_text()),
         "recommendation": recommendation_figures(home, world, seed),
     }
 
 
-def spread(values: list[float]) -> str:
-    values = [v for v in values if v is not None]
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "-"
+spread = format_spread
 
 
 def report(runs: list[dict], profile: str) -> dict:

@@ -25,11 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from sessionbert_core.config import WorldSize
-from sessionbert_core.evaluate import baseline_scores
+from sessionbert_core.embed import user_vector_sessions
+from sessionbert_core.evaluate import baseline_scores, format_spread
 from sessionbert_core.personas import load_definitions
 from sessionbert_core.personas import persona_evaluation as score_personas
 from sessionbert_core.representation import truth_scores
@@ -97,7 +97,7 @@ def truth_figures(home: Path, world: WorldPaths, seed: int) -> dict:
     sweep = json.loads((home / "cluster_sweep.json").read_text())
     ks = {name: c["k"] for name, c in sweep["representations"]["candidates"].items()}
     scores = truth_scores(pl.read_parquet(home / "session_embeddings.parquet"), sessions, ks, truth,
-                          load_definitions(world.personas_yaml), sweep["recent_sessions"], seed)
+                          load_definitions(world.personas_yaml), user_vector_sessions(sweep), seed)
     for name, found in scores.items():
         row[f"personas/{name}/ari"], row[f"personas/{name}/accuracy"] = (round(found["ari"], 4),
                                                                           round(found["accuracy"], 4))
@@ -126,7 +126,7 @@ def summarize(rows: list[dict]) -> list[dict]:
         for key in dict.fromkeys(k for r in runs for k in r):
             values = [r[key] for r in runs if key in r]
             if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values) and key != "seed":
-                entry[key] = f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+                entry[key] = format_spread(values)
             elif all(isinstance(v, str) for v in values):
                 entry[key] = ", ".join(f"{v} x{values.count(v)}" for v in dict.fromkeys(values))
         summary.append(entry)

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from sessionbert_core.config import get_profile
-from sessionbert_core.evaluate import baseline_scores
+from sessionbert_core.evaluate import baseline_scores, mean_and_spread
 from sessionbert_core.ingest import ingest_landing
 from sessionbert_core.serialize import serialize_sessions, split_sessions
 from sessionbert_core.world import generate_world, load_truth
@@ -51,13 +51,13 @@ def main() -> None:
     for head in ("service", "page"):
         for method in ("popularity", "markov", "ceiling"):
             for metric in ("accuracy", "f1_weighted", "f1_macro"):
-                values = np.array([runs[s][head][method][metric] for s in args.seeds])
-                summary[f"{head}/{method}/{metric}"] = {"mean": float(values.mean()), "std": float(values.std())}
-                rows.append((head, method, metric, values.mean(), values.std()))
-        gap = np.array([runs[s][head]["ceiling"]["accuracy"] - runs[s][head]["markov"]["accuracy"]
-                        for s in args.seeds])
-        summary[f"{head}/ceiling_minus_markov/accuracy"] = {"mean": float(gap.mean()), "std": float(gap.std())}
-        rows.append((head, "ceiling - markov", "accuracy", gap.mean(), gap.std()))
+                mean, spread = mean_and_spread(runs[s][head][method][metric] for s in args.seeds)
+                summary[f"{head}/{method}/{metric}"] = {"mean": mean, "std": spread}
+                rows.append((head, method, metric, mean, spread))
+        mean, spread = mean_and_spread(runs[s][head]["ceiling"]["accuracy"] - runs[s][head]["markov"]["accuracy"]
+                                       for s in args.seeds)
+        summary[f"{head}/ceiling_minus_markov/accuracy"] = {"mean": mean, "std": spread}
+        rows.append((head, "ceiling - markov", "accuracy", mean, spread))
     print(f"\nworld difficulty, profile {args.profile}, seeds {args.seeds} "
           f"({np.mean([r['n_sessions'] for r in runs.values()]):.0f} test sessions per seed)")
     print(f"{'head':<8} {'method':<18} {'metric':<12} {'mean':>7} {'std':>7}")

@@ -63,8 +63,8 @@ def check_unknown_token_rate(tokenizer: Path, session_splits: pl.DataFrame,
 @dg.asset_check(asset="model_evaluation", blocking=True,
                 description="What serves each head (chosen on validation among SessionBERT, its blend with "
                             "Markov, Markov and popularity) does not lose to popularity, and is not worse than the "
-                            "champion by more than the margin; then the model becomes the champion. Otherwise the "
-                            "recommendation table is not refreshed.")
+                            "champion by more than the margin. A pure check: passing lets `champion_model` promote "
+                            "the model; failing keeps the champion and the recommendation table as they are.")
 def check_model_beats_popularity_and_champion(context: dg.AssetCheckExecutionContext, model_evaluation: dict,
                                               sessionbert: SessionBertResource, mlflow_tracking: MlflowResource,
                                               quality_gates: QualityGatesResource) -> dg.AssetCheckResult:
@@ -80,17 +80,11 @@ def check_model_beats_popularity_and_champion(context: dg.AssetCheckExecutionCon
     verdict = gates.model_verdict(model_evaluation, figures or None, quality_gates.margin_over_popularity,
                                   quality_gates.max_drop_from_champion)
     version = registered_model_version(context.instance)
-    if verdict.passed and version is not None:
-        for head in ("service", "page"):
-            client.set_model_version_tag(name, version, f"{head}_accuracy",
-                                         str(gates.served_accuracy(model_evaluation, head)))
-            client.set_model_version_tag(name, version, f"{head}_served", gates.served_method(model_evaluation, head))
-        client.set_registered_model_alias(name, CHAMPION, version)
     return dg.AssetCheckResult(passed=verdict.passed, metadata={
         "reasons": "; ".join(verdict.reasons) or "passed",
         "model_version": version or "unregistered",
-        "champion_before": champion.version if champion is not None else "none",
-        "champion_now": version if verdict.passed and version else (champion.version if champion else "none"),
+        "champion": champion.version if champion is not None else "none",
+        "next": "the `champion_model` asset promotes it" if verdict.passed else "the champion stays",
     })
 
 

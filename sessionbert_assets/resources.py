@@ -64,7 +64,8 @@ class SessionBertResource(dg.ConfigurableResource):
         return Path(self.home).expanduser().resolve()
 
     @property
-    def size(self) -> Profile:
+    def profile_settings(self) -> Profile:
+        """The named profile's world size, encoder and training plan."""
         return get_profile(self.profile)
 
     @property

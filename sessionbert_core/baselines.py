@@ -1,8 +1,23 @@
-"""Next-activity baselines: the most popular last activity, and a first-order Markov chain."""
+"""Next-activity baselines: the most popular last activity, and a first-order Markov chain (the one
+Markov model of the project: the next-activity baseline, the blend with SessionBERT, and the Markov
+recommender all fit it on `transitions`)."""
 
 from __future__ import annotations
 
 import polars as pl
+
+from sessionbert_core.serialize import service_of_expr
+
+
+def transitions(sessions: pl.DataFrame) -> pl.DataFrame:
+    """Every (previous activity, next activity, next service) pair of the given sessions."""
+    return (
+        sessions.select(previous=pl.col("activities").list.slice(0, pl.col("activities").list.len() - 1),
+                        following=pl.col("activities").list.slice(1))
+        .explode("previous", "following")
+        .drop_nulls()
+        .with_columns(following_service=service_of_expr(pl.col("following")))
+    )
 
 
 class PopularityBaseline:
@@ -18,40 +33,13 @@ class PopularityBaseline:
         return pl.Series("prediction", [self.prediction_] * previous.len(), dtype=pl.String)
 
 
-class MarkovBaseline:
-    """First-order Markov chain: the most frequent next item after the previous item.
-
-    Fitted on every transition of the training sessions (not only the last one); an unseen previous
-    item falls back to the most popular target.
-    """
-
-    def fit(self, previous: pl.Series, following: pl.Series) -> MarkovBaseline:
-        pairs = pl.DataFrame({"previous": previous, "following": following}).drop_nulls()
-        if pairs.height == 0:
-            raise ValueError("cannot fit a Markov baseline on no transitions")
-        self.table_ = (
-            pairs.group_by("previous", "following")
-            .len()
-            .sort(["previous", "len", "following"], descending=[False, True, False])
-            .group_by("previous", maintain_order=True)
-            .first()
-            .select("previous", prediction="following")
-        )
-        self.fallback_ = pairs["following"].value_counts(sort=True)["following"][0]
-        return self
-
-    def predict(self, previous: pl.Series) -> pl.Series:
-        frame = pl.DataFrame({"previous": previous}).join(self.table_, on="previous", how="left",
-                                                          maintain_order="left")
-        return frame["prediction"].fill_null(self.fallback_)
-
-
 class MarkovChain:
     """First-order Markov chain as probabilities, backed off to popularity:
     P(x | previous) = (count(previous, x) + a * P(x)) / (count(previous) + a), with a = `smoothing`.
 
-    Its most probable next item is MarkovBaseline's (popularity for a previous item never seen);
-    the probabilities let it be blended with the model's.
+    `predict` gives the item seen most often after the previous one (ties: the first by name), the
+    most frequent item for a previous one never seen; the probabilities let it be blended with the
+    model's, and `top` ranks the k most probable next items (the Markov recommender).
     """
 
     def __init__(self, smoothing: float = 1.0):
@@ -66,6 +54,24 @@ class MarkovChain:
         self.prior_ = (pairs.group_by("candidate").len().with_columns(prior=pl.col("len") / pairs.height)
                        .select("candidate", "prior"))
         return self
+
+    def predict(self, previous: pl.Series) -> pl.Series:
+        """The most frequent next item after each previous item (popularity where it was never seen)."""
+        best = (self.counts_.sort(["previous", "count", "candidate"], descending=[False, True, False])
+                .group_by("previous", maintain_order=True).first().select("previous", prediction="candidate"))
+        fallback = self.prior_.sort(["prior", "candidate"], descending=[True, False])["candidate"][0]
+        frame = pl.DataFrame({"previous": previous}).join(best, on="previous", how="left", maintain_order="left")
+        return frame["prediction"].fill_null(fallback)
+
+    def top(self, k: int) -> tuple[pl.DataFrame, tuple[list[str], list[float]]]:
+        """`previous, candidates, probabilities`: the k items seen most often after each previous item with
+        their observed shares; and, for a previous item never seen, the k most popular with theirs."""
+        shares = self.counts_.join(self.totals_, on="previous").with_columns(p=pl.col("count") / pl.col("total"))
+        table = (shares.sort(["previous", "count", "candidate"], descending=[False, True, False])
+                 .group_by("previous", maintain_order=True)
+                 .agg(candidates=pl.col("candidate").head(k), probabilities=pl.col("p").head(k)))
+        popular = self.prior_.sort(["prior", "candidate"], descending=[True, False]).head(k)
+        return table, (popular["candidate"].to_list(), popular["prior"].to_list())
 
     def candidates(self, previous: pl.DataFrame, k: int) -> pl.DataFrame:
         """`row, candidate`: for each row of `previous` (`row, previous`), the k items seen most often after

@@ -19,8 +19,8 @@ from dataclasses import replace
 
 import polars as pl
 
-from sessionbert_core.baselines import MarkovBaseline, MarkovChain, PopularityBaseline
-from sessionbert_core.evaluate import next_activity_inputs, scores, transitions
+from sessionbert_core.baselines import MarkovChain, PopularityBaseline, transitions
+from sessionbert_core.evaluate import next_activity_inputs, scores
 
 # head: (top-list column, its probabilities, target column, the transitions' column it follows)
 HEADS = {"service": ("services", "service_probabilities", "target_service", "following_service"),
@@ -69,7 +69,7 @@ def choose_next_activity(train: pl.DataFrame, validation: pl.DataFrame, test: pl
         chain = MarkovChain().fit(pairs["previous"], pairs[following])
         predicted = {
             "popularity": PopularityBaseline().fit(fit_on[target]).predict(validation["previous"]),
-            "markov": MarkovBaseline().fit(pairs["previous"], pairs[following]).predict(validation["previous"]),
+            "markov": chain.predict(validation["previous"]),
             "sessionbert": validation[items].list.first(),
         }
         accuracy = {method: _accuracy(validation[target], guess) for method, guess in predicted.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import polars as pl
@@ -15,7 +16,8 @@ from sessionbert_core.model import attention_implementation
 from sessionbert_core.precision import use_bf16
 from sessionbert_core.serialize import recent_sessions
 
-POOLINGS = ("mean", "cls")
+Pooling = Literal["mean", "cls"]
+POOLINGS: tuple[str, ...] = get_args(Pooling)
 
 
 def general_language_encoder() -> Path:
@@ -96,6 +98,15 @@ def user_vectors(embeddings: pl.DataFrame, n_recent: int) -> tuple[list[str], np
     sums = np.add.reduceat(recent["embedding"].to_numpy().astype(np.float32), firsts["index"].to_numpy(), axis=0)
     sums /= np.clip(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12, None)
     return firsts["user_id"].to_list(), sums
+
+
+USER_VECTOR_SESSIONS = 20  # a user is the mean of this many of their latest session vectors
+
+
+def user_vector_sessions(sweep: dict) -> int:
+    """The user-vector window a cluster sweep (or a served model's settings) used; `recent_sessions`
+    in homes and models written before the name said which window it was."""
+    return int(sweep.get("user_vector_sessions", sweep.get("recent_sessions", USER_VECTOR_SESSIONS)))
 
 
 def general_language_user_vectors(sessions: pl.DataFrame, users: list[str], n_recent: int, device: str = "cpu",

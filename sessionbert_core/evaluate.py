@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 from sklearn.metrics import accuracy_score, f1_score
 
-from sessionbert_core.baselines import MarkovBaseline, PopularityBaseline
-from sessionbert_core.serialize import session_text
+from sessionbert_core.baselines import MarkovChain, PopularityBaseline, transitions
+from sessionbert_core.serialize import service_of_expr, session_text
 
 MASK = "[MASK]"  # the slot where the next activity goes (the tokenizer's mask token)
 
@@ -28,7 +28,7 @@ def next_activity_inputs(sessions: pl.DataFrame, every_cut: bool = False) -> pl.
                           target_page=pl.col("activities").list.get(pl.col("cut")))
         .with_columns(input_text=session_text(pl.col("context"), pl.col("prefix").list.concat(pl.lit([MASK]))),
                       previous=pl.col("prefix").list.last(),
-                      target_service=pl.col("target_page").str.split(";").list.first())
+                      target_service=service_of_expr(pl.col("target_page")))
         .drop("cut")
     )
 
@@ -40,17 +40,6 @@ def scores(truth: pl.Series, predicted: pl.Series) -> dict[str, float]:
         "f1_weighted": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
         "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
     }
-
-
-def transitions(sessions: pl.DataFrame) -> pl.DataFrame:
-    """Every (previous activity, next activity, next service) pair of the given sessions."""
-    return (
-        sessions.select(previous=pl.col("activities").list.slice(0, pl.col("n_activities") - 1),
-                        following=pl.col("activities").list.slice(1))
-        .explode("previous", "following")
-        .drop_nulls()
-        .with_columns(following_service=pl.col("following").str.split(";").list.first())
-    )
 
 
 def baseline_scores(train: pl.DataFrame, test: pl.DataFrame, ceiling: pl.DataFrame | None = None) -> dict:
@@ -67,7 +56,7 @@ def baseline_scores(train: pl.DataFrame, test: pl.DataFrame, ceiling: pl.DataFra
     for head, column, following in (("service", "target_service", "following_service"),
                                     ("page", "target_page", "following")):
         popular = PopularityBaseline().fit(fit_on[column])
-        markov = MarkovBaseline().fit(pairs["previous"], pairs[following])
+        markov = MarkovChain().fit(pairs["previous"], pairs[following])
         result[head]["popularity"] = scores(targets[column], popular.predict(targets["previous"]))
         result[head]["markov"] = scores(targets[column], markov.predict(targets["previous"]))
     if ceiling is not None:
@@ -76,3 +65,24 @@ def baseline_scores(train: pl.DataFrame, test: pl.DataFrame, ceiling: pl.DataFra
             result["service"]["ceiling"] = scores(joined["target_service"], joined["ceiling_service"])
             result["page"]["ceiling"] = scores(joined["target_page"], joined["ceiling_activity"])
     return result
+
+
+def mean_and_spread(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1) of seeds' figures; the spread of one value is 0."""
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan")
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def format_spread(values, digits: int = 3) -> str:
+    """`mean ± sd` of several seeds' figures, the bare figure for one, `-` for none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    mean, spread = mean_and_spread(values)
+    return f"{mean:.{digits}f} ± {spread:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+

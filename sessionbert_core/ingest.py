@@ -17,6 +17,7 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import polars as pl
 
@@ -31,7 +32,8 @@ EVENT_SUFFIXES = (".parquet", ".csv", ".jsonl")
 MAX_CHARS = 512
 # control (Cc: C0 and C1), format (Cf: bidi overrides, zero-width marks) and line/paragraph separators
 CONTROL_CHARS = r"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]"
-UNREADABLE_MODES = ("fail", "quarantine")
+UnreadableFiles = Literal["fail", "quarantine"]
+UNREADABLE_MODES: tuple[str, ...] = get_args(UnreadableFiles)
 # the parser's own code: a change to it invalidates every cached parse
 PARSER_VERSION = hashlib.sha256(Path(__file__).read_bytes() + Path(access_log.__file__).read_bytes()).hexdigest()
 EARLIEST, LATEST = "1990-01-01", "2100-01-01"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM, BertModel, BertPreTrainedModel
 from transformers.activations import ACT2FN
@@ -75,6 +76,25 @@ class NextActivityHead(nn.Module):
         return self.classifier(self.norm(self.activation(self.dense(hidden))))
 
 
+@strict
+class SessionBertConfig(BertConfig):
+    """BERT's config and what the two heads need: each head's label vocabulary, the id of the [MASK]
+    slot they read, and the weight of each head's loss (0 turns a head off: the single-task ablations).
+
+    `model_type` stays `bert`, so `AutoModel` still loads a fine-tuned model's encoder as a BertModel."""
+
+    service_labels: list[str] | None = None
+    page_labels: list[str] | None = None
+    mask_token_id: int | None = None
+    task_weights: dict | None = None
+
+    def __post_init__(self, **kwargs):
+        self.service_labels = list(self.service_labels or [])
+        self.page_labels = list(self.page_labels or [])
+        self.task_weights = dict(self.task_weights or {"service": 1.0, "page": 1.0})
+        super().__post_init__(**kwargs)
+
+
 class SessionBertForNextActivity(BertPreTrainedModel):
     """The pretrained encoder with a next-service head and a next-page head.
 
@@ -84,9 +104,10 @@ class SessionBertForNextActivity(BertPreTrainedModel):
     (the single-task ablations).
     """
 
+    config_class = SessionBertConfig
     accepts_loss_kwargs = False  # per-process mean losses; see SessionBertForMaskedLM
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: SessionBertConfig):
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=False)
         self.service_head = NextActivityHead(config, len(config.service_labels))
@@ -121,11 +142,10 @@ def load_next_activity_model(folder, device: str = "cpu", bf16: bool | None = No
 
 
 def next_activity_config(encoder: BertConfig, service_labels: list[str], page_labels: list[str],
-                         mask_token_id: int, task_weights: dict[str, float]) -> BertConfig:
-    config = BertConfig.from_dict(encoder.to_dict())
-    config.service_labels = list(service_labels)
-    config.page_labels = list(page_labels)
-    config.mask_token_id = mask_token_id
-    config.task_weights = dict(task_weights)
+                         mask_token_id: int, task_weights: dict[str, float]) -> SessionBertConfig:
+    """The encoder's config with the heads' labels, [MASK] id and loss weights."""
+    config = SessionBertConfig.from_dict(encoder.to_dict() | {
+        "service_labels": list(service_labels), "page_labels": list(page_labels), "mask_token_id": mask_token_id,
+        "task_weights": dict(task_weights)})
     config.architectures = [SessionBertForNextActivity.__name__]
     return config

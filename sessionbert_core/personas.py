@@ -28,7 +28,8 @@ import yaml
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from sessionbert_core.embed import user_vectors
-from sessionbert_core.segment import cluster_activity_counts
+from sessionbert_core.segment import CosineKMeans, cluster_activity_counts
+from sessionbert_core.serialize import service_of
 
 TOP_ACTIVITIES = 200
 MERGE_MARGIN = 0.05  # a persona within 5% of the best P(persona | cluster) shares the cluster's tag
@@ -45,13 +46,13 @@ class PersonaDefinitions:
         return list(self.tasks)
 
     def tasks_of_activity(self, activity: str) -> list[str]:
-        service = activity.split(";", 1)[0]
+        service = service_of(activity)
         return [task for task, patterns in self.tasks.items()
                 if activity in patterns or f"{service};*" in patterns]
 
     def services_of_persona(self, persona: str) -> set[str]:
         """Every service named by the activities of the persona's tasks (each persona of a merged tag)."""
-        return {pattern.split(";", 1)[0] for name in persona.split(TAG_SEPARATOR)
+        return {service_of(pattern) for name in persona.split(TAG_SEPARATOR)
                 for task in self.personas.get(name, ()) for pattern in self.tasks[task]}
 
 
@@ -172,8 +173,7 @@ def nearest_clusters(embeddings: pl.DataFrame, centroids: np.ndarray, n_recent: 
     """`user_id, cluster`: each user (the mean of their last `n_recent` session embeddings) at its
     nearest centroid by cosine."""
     users, vectors = user_vectors(embeddings, n_recent)
-    similarity = vectors.astype(np.float64) @ np.asarray(centroids, dtype=np.float64).T
-    clusters = similarity.argmax(axis=1) if len(users) else np.zeros(0, dtype=np.int64)
+    clusters = CosineKMeans.from_centers(centroids).predict(vectors)
     return pl.DataFrame({"user_id": pl.Series(users, dtype=pl.String), "cluster": pl.Series(clusters, dtype=pl.Int64)})
 
 

@@ -20,13 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import polars as pl
 from transformers import AutoTokenizer
 
+from sessionbert_core.baselines import MarkovChain, transitions
 from sessionbert_core.evaluate import MASK
-from sessionbert_core.serialize import recent_sessions, session_text, word
+from sessionbert_core.serialize import recent_sessions, service_of_expr, session_text, word
 from sessionbert_core.train import predict_top_k
 
 RECENT_SESSIONS = 8  # the paper's appendix B choice
@@ -48,7 +50,7 @@ Predictor = Callable[[pl.DataFrame], pl.DataFrame]
 def used_services(sessions: pl.DataFrame, billing: pl.DataFrame | None = None) -> pl.DataFrame:
     """`user_id, service`: every service in the users' sessions, and every service they were billed for."""
     seen = sessions.select("user_id", service=pl.col("activities").list.eval(
-        pl.element().str.split(";").list.first())).explode("service")
+        service_of_expr(pl.element()))).explode("service")
     if billing is not None and billing.height:  # named as in the sessions' activities
         seen = pl.concat([seen, billing.select("user_id", service=word(pl.col("service")).str.replace_all(";", ":"))])
     return seen.drop_nulls().unique().sort("user_id", "service")
@@ -106,21 +108,13 @@ class MarkovServices:
 
     @classmethod
     def fit(cls, sessions: pl.DataFrame, top_k: int = CANDIDATE_DEPTH) -> MarkovServices:
-        pairs = (
-            sessions.select(previous=pl.col("activities").list.slice(0, pl.col("activities").list.len() - 1),
-                            following=pl.col("activities").list.slice(1))
-            .explode("previous", "following").drop_nulls()
-            .with_columns(service=pl.col("following").str.split(";").list.first())
-        )
+        """`baselines.MarkovChain` on (previous activity, next service) pairs, kept as its top-k tables."""
+        pairs = transitions(sessions)
         if pairs.height == 0:
             raise ValueError("cannot fit a Markov recommender on sessions without a transition")
-        counts = pairs.group_by("previous", "service").len().with_columns(
-            p=pl.col("len") / pl.col("len").sum().over("previous"))
-        table = (counts.sort(["previous", "len", "service"], descending=[False, True, False])
-                 .group_by("previous", maintain_order=True)
-                 .agg(services=pl.col("service").head(top_k), service_probabilities=pl.col("p").head(top_k)))
-        overall = pairs["service"].value_counts(sort=True, normalize=True).head(top_k)
-        return cls(table=table, fallback=(overall["service"].to_list(), overall["proportion"].to_list()))
+        table, fallback = MarkovChain().fit(pairs["previous"], pairs["following_service"]).top(top_k)
+        return cls(table=table.rename({"candidates": "services", "probabilities": "service_probabilities"}),
+                   fallback=fallback)
 
     def predict(self, sessions: pl.DataFrame) -> pl.DataFrame:
         frame = sessions.select("user_id", "session_id", previous=pl.col("activities").list.last()).join(
@@ -177,7 +171,7 @@ def observed_adoptions(sessions: pl.DataFrame) -> pl.DataFrame:
     """`user_id, service`: services users started to use after their first active day (what popularity counts)."""
     first_day = sessions.group_by("user_id").agg(first_day=pl.col("day").min())
     first_use = (sessions.select("user_id", "day", service=pl.col("activities").list.eval(
-        pl.element().str.split(";").list.first())).explode("service")
+        service_of_expr(pl.element()))).explode("service")
         .group_by("user_id", "service").agg(pl.col("day").min()))
     return (first_use.join(first_day, on="user_id")
             .filter(pl.col("day") > pl.col("first_day")).select("user_id", "service"))
@@ -233,7 +227,7 @@ def landing_pages(predictions: pl.DataFrame, recommended: pl.DataFrame, fallback
         predictions.select("user_id", "pages", "page_probabilities")
         .explode("pages", "page_probabilities")
         .drop_nulls("pages")
-        .with_columns(service=pl.col("pages").str.split(";").list.first())
+        .with_columns(service=service_of_expr(pl.col("pages")))
         .group_by("user_id", "service", "pages").agg(p=pl.col("page_probabilities").sum())
         .sort(["user_id", "service", "p", "pages"], descending=[False, False, True, False])
         .group_by("user_id", "service", maintain_order=True).first()
@@ -263,7 +257,7 @@ def most_visited_pages(*sessions: pl.DataFrame) -> pl.DataFrame:
               for s in sessions]
     return (
         pl.concat(counts).group_by("page").agg(pl.col("len").sum())
-        .with_columns(service=pl.col("page").str.split(";").list.first())
+        .with_columns(service=service_of_expr(pl.col("page")))
         .sort(["service", "len", "page"], descending=[False, True, False])
         .group_by("service", maintain_order=True).first()
         .select("service", "page")
@@ -423,7 +417,7 @@ def hit_at_k(sessions: pl.DataFrame, billing: pl.DataFrame | None, recommenders:
     `scored_users` limits the figures to those users (the test split's: no session of theirs was
     trained on); every eligible user's seen days still feed popularity and the clusters.
     """
-    result: dict = {"seen_days": {}, "recent_sessions": recent}
+    result: dict = {"seen_days": {}, "recommendation_sessions": recent}
     for days in seen_days:
         split = split_seen_unseen(sessions, billing, days, recommenders.used_before)
         adopters = split.adopted["user_id"].unique()
@@ -439,7 +433,8 @@ def hit_at_k(sessions: pl.DataFrame, billing: pl.DataFrame | None, recommenders:
     return result
 
 
-RANKERS = ("count", "persona", "names", "descriptions", "markov", "popularity")
+Ranker = Literal["count", "persona", "names", "descriptions", "markov", "popularity"]
+RANKERS: tuple[str, ...] = get_args(Ranker)
 
 
 def recommend_services(predictor: Predictor, sessions: pl.DataFrame, billing: pl.DataFrame | None,

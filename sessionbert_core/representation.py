@@ -26,6 +26,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import polars as pl
@@ -35,7 +36,8 @@ from sessionbert_core import storage
 from sessionbert_core.embed import user_vectors
 from sessionbert_core.segment import CosineKMeans, choose_k, silhouette_sweep
 
-REPRESENTATIONS = ("tfidf", "sessionbert", "combined")  # simplest first: a tie within the noise goes to the earlier
+Representation = Literal["tfidf", "sessionbert", "combined"]  # simplest first: a tie within the noise goes to it
+REPRESENTATIONS: tuple[str, ...] = get_args(Representation)
 PERSONA_SPACE = "persona_space"  # the served space's folder in the home and in the served model
 TFIDF_DIMENSION = 64
 SMOOTHING = 50.0  # activities of prior mass, toward the overall distribution, in each cluster's distribution
@@ -155,7 +157,7 @@ def held_out_gain(vectors: pl.DataFrame, first: pl.DataFrame, second: pl.DataFra
     if len(users) <= k:
         return np.zeros(0)
     of_user = pl.DataFrame({"user_id": users,
-                            "cluster": CosineKMeans.fit(user_space, k, seed).predict(user_space).astype(np.int64)})
+                            "cluster": CosineKMeans(k, random_state=seed).fit(user_space).labels_.astype(np.int64)})
     seen = first.select("user_id", activity="activities").explode("activity").join(of_user, on="user_id")
     vocabulary = pl.concat([seen["activity"], second["activities"].explode()]).drop_nulls().n_unique()
     overall = seen.group_by("activity").agg(p_all=(pl.len() + 1) / (seen.height + vocabulary))
@@ -244,9 +246,9 @@ def truth_scores(embeddings: pl.DataFrame, sessions: pl.DataFrame, ks: dict[str,
         users, user_space = user_vectors(vectors, n_recent)
         if len(users) <= k:
             continue
-        kmeans = CosineKMeans.fit(user_space, k, seed)
-        of_user = pl.DataFrame({"user_id": users, "cluster": kmeans.predict(user_space).astype(np.int64)})
+        kmeans = CosineKMeans(k, random_state=seed).fit(user_space)
+        of_user = pl.DataFrame({"user_id": users, "cluster": kmeans.labels_.astype(np.int64)})
         tags = map_clusters(sessions, of_user, definitions).tags
-        found = persona_evaluation(assign_personas(vectors, kmeans.centroids, tags, n_recent), truth)
+        found = persona_evaluation(assign_personas(vectors, kmeans.cluster_centers_, tags, n_recent), truth)
         scores[name] = {"k": k, "ari": found["ari"], "nmi": found["nmi"], "accuracy": found["accuracy"]}
     return scores

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import polars as pl
+from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
@@ -20,30 +19,42 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
 
 
-@dataclass(frozen=True)
-class CosineKMeans:
+class CosineKMeans(ClusterMixin, BaseEstimator):
     """K-means on unit-normalized vectors with unit centroids: spherical K-means, i.e. cosine distance.
 
     On the unit sphere the squared Euclidean distance is 2 - 2 cos, so scikit-learn's K-means on
-    normalized rows groups by cosine similarity; centroids are renormalized after fitting.
+    normalized rows groups by cosine similarity; centroids are renormalized after fitting. Shaped
+    like scikit-learn's estimators: `CosineKMeans(k).fit(X)` returns itself with `cluster_centers_`,
+    `labels_` and `inertia_`; `predict` gives each row's nearest centroid by cosine.
     """
 
-    centroids: np.ndarray
-    inertia: float
+    def __init__(self, n_clusters: int = 8, random_state: int = 0, n_init: int = 10):
+        self.n_clusters = n_clusters
+        self.random_state = random_state
+        self.n_init = n_init
+
+    def fit(self, X: np.ndarray, y=None) -> CosineKMeans:
+        if len(X) < self.n_clusters:
+            raise ValueError(f"cannot make {self.n_clusters} clusters of {len(X)} vectors")
+        kmeans = KMeans(n_clusters=self.n_clusters, n_init=self.n_init, random_state=self.random_state).fit(_unit(X))
+        self.cluster_centers_ = _unit(kmeans.cluster_centers_).astype(np.float32)
+        self.inertia_ = float(kmeans.inertia_)
+        self.labels_ = self.predict(X)
+        return self
 
     @classmethod
-    def fit(cls, vectors: np.ndarray, k: int, seed: int = 0, n_init: int = 10) -> CosineKMeans:
-        if len(vectors) < k:
-            raise ValueError(f"cannot make {k} clusters of {len(vectors)} vectors")
-        kmeans = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(_unit(vectors))
-        return cls(centroids=_unit(kmeans.cluster_centers_).astype(np.float32), inertia=float(kmeans.inertia_))
+    def from_centers(cls, centers: np.ndarray) -> CosineKMeans:
+        """An estimator with the given (saved) centroids, to assign new vectors with `predict`."""
+        fitted = cls(n_clusters=len(centers))
+        fitted.cluster_centers_ = np.asarray(centers, dtype=np.float32)
+        return fitted
 
-    def similarities(self, vectors: np.ndarray) -> np.ndarray:
-        return _unit(vectors) @ self.centroids.T.astype(np.float64)
+    def similarities(self, X: np.ndarray) -> np.ndarray:
+        return _unit(X) @ self.cluster_centers_.T.astype(np.float64)
 
-    def predict(self, vectors: np.ndarray) -> np.ndarray:
+    def predict(self, X: np.ndarray) -> np.ndarray:
         """The nearest centroid (highest cosine similarity) of each vector."""
-        return self.similarities(vectors).argmax(axis=1)
+        return self.similarities(X).argmax(axis=1) if len(X) else np.zeros(0, dtype=np.int64)
 
 
 def silhouette_sweep(vectors: np.ndarray, ks: tuple[int, ...] = K_RANGE, sample_size: int = 2000,
@@ -59,7 +70,7 @@ def silhouette_sweep(vectors: np.ndarray, ks: tuple[int, ...] = K_RANGE, sample_
     for k in ks:
         if k >= len(sample):
             break
-        labels = CosineKMeans.fit(sample, k, seed).predict(sample)
+        labels = CosineKMeans(k, random_state=seed).fit(sample).labels_
         curve[k] = float(silhouette_score(sample, labels, metric="cosine")) if len(set(labels)) > 1 else -1.0
     return curve
 
@@ -105,5 +116,5 @@ def cluster_users(embeddings: pl.DataFrame, sessions: pl.DataFrame, k: int, n_re
     users, vectors = user_vectors(kept, n_recent)
     if not users:
         return pl.DataFrame(schema={"user_id": pl.String, "cluster": pl.Int64})
-    labels = CosineKMeans.fit(vectors, min(k, len(users)), seed).predict(vectors)
+    labels = CosineKMeans(min(k, len(users)), random_state=seed).fit(vectors).labels_
     return pl.DataFrame({"user_id": pl.Series(users, dtype=pl.String), "cluster": labels.astype(np.int64)})

@@ -163,7 +163,7 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
     def answer(self, events: pl.DataFrame, deadline: float | None = None) -> pl.DataFrame:
         """Persona and top-5 new services per user of `events` (checked page views); past `deadline`
         (time.monotonic()) it stops between stages with a TimeoutError."""
-        from sessionbert_core.embed import embed_sessions
+        from sessionbert_core.embed import embed_sessions, user_vector_sessions
         from sessionbert_core.personas import nearest_clusters
         from sessionbert_core.recommend import RECENT_SESSIONS, recommend_services
         from sessionbert_core.serialize import serialize_sessions
@@ -183,7 +183,7 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
             embeddings = embed_sessions(self.encoder, self.encoder_tokenizer, unseen, self.settings["pooling"],
                                         max_length=self.settings.get("max_length"), bf16=self.precision.bf16)
             inferred = (nearest_clusters(self.space.session_vectors(embeddings, unseen), self.centroids,
-                                         self.settings["recent_sessions"])
+                                         user_vector_sessions(self.settings))
                         .join(self.tags, on="cluster", how="left").with_columns(pl.col("persona").fill_null(""))
                         .select(inferred.columns))
         in_time("ranking services")
@@ -191,7 +191,7 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         clusters = (pl.concat([self.known.select("user_id", "cluster"), inferred.select("user_id", "cluster")])
                     if ranker == "persona" else None)
         ranked = recommend_services(self.predictor, sessions, None, ranker,
-                                    self.settings.get("ranker_recent_sessions", RECENT_SESSIONS), clusters,
+                                    self.settings.get("recommendation_sessions", RECENT_SESSIONS), clusters,
                                     self.ranking.vectors, also_used=history, markov=self.ranking.markov,
                                     services=self.ranking.services, adoptions=self.ranking.adoptions)
         users = sessions.select("user_id").unique(maintain_order=True)

@@ -118,7 +118,7 @@ def vocabulary_drift(sessions: pl.DataFrame, known: set[str], window_days: int) 
     frequent unseen activities are listed.
     """
     if sessions.is_empty():
-        return {"drift": 0.0, "window_days": window_days, "recent_sessions": 0, "recent_activities": 0,
+        return {"drift": 0.0, "window_days": window_days, "window_sessions": 0, "recent_activities": 0,
                 "unseen_activities": 0, "top_unseen": []}
     last_day = sessions["day"].max()
     recent = sessions.filter(pl.col("day") > pl.lit(last_day) - pl.duration(days=window_days))
@@ -128,7 +128,7 @@ def vocabulary_drift(sessions: pl.DataFrame, known: set[str], window_days: int) 
     return {
         "drift": unseen.height / max(activities.height, 1),
         "window_days": window_days,
-        "recent_sessions": recent.height,
+        "window_sessions": recent.height,
         "recent_activities": activities.height,
         "unseen_activities": unseen["activity"].n_unique(),
         "top_unseen": [f"{a} ({n})" for a, n in top.iter_rows()],

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -42,12 +43,15 @@ from sessionbert_core.model import (
     next_activity_config,
 )
 from sessionbert_core.precision import use_bf16
+from sessionbert_core.serialize import service_of
 from sessionbert_core.tokenizer import ACTIVITY_TOKEN, embedding_rows
 
 transformers_logging.disable_progress_bar()  # progress goes to the caller's log, not to tqdm bars
 
-TASKS = {"multitask": {"service": 1.0, "page": 1.0}, "service": {"service": 1.0, "page": 0.0},
-         "page": {"service": 0.0, "page": 1.0}}
+FinetuneTask = Literal["multitask", "service", "page"]  # both heads, or one of them (the paper's ablations)
+HEAD_WEIGHTS: dict[str, dict[str, float]] = {"multitask": {"service": 1.0, "page": 1.0},
+                                             "service": {"service": 1.0, "page": 0.0},
+                                             "page": {"service": 0.0, "page": 1.0}}
 
 
 @dataclass(frozen=True)
@@ -318,7 +322,7 @@ def label_vocabularies(train: pl.DataFrame) -> tuple[list[str], list[str]]:
     """Services and pages the heads can predict: every one seen in the training sessions."""
     activities = train.select(pl.col("activities").explode()).to_series().drop_nulls()
     pages = sorted(activities.unique().to_list())
-    services = sorted({a.split(";", 1)[0] for a in pages})
+    services = sorted({service_of(a) for a in pages})
     return services, pages
 
 
@@ -336,8 +340,8 @@ def finetune(tokenizer: PreTrainedTokenizerFast, encoder_dir: Path, train_sessio
              report: Callable[[str], None] = print,
              callbacks: Sequence[TrainerCallback] = ()) -> tuple[SessionBertForNextActivity, dict]:
     """The pretrained encoder with both heads, trained on next-activity targets (weights by `task`)."""
-    if task not in TASKS:
-        raise ValueError(f"unknown fine-tuning task {task!r}: choose one of {', '.join(TASKS)}")
+    if task not in HEAD_WEIGHTS:
+        raise ValueError(f"unknown fine-tuning task {task!r}: choose one of {', '.join(HEAD_WEIGHTS)}")
     _prepare(settings)
     services, pages = label_vocabularies(train_sessions)
     every_cut = settings.every_cut_for(next_activity_inputs(train_sessions).height)
@@ -351,7 +355,7 @@ def finetune(tokenizer: PreTrainedTokenizerFast, encoder_dir: Path, train_sessio
         raise ValueError(f"too few sessions with two or more activities to fine-tune on "
                          f"({len(train)} train, {len(validation)} validation)")
     encoder = BertConfig.from_pretrained(encoder_dir)
-    config = next_activity_config(encoder, services, pages, tokenizer.mask_token_id, TASKS[task])
+    config = next_activity_config(encoder, services, pages, tokenizer.mask_token_id, HEAD_WEIGHTS[task])
     attention = attention_implementation(settings.device, settings.bf16)
     model = SessionBertForNextActivity.from_pretrained(encoder_dir, config=config, attn_implementation=attention)
     trainer = Trainer(model=model, args=_arguments(settings, output_dir, len(train), ["service_labels", "page_labels"]),

@@ -28,6 +28,7 @@ import yaml
 
 from sessionbert_core import storage
 from sessionbert_core.config import TIERS, WorldSize
+from sessionbert_core.serialize import service_of
 from sessionbert_core.world_catalog import (
     EXPENSIVE,
     FREE,
@@ -253,8 +254,6 @@ def _simulate_users(structure: WorldStructure, size: WorldSize, seed: int, chunk
                 chosen = weights
                 if second and rng.random() < size.second_persona_share and second_weights.sum() > 0:
                     chosen = second_weights
-                elif weights.sum() == 0:  # only the second persona's tasks are active yet
-                    chosen = second_weights
                 task = pending.pop(0) if pending else active[int(rng.choice(len(active), p=chosen / chosen.sum()))]
                 focus = upcoming[int(rng.integers(len(upcoming)))] if upcoming else None
                 length = 3 + int(rng.poisson(extra_lengths[task] * size.session_length_scale))
@@ -376,7 +375,7 @@ def _walk_sessions(tables: _ChainTables, task_ids: np.ndarray, focus_ids: np.nda
 def _ceilings(structure: WorldStructure, tables: _ChainTables, task_ids: np.ndarray, prev_state: np.ndarray,
               focus_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Bayes-optimal last activity and last service given the true task, chain state and catalog focus."""
-    services = [a.split(";", 1)[0] for a in structure.activities]
+    services = [service_of(a) for a in structure.activities]
     service_names = list(dict.fromkeys(services))
     to_service = np.zeros((len(structure.activities), len(service_names)))
     to_service[np.arange(len(services)), [service_names.index(s) for s in services]] = 1.0
@@ -525,7 +524,7 @@ def _first_use(events: pl.DataFrame, part: _Chunk) -> pl.DataFrame:
         .select("user_id", "service")
     )
     extras = part.users.select("user_id", service="services_before_window").explode("service").drop_nulls()
-    console = part.users.select("user_id", service=pl.lit(HUB_ACTIVITIES[0].split(";")[0]))  # everyone's home
+    console = part.users.select("user_id", service=pl.lit(service_of(HUB_ACTIVITIES[0])))  # everyone's home
     extras = pl.concat([extras, console])
     before = pl.concat([before, extras]).unique().with_columns(first_use_day=pl.lit(-1, pl.Int32))
     return (
@@ -548,29 +547,30 @@ def load_truth(root: Path, name: str) -> pl.DataFrame:
     return pl.read_parquet(path)
 
 
-def adoption_probabilities(root: Path, seen_days: int | pl.DataFrame, horizon_days: int | None = None) -> pl.DataFrame:
-    """Each user's true probability of first using each service in the days after their seen days.
+def adoption_probabilities(root: Path, cutoff_day: int | pl.DataFrame, horizon_days: int | None = None) -> pl.DataFrame:
+    """Each user's true probability of first using each service in the days after a cutoff.
 
-    `seen_days` is one number of world days for everyone (with `horizon_days`), or a frame
-    `user_id, seen_days, horizon_days` with a cutoff per user. A service is adopted when a task
-    containing it is taken up; a task still to be taken up after the cutoff is taken up within the
-    horizon with 1 - (1 - hazard) ** horizon. Tasks already taken up whose services are still
-    unused will be used with certainty.
+    `cutoff_day` is one world day (calendar, from the world's start) for everyone, with
+    `horizon_days`, or a frame `user_id, cutoff_day, horizon_days` with a cutoff per user. (The
+    Hit@k protocol's `seen_days` count a user's active days; this is the day after the last seen.)
+    A service is adopted when a task containing it is taken up; a task still to be taken up after
+    the cutoff is taken up within the horizon with 1 - (1 - hazard) ** horizon. Tasks already taken
+    up whose services are still unused will be used with certainty.
     """
     tasks = load_truth(root, "user_tasks")
     first_use = load_truth(root, "first_use")
-    if isinstance(seen_days, int):
-        cutoffs = tasks.select("user_id").unique().with_columns(seen_days=pl.lit(seen_days),
+    if isinstance(cutoff_day, int):
+        cutoffs = tasks.select("user_id").unique().with_columns(cutoff_day=pl.lit(cutoff_day),
                                                                  horizon_days=pl.lit(horizon_days))
     else:
-        cutoffs = seen_days.select("user_id", "seen_days", "horizon_days")
-    cutoffs = cutoffs.cast({"seen_days": pl.Int32, "horizon_days": pl.Int32})
+        cutoffs = cutoff_day.select("user_id", "cutoff_day", "horizon_days")
+    cutoffs = cutoffs.cast({"cutoff_day": pl.Int32, "horizon_days": pl.Int32})
     used = (first_use.join(cutoffs, on="user_id")
-            .filter(pl.col("first_use_day") < pl.col("seen_days")).select("user_id", "service"))
+            .filter(pl.col("first_use_day") < pl.col("cutoff_day")).select("user_id", "service"))
     p_task = (
         tasks.join(cutoffs, on="user_id")
         .with_columns(
-            p=pl.when(pl.col("enabled_day").is_not_null() & (pl.col("enabled_day") < pl.col("seen_days")))
+            p=pl.when(pl.col("enabled_day").is_not_null() & (pl.col("enabled_day") < pl.col("cutoff_day")))
             .then(1.0)
             .otherwise(1.0 - (1.0 - pl.col("daily_hazard")) ** pl.col("horizon_days")),
             service=pl.col("task").replace_strict({t: list(s) for t, s in TASKS.items()},
@@ -599,8 +599,8 @@ def adoption_oracle(root: Path):
     n_days = json.loads(WorldPaths(Path(root)).manifest.read_text())["config"]["size"]["n_days"]
 
     def probabilities(cutoffs: pl.DataFrame) -> pl.DataFrame:
-        frame = cutoffs.select("user_id", seen_days=world_day(pl.col("last_seen_day")) + 1).with_columns(
-            horizon_days=pl.lit(n_days) - pl.col("seen_days"))
+        frame = cutoffs.select("user_id", cutoff_day=world_day(pl.col("last_seen_day")) + 1).with_columns(
+            horizon_days=pl.lit(n_days) - pl.col("cutoff_day"))
         return adoption_probabilities(root, frame)
 
     return probabilities

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -141,3 +142,30 @@ def test_cli_selection_takes_siblings_and_names_unknown_assets():
     assert keys == {"raw_sessions", "quarantined_events", "billing_records"}
     with pytest.raises(ValueError, match="unknown asset\\(s\\) raw_session;"):
         _selected_keys(defs, "raw_session")
+
+
+def test_config_choices_are_the_core_ones():
+    """Each launchpad enum lists exactly what the core accepts (one source; a new ranker needs both)."""
+    from typing import get_args
+
+    from sessionbert_assets.assets.personas import SweepConfig
+    from sessionbert_assets.assets.recommendation import RecommendationConfig
+    from sessionbert_core.recommend import RANKERS
+    from sessionbert_core.representation import REPRESENTATIONS
+
+    assert get_args(RecommendationConfig.model_fields["ranker"].annotation) == ("auto", *RANKERS)
+    assert get_args(SweepConfig.model_fields["representation"].annotation) == ("auto", *REPRESENTATIONS)
+
+
+def test_every_asset_and_check_is_a_screen_or_less():
+    """Assets and checks only call the core and report: at most 40 lines each, docstring included."""
+    import ast
+
+    long = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "sessionbert_assets").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            decorated = isinstance(node, ast.FunctionDef) and any(
+                "asset" in ast.unparse(d) for d in node.decorator_list)
+            if decorated and node.end_lineno - node.lineno + 1 > 40:
+                long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long

@@ -41,12 +41,12 @@ def _blobs(n_per: int, centers: int, dim: int = 16, seed: int = 0) -> tuple[np.n
 
 def test_cosine_kmeans_recovers_separated_clusters():
     vectors, labels = _blobs(40, 3)
-    kmeans = CosineKMeans.fit(vectors * np.random.default_rng(1).uniform(0.5, 3.0, (len(vectors), 1)), 3)
+    kmeans = CosineKMeans(3).fit(vectors * np.random.default_rng(1).uniform(0.5, 3.0, (len(vectors), 1)))
     predicted = kmeans.predict(vectors)
     # each true cluster lands in exactly one predicted cluster, and they differ: a perfect recovery
     assert [len(set(predicted[labels == c])) for c in range(3)] == [1, 1, 1]
     assert len(set(predicted)) == 3
-    assert np.allclose(np.linalg.norm(kmeans.centroids, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(np.linalg.norm(kmeans.cluster_centers_, axis=1), 1.0, atol=1e-5)
 
 
 def test_silhouette_sweep_picks_the_number_of_clusters():
@@ -156,7 +156,7 @@ def test_users_the_model_never_saw_get_their_persona(trained, tiny_world):
     sweep = json.loads((home / "cluster_sweep.json").read_text())
     vectors = served_vectors(home / PERSONA_SPACE, embed_sessions(model, tokenizer, sessions), sessions)
     assigned = assign_personas(vectors, np.stack(centroids["centroid"].to_numpy()),
-                               mapping.select("cluster", "persona", "probability"), sweep["recent_sessions"])
+                               mapping.select("cluster", "persona", "probability"), sweep["user_vector_sessions"])
     assert sorted(assigned["user_id"].to_list()) == sorted(f"new-{u}" for u in test_users)
     assert assigned["probability"].is_between(0.0, 1.0, closed="right").all()
     truth = load_truth(tiny_world.root, "users").select(pl.lit("new-") + pl.col("user_id"), "persona")

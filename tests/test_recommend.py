@@ -265,9 +265,9 @@ def test_the_recommendation_window_is_one_setting_for_table_hit_at_k_and_server(
     for window in (5, 8):
         direct = recommend_services(predictor, splits, billing, "count", window).select("user_id", "rank", "service")
         assert direct.sort("user_id", "rank").equals(table.sort("user_id", "rank")) == (window == 5)
-    assert json.loads((copy / "hit_at_k_evaluation.json").read_text())["recent_sessions"] == 5
+    assert json.loads((copy / "hit_at_k_evaluation.json").read_text())["recommendation_sessions"] == 5
     served = mlflow.pyfunc.load_model(str(copy / "serving_model")).unwrap_python_model()
-    assert served.settings["ranker"] == "count" and served.settings["ranker_recent_sessions"] == 5
+    assert served.settings["ranker"] == "count" and served.settings["recommendation_sessions"] == 5
     # a known user's whole history, and only the days of their last 5 sessions: the same answer
     user = splits.group_by("user_id").len().filter(pl.col("len") >= 8)["user_id"].sort()[0]
     fifth_last = splits.filter(pl.col("user_id") == user).sort("start")["start"][-5]

@@ -113,7 +113,7 @@ def test_ceiling_predicts_a_page_the_task_can_reach(tiny_world):
 
 
 def test_adoption_probabilities_rank_real_adoptions_first(tiny_world):
-    probabilities = adoption_probabilities(tiny_world.root, seen_days=10, horizon_days=35)
+    probabilities = adoption_probabilities(tiny_world.root, cutoff_day=10, horizon_days=35)
     first_use = load_truth(tiny_world.root, "first_use")
     adopted = first_use.filter(pl.col("first_use_day") >= 10).select("user_id", "service")
     scored = probabilities.join(adopted.with_columns(adopted=pl.lit(True)), on=["user_id", "service"], how="left")

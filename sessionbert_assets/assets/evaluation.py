@@ -6,15 +6,13 @@ import polars as pl
 
 from sessionbert_assets.assets.source import world_paths
 from sessionbert_assets.metadata import evaluation_metadata
-from sessionbert_assets.resources import SessionBertResource
-from sessionbert_core import storage
 from sessionbert_core.evaluate import baseline_scores
 from sessionbert_core.world import load_truth
 
 
 @dg.asset(group_name="evaluation", kinds={"scikitlearn", "json"})
-def next_activity_baselines(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
-                            session_splits: pl.DataFrame, landing_folder: dict) -> dict:
+def next_activity_baselines(context: dg.AssetExecutionContext, session_splits: pl.DataFrame,
+                            landing_folder: dict) -> dict:
     """Next service and next page of test sessions (DESIGN.md's protocol) by the baselines.
 
     Most popular and first-order Markov on the previous activity, fitted on the train split; on the
@@ -26,7 +24,6 @@ def next_activity_baselines(context: dg.AssetExecutionContext, sessionbert: Sess
     train = session_splits.filter(pl.col("split") == "train")
     test = session_splits.filter(pl.col("split") == "test")
     evaluation = baseline_scores(train, test, ceiling)
-    storage.write_json(evaluation, sessionbert.home_path / "next_activity_baselines.json")
     metadata = evaluation_metadata(evaluation)
     if ceiling is not None and "ceiling" in evaluation["service"]:
         for head in ("service", "page"):

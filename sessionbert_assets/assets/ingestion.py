@@ -6,13 +6,13 @@ import polars as pl
 
 from sessionbert_assets.metadata import TABLE_ROWS, date_range, table
 from sessionbert_assets.resources import SessionBertResource
-from sessionbert_core.ingest import UNREADABLE_MODES, IngestError, ingest_landing
+from sessionbert_core.ingest import IngestError, UnreadableFiles, ingest_landing
 
 
 class IngestConfig(dg.Config):
     # fail: a file that cannot be read fails the run (manual runs); quarantine: it becomes a quarantine row of
     # kind `file` and the other files are ingested (what the sensor and the schedules ask for)
-    unreadable_files: str = "fail"
+    unreadable_files: UnreadableFiles = "fail"
 
 
 @dg.multi_asset(
@@ -36,27 +36,39 @@ def raw_sessions(context: dg.AssetExecutionContext, config: IngestConfig, sessio
     quarantine row). Client hosts of access logs are pseudonymized. Incremental: each file's parse
     is kept under `$SESSIONBERT_HOME/ingest_cache` by content, so only new or changed files are read.
     """
-    if config.unreadable_files not in UNREADABLE_MODES:
-        raise dg.Failure(description=f"unreadable_files must be one of {', '.join(UNREADABLE_MODES)}, "
-                                     f"not {config.unreadable_files!r}")
     try:
         result = ingest_landing(landing_folder["folder"], sessionbert.pseudonym_key(),
                                 cache=sessionbert.home_path / "ingest_cache", unreadable=config.unreadable_files)
     except IngestError as error:
         raise dg.Failure(description=str(error)) from error
-    events, quarantine = result.events, result.quarantine
-    reasons = quarantine.group_by("kind", "reason").agg(rows=pl.len().cast(pl.Int64)).sort("rows", descending=True)
-    views = result.files.filter(pl.col("kind") != "billing")
-    totals = views.select(pl.col("read", "kept", "quarantined", "filtered").sum()).to_dicts()[0]
-    billing_read = int(result.files.filter(pl.col("kind") == "billing")["read"].sum())
-    refused = result.quarantine.filter(pl.col("kind") == "file")
+    events, quarantine, files = result.events, result.quarantine, result.files
+    refused = quarantine.filter(pl.col("kind") == "file")
     for problem in refused["detail"]:
         context.log.warning(f"file refused and quarantined: {problem}")
-    if result.files.height > TABLE_ROWS:
-        for row in result.files.iter_rows(named=True):
+    if files.height > TABLE_ROWS:
+        for row in files.iter_rows(named=True):
             context.log.info(f"file {row['file']}: read {row['read']} = kept {row['kept']} + quarantined "
                              f"{row['quarantined']} + filtered {row['filtered']} ({row['parsed']})")
-    yield dg.Output(events, "raw_sessions", metadata={
+    rows_read = files.select(pl.col("read").sum()).item()
+    yield dg.Output(events, "raw_sessions", metadata=_events_metadata(result, refused))
+    yield dg.Output(quarantine, "quarantined_events", metadata={
+        "rows": quarantine.height, "share_of_rows_read": round(quarantine.height / max(rows_read, 1), 6),
+        "reasons": table(quarantine.group_by("kind", "reason").agg(rows=pl.len().cast(pl.Int64))
+                         .sort("rows", descending=True)),
+    })
+    yield dg.Output(result.billing, "billing_records", metadata={
+        "rows": result.billing.height,
+        "rows_read": int(files.filter(pl.col("kind") == "billing")["read"].sum()),
+        "users": result.billing["user_id"].n_unique(), "date_range": date_range(result.billing, "date"),
+        "total_cost": round(float(result.billing["cost"].sum()), 2),
+    })
+
+
+def _events_metadata(result, refused: pl.DataFrame) -> dict:
+    """What a person checks on the page views: counts, dates, and each file's read = kept + quarantined + filtered."""
+    events, files = result.events, result.files
+    totals = files.filter(pl.col("kind") != "billing").select(pl.col("read", "filtered").sum()).to_dicts()[0]
+    return {
         "page_views": events.height,
         "sessions": events.select("user_id", "session_id").n_unique(),
         "users": events["user_id"].n_unique(),
@@ -65,24 +77,12 @@ def raw_sessions(context: dg.AssetExecutionContext, config: IngestConfig, sessio
         "activities": events.select("service", "page").n_unique(),
         "rows_read": totals["read"],
         "rows_filtered": totals["filtered"],
-        "files": table(result.files),
-        "files_listed": f"{min(result.files.height, TABLE_ROWS)} of {result.files.height} files in the table above"
-                        + ("" if result.files.height <= TABLE_ROWS else "; every file is in this run's log"),
-        "files_parsed": int((result.files["parsed"] == "parsed").sum()),
-        "files_from_cache": int((result.files["parsed"] == "from cache").sum()),
+        "files": table(files),
+        "files_listed": f"{min(files.height, TABLE_ROWS)} of {files.height} files in the table above"
+                        + ("" if files.height <= TABLE_ROWS else "; every file is in this run's log"),
+        "files_parsed": int((files["parsed"] == "parsed").sum()),
+        "files_from_cache": int((files["parsed"] == "from cache").sum()),
         "files_refused": dg.MetadataValue.md("\n".join(f"- {p}" for p in refused["detail"]) or "none"),
         "filtered_reasons": table(result.filtered),
         "ignored_files": ", ".join(result.ignored) or "none",
-    })
-    yield dg.Output(quarantine, "quarantined_events", metadata={
-        "rows": quarantine.height,
-        "share_of_rows_read": round(quarantine.height / max(totals["read"] + billing_read, 1), 6),
-        "reasons": table(reasons),
-    })
-    yield dg.Output(result.billing, "billing_records", metadata={
-        "rows": result.billing.height,
-        "rows_read": billing_read,
-        "users": result.billing["user_id"].n_unique(),
-        "date_range": date_range(result.billing, "date"),
-        "total_cost": round(float(result.billing["cost"].sum()), 2),
-    })
+    }

@@ -10,18 +10,20 @@ from pathlib import Path
 import dagster as dg
 import mlflow
 import polars as pl
+from mlflow import MlflowClient
 from transformers import AutoTokenizer
 
-from sessionbert_assets.metadata import evaluation_metadata, table
+from sessionbert_assets.checks import CHAMPION
+from sessionbert_assets.metadata import evaluation_metadata, registered_model_version, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
-from sessionbert_core import storage
+from sessionbert_core import gates, storage
 from sessionbert_core.choice import CANDIDATES_PER_SOURCE, choose_next_activity
 from sessionbert_core.config import encoder_candidates
 from sessionbert_core.evaluate import scores
 from sessionbert_core.model import load_next_activity_model
 from sessionbert_core.precision import Precision
 from sessionbert_core.tokenizer import KNOWN_ACTIVITIES, train_and_choose
-from sessionbert_core.train import TASKS, TrainSettings, predict_next_activity
+from sessionbert_core.train import FinetuneTask, TrainSettings, predict_next_activity
 from sessionbert_core.training_job import TrainingJob, run_job
 
 TRAINING_RETRIES = dg.RetryPolicy(max_retries=2, delay=5)
@@ -107,7 +109,7 @@ def pretrained_model(context: dg.AssetExecutionContext, sessionbert: SessionBert
     `num_processes` above 1 for DDP through torchrun) in an external process through Dagster
     Pipes, which streams its logs back and reports the same metadata.
     """
-    home, profile = sessionbert.home_path, sessionbert.size
+    home, profile = sessionbert.home_path, sessionbert.profile_settings
     settings = compute.train_settings(profile.training, "pretrain", sessionbert.seed, profile.model.max_length)
     precision = compute.report_precision(context)
     sizes = encoder_candidates(profile.model, settings.repeats_epochs(_split(session_splits, "train").height))
@@ -131,12 +133,16 @@ def pretrained_model(context: dg.AssetExecutionContext, sessionbert: SessionBert
         mlflow.log_artifacts(str(target), artifact_path="pretrained_model")
     shutil.rmtree(home / "checkpoints" / "pretrained_model", ignore_errors=True)
     shutil.rmtree(home / "pretrained_candidates", ignore_errors=True)
-    context.add_output_metadata(_training_metadata(summary, settings) | {
-        "encoder": served, "encoder_rule": "lowest validation loss" if len(sizes) > 1 else "the profile's (data ample)",
-        "encoders": table(pl.DataFrame([{"encoder": n, "best_validation_loss": round(t["best_validation_loss"], 4),
-                                         "steps": t["steps"], "epochs": t["epochs"], "parameters": t["parameters"],
-                                         "seconds": t["seconds"]} for n, t in trained.items()]))})
+    context.add_output_metadata(_training_metadata(summary, settings) | _encoders_metadata(trained, served))
     return dg.Output(target)  # an Output, not the bare path: a step that used Pipes must return typed events
+
+
+def _encoders_metadata(trained: dict[str, dict], served: str) -> dict:
+    rows = [{"encoder": name, "best_validation_loss": round(t["best_validation_loss"], 4), "steps": t["steps"],
+             "epochs": t["epochs"], "parameters": t["parameters"], "seconds": t["seconds"]}
+            for name, t in trained.items()]
+    return {"encoder": served, "encoders": table(pl.DataFrame(rows)),
+            "encoder_rule": "lowest validation loss" if len(trained) > 1 else "the profile's (data ample)"}
 
 
 def _pretrain(context: dg.AssetExecutionContext, compute: ComputeResource, pipes: dg.PipesClient, job_of,
@@ -154,7 +160,7 @@ def _pretrain(context: dg.AssetExecutionContext, compute: ComputeResource, pipes
 
 
 class FinetuneConfig(dg.Config):
-    task: str = "multitask"  # or service / page: the single-task ablations
+    task: FinetuneTask = "multitask"  # or service / page: the single-task ablations
 
 
 @dg.asset(group_name="model", kinds={"pytorch", "huggingface", "mlflow"}, pool="gpu", retry_policy=TRAINING_RETRIES)
@@ -168,9 +174,7 @@ def finetuned_model(context: dg.AssetExecutionContext, config: FinetuneConfig, s
     activity goes; the targets are that activity's service and page. `task: service` or `page`
     trains one head only. Each model is registered as a new version in the MLflow Model Registry.
     """
-    if config.task not in TASKS:
-        raise dg.Failure(description=f"task must be one of {', '.join(TASKS)}, not {config.task!r}")
-    home, profile = sessionbert.home_path, sessionbert.size
+    home, profile = sessionbert.home_path, sessionbert.profile_settings
     settings = compute.train_settings(profile.training, "finetune", sessionbert.seed, profile.model.max_length)
     precision = compute.report_precision(context)
     checkpoints = _checkpoints(home, "finetuned_model", settings, config.task, _stamp(pretrained_model / "config.json"),
@@ -249,3 +253,27 @@ def _training_metadata(summary: dict, settings: TrainSettings) -> dict:
         "resumed_from": summary["resumed_from"] or "none", "stopped_early": summary["stopped_early"],
         "device": settings.device, "precision": summary["precision"],
     }
+
+
+@dg.asset(group_name="model", kinds={"mlflow"})
+def champion_model(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
+                   mlflow_tracking: MlflowResource, model_evaluation: dict) -> dict:
+    """The registry's champion: the model version just evaluated, once it passed the quality gate (a
+    blocking check on `model_evaluation`: a model that fails it never gets here). Tagged with what
+    serves each head and that accuracy, which the next model's gate compares against."""
+    mlflow.set_tracking_uri(mlflow_tracking.uri(sessionbert.home_path))
+    client, name = MlflowClient(), mlflow_tracking.registered_model
+    version = registered_model_version(context.instance)
+    if version is None:
+        context.add_output_metadata({"champion": "no registered version to promote"})
+        return {"name": name, "version": None}
+    served = {head: gates.served_method(model_evaluation, head) for head in ("service", "page")}
+    for head, method in served.items():
+        client.set_model_version_tag(name, version, f"{head}_accuracy",
+                                     str(gates.served_accuracy(model_evaluation, head)))
+        client.set_model_version_tag(name, version, f"{head}_served", method)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    context.add_output_metadata({"champion": f"{name} version {version} (alias {CHAMPION})",
+                                 **{f"{head}_served": method for head, method in served.items()}})
+    return {"name": name, "version": version, "served": served}
+

@@ -31,7 +31,7 @@ def vocabulary_drift(context: dg.AssetExecutionContext, config: DriftConfig, ses
     folder = home / "tokenizer"
     if not (folder / "tokenizer.json").exists() or not (home / "pretrained_model" / "config.json").exists():
         drift = measure_drift(session_splits, set(), config.window_days)  # every activity unseen
-        reason = "no tokenizer or pretrained model yet: pretrain"
+        needs_pretraining, reason = True, "no tokenizer or pretrained model yet: pretrain"
     else:
         known_file = folder / KNOWN_ACTIVITIES
         if known_file.exists():
@@ -39,16 +39,16 @@ def vocabulary_drift(context: dg.AssetExecutionContext, config: DriftConfig, ses
         else:  # a tokenizer saved before the list was kept: what it holds as one token
             known = set(AutoTokenizer.from_pretrained(folder).get_vocab())
         drift = measure_drift(session_splits, known, config.window_days)
-        above = drift["drift"] > config.pretrain_above
-        reason = (f"vocabulary drift {drift['drift']:.2%} {'>' if above else '<='} {config.pretrain_above:.2%}: "
-                  + ("retrain the tokenizer and pretrain" if above else "re-fine-tune only"))
-    needs_pretraining = reason.endswith("pretrain")
+        needs_pretraining = drift["drift"] > config.pretrain_above
+        reason = (f"vocabulary drift {drift['drift']:.2%} {'>' if needs_pretraining else '<='} "
+                  f"{config.pretrain_above:.2%}: "
+                  + ("retrain the tokenizer and pretrain" if needs_pretraining else "re-fine-tune only"))
     context.add_output_metadata({
         "drift": round(drift["drift"], 6),
         "pretrain_above": config.pretrain_above,
         "needs_pretraining": needs_pretraining,
         "decision": reason,
-        "recent_sessions": drift["recent_sessions"],
+        "window_sessions": drift["window_sessions"],
         "unseen_activities": drift["unseen_activities"],
         "top_unseen": dg.MetadataValue.md("\n".join(f"- `{a}`" for a in drift["top_unseen"]) or "none"),
     })

