@@ -22,12 +22,14 @@ from pathlib import Path
 import polars as pl
 
 from sessionbert_core.config import get_profile
-from sessionbert_core.evaluate import baseline_scores, mean_and_spread, scores
-from sessionbert_core.ingest import ingest_landing
-from sessionbert_core.serialize import serialize_sessions, split_sessions
-from sessionbert_core.tokenizer import train_and_choose
-from sessionbert_core.train import TrainSettings, finetune, predict_next_activity, pretrain
-from sessionbert_core.world import generate_world, load_truth
+from sessionbert_core.data.ingest import ingest_landing
+from sessionbert_core.data.serialize import serialize_sessions, split_sessions
+from sessionbert_core.evaluation.next_activity import baseline_scores, mean_and_spread, scores
+from sessionbert_core.model.inference import predict_next_activity
+from sessionbert_core.model.tokenizer import train_and_choose
+from sessionbert_core.model.train import TrainSettings, finetune, pretrain
+from sessionbert_core.world.simulate import generate_world
+from sessionbert_core.world.truth import load_truth
 
 METHODS = ("sessionbert", "popularity", "markov", "ceiling")
 

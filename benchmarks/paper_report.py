@@ -43,11 +43,12 @@ from personas_and_recommendations import recommendation_figures, run_graph
 
 from sessionbert_core import plots
 from sessionbert_core.config import get_profile
-from sessionbert_core.embed import general_language_encoder
-from sessionbert_core.evaluate import format_spread, mean_and_spread, scores
-from sessionbert_core.precision import resolve_precision
-from sessionbert_core.train import TrainSettings, finetune, predict_next_activity
-from sessionbert_core.world import WorldPaths
+from sessionbert_core.evaluation.next_activity import format_spread, mean_and_spread, scores
+from sessionbert_core.model.inference import predict_next_activity
+from sessionbert_core.model.precision import resolve_precision
+from sessionbert_core.model.train import TrainSettings, finetune
+from sessionbert_core.personas.embed import general_language_encoder
+from sessionbert_core.world.truth import WorldPaths
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 LENGTHS = (64, 128, 512)

@@ -22,7 +22,7 @@ Sections (each prints its rows; one table at the end; JSON in benchmarks/results
   1x, 2x and 4x the profile's users, each stage in its own process: seconds, peak memory, and the
   working memory (peak over what the process held once its inputs were loaded, minus its output);
 - paper_data (only when named): the `paper` profile's world (200k users, about 9M sessions) generated,
-  ingested and serialized in user buckets (`sessionbert_core.bulk`), each stage in its own process:
+  ingested and serialized in user buckets (`sessionbert_core.data.bulk`), each stage in its own process:
   seconds, peak memory, rows, and what it wrote.
 
 Run it alone: two training jobs on two cores slow each other down.
@@ -79,7 +79,7 @@ def flops_per_token(model: torch.nn.Module, mean_length: float, training: bool) 
 def ceilings(profile) -> dict:
     """Both precisions' ceilings, square and model-shaped; where bf16 is emulated (about 1 GFLOP/s) its
     square product is 512^3, not 2048^3, so that one product does not take half a minute."""
-    from sessionbert_core.precision import matmul_gflops, native_bf16
+    from sessionbert_core.model.precision import matmul_gflops, native_bf16
 
     size, native = profile.model, native_bf16("cpu")
     result = {"threads": torch.get_num_threads(), "native_bf16": native}
@@ -179,8 +179,8 @@ def timed_training(home: Path, profile, stage: str, sessions: int, steps_to_skip
 
     from transformers import AutoTokenizer, TrainerCallback
 
-    from sessionbert_core.precision import resolve_precision
-    from sessionbert_core.train import TrainSettings, finetune, pretrain
+    from sessionbert_core.model.precision import resolve_precision
+    from sessionbert_core.model.train import TrainSettings, finetune, pretrain
 
     class StepClock(TrainerCallback):
         def __init__(self):
@@ -249,15 +249,11 @@ def inference(home: Path, profile) -> dict:
     """Embedding every session and recommending for every user, eager and compiled (warm-up apart)."""
     from transformers import AutoTokenizer
 
-    from sessionbert_core.embed import embed_sessions, load_encoder
-    from sessionbert_core.model import load_next_activity_model
-    from sessionbert_core.recommend import (
-        RECENT_SESSIONS,
-        recommend_services,
-        recommendation_inputs,
-        sessionbert_predictor,
-    )
-    from sessionbert_core.serialize import recent_sessions
+    from sessionbert_core.data.serialize import recent_sessions
+    from sessionbert_core.model.inputs import recommendation_inputs
+    from sessionbert_core.model.networks import load_next_activity_model
+    from sessionbert_core.personas.embed import embed_sessions, load_encoder
+    from sessionbert_core.recommend.ranking import RECENT_SESSIONS, recommend_services, sessionbert_predictor
 
     sessions = pl.read_parquet(home / "session_splits.parquet")
     billing = pl.read_parquet(home / "billing_records.parquet")
@@ -302,7 +298,7 @@ def inference(home: Path, profile) -> dict:
 
 
 def world_at(work: Path, profile, scale: int, seed: int = 0) -> Path:
-    from sessionbert_core.world import generate_world
+    from sessionbert_core.world.simulate import generate_world
 
     size = replace(profile.world, n_users=profile.world.n_users * scale)
     return generate_world(work / f"world-x{scale}", size, seed).landing
@@ -337,7 +333,7 @@ def stage(name: str, work: Path, scale: int, graph: Path, profile) -> dict:
     data.mkdir(parents=True, exist_ok=True)
     output_bytes = 0
     if name == "ingest":
-        from sessionbert_core.ingest import ingest_landing
+        from sessionbert_core.data.ingest import ingest_landing
 
         landing = world_at(work, profile, scale)
         held = rss_mib()
@@ -346,7 +342,7 @@ def stage(name: str, work: Path, scale: int, graph: Path, profile) -> dict:
         storage.write_parquet(ingested.billing, data / "billing.parquet")
         rows, output_bytes = ingested.events.height, ingested.events.estimated_size()
     elif name == "serialize":
-        from sessionbert_core.serialize import serialize_sessions, split_sessions
+        from sessionbert_core.data.serialize import serialize_sessions, split_sessions
 
         events, billing = pl.read_parquet(data / "events.parquet"), pl.read_parquet(data / "billing.parquet")
         held = rss_mib()
@@ -367,7 +363,7 @@ def stage(name: str, work: Path, scale: int, graph: Path, profile) -> dict:
         seconds = time.perf_counter() - started + tokens / rate  # tokenizing, then the measured rate
         rows = train.height
     elif name == "embed":
-        from sessionbert_core.embed import embed_sessions, load_encoder
+        from sessionbert_core.personas.embed import embed_sessions, load_encoder
 
         sessions = pl.read_parquet(data / "sessions.parquet")
         encoder, tokenizer = load_encoder(graph / "pretrained_model")
@@ -378,8 +374,8 @@ def stage(name: str, work: Path, scale: int, graph: Path, profile) -> dict:
         storage.write_parquet(embeddings, data / "embeddings.parquet")
         rows, output_bytes = embeddings.height, embeddings.estimated_size()
     elif name == "cluster":
-        from sessionbert_core.embed import user_vectors
-        from sessionbert_core.segment import K_RANGE, CosineKMeans, choose_k, silhouette_sweep
+        from sessionbert_core.personas.embed import user_vectors
+        from sessionbert_core.personas.segment import K_RANGE, CosineKMeans, choose_k, silhouette_sweep
 
         embeddings = pl.read_parquet(data / "embeddings.parquet")
         held = rss_mib()
@@ -392,8 +388,8 @@ def stage(name: str, work: Path, scale: int, graph: Path, profile) -> dict:
     elif name == "recommend":
         from transformers import AutoTokenizer
 
-        from sessionbert_core.model import load_next_activity_model
-        from sessionbert_core.recommend import recommend_services, sessionbert_predictor
+        from sessionbert_core.model.networks import load_next_activity_model
+        from sessionbert_core.recommend.ranking import recommend_services, sessionbert_predictor
 
         sessions = pl.read_parquet(data / "sessions.parquet")
         billing = pl.read_parquet(data / "billing.parquet")
@@ -442,8 +438,8 @@ def folder_mib(folder: Path) -> float:
 
 def paper_stage(name: str, work: Path, users: int, profile) -> dict:
     """One stage of the paper-scale data path in this process: seconds, sampled peak memory, counts."""
-    from sessionbert_core.bulk import ingest_to_buckets, serialize_buckets
-    from sessionbert_core.world import generate_world
+    from sessionbert_core.data.bulk import ingest_to_buckets, serialize_buckets
+    from sessionbert_core.world.simulate import generate_world
 
     sampler = RssSampler(os.getpid(), every=0.05)
     world, buckets = work / f"paper-world-{users}", work / f"paper-buckets-{users}"
@@ -569,7 +565,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     output = args.output or RESULTS / f"perf-{args.profile}.json"
     result = json.loads(output.read_text()) if output.exists() else {}
-    from sessionbert_core.precision import resolve_precision
+    from sessionbert_core.model.precision import resolve_precision
 
     result |= {"profile": args.profile, "machine": machine(), "precision": resolve_precision("cpu").metadata()}
     work.mkdir(parents=True, exist_ok=True)

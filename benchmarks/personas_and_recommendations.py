@@ -30,30 +30,22 @@ import numpy as np
 import polars as pl
 
 from sessionbert_core import plots
-from sessionbert_core.embed import embed_sessions, load_encoder, user_vector_sessions, user_vectors
-from sessionbert_core.evaluate import format_spread
-from sessionbert_core.personas import (
-    assign_personas,
-    load_definitions,
-    map_clusters,
-    persona_evaluation,
-)
-from sessionbert_core.recommend import (
+from sessionbert_core.data.serialize import recent_sessions
+from sessionbert_core.evaluation.next_activity import format_spread
+from sessionbert_core.personas.embed import embed_sessions, load_encoder, user_vector_sessions, user_vectors
+from sessionbert_core.personas.mapping import assign_personas, load_definitions, map_clusters, persona_evaluation
+from sessionbert_core.personas.representation import PERSONA_SPACE, served_vectors
+from sessionbert_core.personas.segment import K_RANGE, CosineKMeans, choose_k, silhouette_sweep
+from sessionbert_core.recommend.hit_at_k import hit_at_k, load_recommenders, rankings, split_seen_unseen
+from sessionbert_core.recommend.ranking import (
     candidates,
-    hit_at_k,
-    load_recommenders,
     observed_adoptions,
     persona_fit,
     rank_by_count,
     rank_by_persona,
-    rankings,
-    split_seen_unseen,
     used_services,
 )
-from sessionbert_core.representation import PERSONA_SPACE, served_vectors
-from sessionbert_core.segment import K_RANGE, CosineKMeans, choose_k, silhouette_sweep
-from sessionbert_core.serialize import recent_sessions
-from sessionbert_core.world import WorldPaths, load_truth
+from sessionbert_core.world.truth import WorldPaths, load_truth
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RECENT = (3, 5, 8, 10, 12, 15)

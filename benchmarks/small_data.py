@@ -26,14 +26,15 @@ import time
 from pathlib import Path
 
 import polars as pl
+from sessionbert_core.personas.mapping.embed import user_vector_sessions
+from sessionbert_core.personas.mapping.mapping import load_definitions
+from sessionbert_core.personas.mapping.mapping import persona_evaluation as score_personas
+from sessionbert_core.personas.mapping.representation import truth_scores
+from sessionbert_core.world.simulate.simulate import generate_world
+from sessionbert_core.world.simulate.truth import WorldPaths, load_truth
 
 from sessionbert_core.config import WorldSize
-from sessionbert_core.embed import user_vector_sessions
-from sessionbert_core.evaluate import baseline_scores, format_spread
-from sessionbert_core.personas import load_definitions
-from sessionbert_core.personas import persona_evaluation as score_personas
-from sessionbert_core.representation import truth_scores
-from sessionbert_core.world import WorldPaths, generate_world, load_truth
+from sessionbert_core.evaluation.next_activity import baseline_scores, format_spread
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # what a user's first sample looks like: 600 users over 30 days, most of them occasional, a third of each
@@ -48,7 +49,7 @@ WORLDS = {"sparse": WorldSize(n_users=600, n_days=30, sessions_per_day=1.0, occa
 
 def run_graph(home: Path, source: Path, seed: int, personas: Path | None) -> tuple[float, int]:
     env = os.environ | {"SESSIONBERT_HOME": str(home), "SESSIONBERT_PROFILE": "small", "SESSIONBERT_SEED": str(seed),
-                        "SESSIONBERT_SOURCE": str(source)}
+                        "SESSIONBERT_SOURCE": str(source), "DAGSTER_HOME": str(home / "dagster")}
     if personas:
         env["SESSIONBERT_PERSONAS"] = str(personas)
     home.mkdir(parents=True, exist_ok=True)
@@ -108,8 +109,7 @@ def _metadata(home: Path, asset: str) -> dict:
     """The metadata values of `asset`'s latest materialization in the home's Dagster instance."""
     import dagster as dg
 
-    os.environ["DAGSTER_HOME"] = str(home / "dagster")
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey(asset))
         if event is None or event.asset_materialization is None:
             return {}

@@ -23,9 +23,10 @@ import polars as pl
 from transformers import AutoTokenizer
 
 from sessionbert_core.config import get_profile
-from sessionbert_core.evaluate import scores
-from sessionbert_core.precision import resolve_precision
-from sessionbert_core.train import TrainSettings, finetune, predict_next_activity, pretrain
+from sessionbert_core.evaluation.next_activity import scores
+from sessionbert_core.model.inference import predict_next_activity
+from sessionbert_core.model.precision import resolve_precision
+from sessionbert_core.model.train import TrainSettings, finetune, pretrain
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -20,10 +20,11 @@ import numpy as np
 import polars as pl
 
 from sessionbert_core.config import get_profile
-from sessionbert_core.evaluate import baseline_scores, mean_and_spread
-from sessionbert_core.ingest import ingest_landing
-from sessionbert_core.serialize import serialize_sessions, split_sessions
-from sessionbert_core.world import generate_world, load_truth
+from sessionbert_core.data.ingest import ingest_landing
+from sessionbert_core.data.serialize import serialize_sessions, split_sessions
+from sessionbert_core.evaluation.next_activity import baseline_scores, mean_and_spread
+from sessionbert_core.world.simulate import generate_world
+from sessionbert_core.world.truth import load_truth
 
 
 def measure(profile: str, seed: int, folder: Path) -> dict:

@@ -18,8 +18,8 @@ materializes shows them as `refreshed_because` metadata.
 import dagster as dg
 
 from sessionbert_assets.resources import SessionBertResource
-from sessionbert_core.ingest import cached_files
-from sessionbert_core.landing_watch import look
+from sessionbert_core.data.ingest import cached_files
+from sessionbert_core.data.landing_watch import look
 
 TRIGGER, REASON = "sessionbert/trigger", "sessionbert/reason"
 # automated runs must not stop on one bad file: it is quarantined and reported instead

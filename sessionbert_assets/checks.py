@@ -16,15 +16,15 @@ from pydantic import Field
 
 from sessionbert_assets.metadata import registered_model_version
 from sessionbert_assets.resources import MlflowResource, SessionBertResource
-from sessionbert_core import gates
-from sessionbert_core.recommend import used_services
-from sessionbert_core.tokenizer import measure
+from sessionbert_core.evaluation import gates
+from sessionbert_core.model.tokenizer import measure
+from sessionbert_core.recommend.ranking import used_services
 
 CHAMPION = "champion"
 
 
 class QualityGatesResource(dg.ConfigurableResource):
-    """Thresholds of the quality gates (sessionbert_core.gates holds the rules)."""
+    """Thresholds of the quality gates (sessionbert_core.evaluation.gates holds the rules)."""
 
     quarantine_share_limit: float = Field(default=gates.QUARANTINE_SHARE_LIMIT,
                                           description="largest share of quarantined rows an ingest may have")

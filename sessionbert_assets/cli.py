@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -80,7 +79,7 @@ def run(selection: str | None) -> int:
         elapsed = time.perf_counter() - started
         print(f"\nSessionBERT run {result.run_id} on source={settings.source} profile={settings.profile}: "
               f"{'succeeded' if result.success else 'FAILED'} in {elapsed:.1f} s")
-        print(f"artifacts: {settings.home}   Dagster instance: {os.environ['DAGSTER_HOME']}")
+        print(f"artifacts: {settings.home}   Dagster instance: {settings_from_env().dagster_home}")
         materializations = result.get_asset_materialization_events()
         print(_precision_line(materializations) + "\n")
         for event in materializations:
@@ -115,7 +114,7 @@ def recommend(user_id: str) -> int:
     """Print one user's new-service recommendations and persona from the materialized artifacts."""
     import polars as pl
 
-    from sessionbert_core.recommend import lookup
+    from sessionbert_core.recommend.ranking import lookup
 
     home = settings_from_env().home
     path = home / "recommendation_table.parquet"
@@ -135,7 +134,7 @@ def recommend(user_id: str) -> int:
 
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
-    from sessionbert_core.server import Limits
+    from sessionbert_core.serving.http import Limits
 
     limits = Limits()
     parser.add_argument("--model", help="an MLflow model folder (default: $SESSIONBERT_HOME/serving_model)")
@@ -149,11 +148,11 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Serve the champion model (`sessionbert_core.server`) until interrupted."""
+    """Serve the champion model (`sessionbert_core.serving.http`) until interrupted."""
     from pathlib import Path
 
-    from sessionbert_core.server import Limits
-    from sessionbert_core.server import serve as run_server
+    from sessionbert_core.serving.http import Limits
+    from sessionbert_core.serving.http import serve as run_server
 
     if args.workers is not None and args.workers < 1:
         raise ValueError("--workers is at least 1")

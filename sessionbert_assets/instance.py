@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from sessionbert_core.config import export, settings_from_env
 
 DAGSTER_YAML = """\
 # The Dagster instance of this SESSIONBERT_HOME: SQLite run, event and schedule storage in this folder.
@@ -18,13 +19,13 @@ concurrency:
 
 def prepare(home: Path) -> Path:
     """Create `$DAGSTER_HOME` (default `$SESSIONBERT_HOME/dagster`) with its dagster.yaml, export it, return it."""
-    dagster_home = Path(os.environ.get("DAGSTER_HOME") or Path(home) / "dagster").resolve()
+    dagster_home = Path(settings_from_env().dagster_home or Path(home) / "dagster").resolve()
     dagster_home.mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
     # ours (first line) is kept current; a dagster.yaml written by the user is left alone
     if not config.exists() or config.read_text().splitlines()[:1] == DAGSTER_YAML.splitlines()[:1]:
         config.write_text(DAGSTER_YAML)
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    export({"DAGSTER_HOME": str(dagster_home)})
     return dagster_home
 
 

@@ -26,10 +26,13 @@ from sessionbert_core.config import (
     get_profile,
     settings_from_env,
 )
-from sessionbert_core.precision import Precision, resolve_device, resolve_precision
-from sessionbert_core.recommend import RECENT_SESSIONS
-from sessionbert_core.train import TrainSettings
-from sessionbert_core.world import WorldPaths
+from sessionbert_core.model.precision import Precision, resolve_device, resolve_precision
+from sessionbert_core.model.train import TrainSettings
+from sessionbert_core.recommend.ranking import RECENT_SESSIONS
+from sessionbert_core.world.truth import WorldPaths
+
+# the environment when the code location loads: the fields' defaults, so a run config may override any one
+ENV = settings_from_env()
 
 
 class SessionBertResource(dg.ConfigurableResource):
@@ -42,13 +45,13 @@ class SessionBertResource(dg.ConfigurableResource):
     # class defaults come from the environment too, so a run config may override a single field
     home: str = Field(default=str(default_home()),
                       description="SESSIONBERT_HOME: folder for every artifact, MLflow and the Dagster instance")
-    source: str = Field(default=os.environ.get("SESSIONBERT_SOURCE") or "synthetic",
+    source: str = Field(default=ENV.source,
                         description="SESSIONBERT_SOURCE: 'synthetic' or a landing folder of event files/logs")
-    profile: str = Field(default=os.environ.get("SESSIONBERT_PROFILE") or "small",
+    profile: str = Field(default=ENV.profile,
                          description="SESSIONBERT_PROFILE: tiny, small or paper")
-    personas: str = Field(default=os.environ.get("SESSIONBERT_PERSONAS") or "",
+    personas: str = Field(default=ENV.personas or "",
                           description="SESSIONBERT_PERSONAS: persona definitions YAML ('' = the world's)")
-    seed: int = Field(default=0, description="SESSIONBERT_SEED: seed of the world, the splits and training")
+    seed: int = Field(default=ENV.seed, description="SESSIONBERT_SEED: seed of the world, the splits and training")
     # one setting for the table, its Hit@k evaluation, the ranker backtest and the served model alike
     recommendation_sessions: int = Field(default=RECENT_SESSIONS, ge=1,
                                          description="sessions of a user a recommendation reads, latest first "
@@ -83,8 +86,9 @@ class SessionBertResource(dg.ConfigurableResource):
 
     def pseudonym_key(self) -> bytes:
         """SESSIONBERT_PSEUDONYM_KEY, or a random key kept (owner-only) under SESSIONBERT_HOME."""
-        if os.environ.get("SESSIONBERT_PSEUDONYM_KEY"):
-            return os.environ["SESSIONBERT_PSEUDONYM_KEY"].encode()
+        key = settings_from_env().pseudonym_key
+        if key:
+            return key.encode()
         path = self.home_path / "pseudonym.key"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,10 +108,10 @@ class ComputeResource(dg.ConfigurableResource):
                                        "and faster than fp32), bf16 or fp32")
     threads: int = Field(default=0, description="CPU threads for torch; 0 keeps torch's default (all cores)")
     batch_size: int = Field(default=0, description="training batch size; 0 takes the profile's")
-    launcher: str = Field(default=os.environ.get("SESSIONBERT_LAUNCHER") or "in_process",
+    launcher: str = Field(default=ENV.launcher,
                           description="SESSIONBERT_LAUNCHER: in_process, or pipes (training in an external process "
                                       "through Dagster Pipes: the `training_pipes` client, a subprocess by default)")
-    num_processes: int = Field(default=int(os.environ.get("SESSIONBERT_NUM_PROCESSES") or 1),
+    num_processes: int = Field(default=ENV.num_processes,
                                description="SESSIONBERT_NUM_PROCESSES: training processes; above 1, DDP through "
                                            "torchrun (gloo on CPU, NCCL on GPU), launched through Pipes")
 
@@ -159,7 +163,7 @@ class MlflowResource(dg.ConfigurableResource):
     `$SESSIONBERT_HOME/mlartifacts`; set MLFLOW_TRACKING_URI to use a team's server.
     """
 
-    tracking_uri: str = Field(default=os.environ.get("MLFLOW_TRACKING_URI") or "",
+    tracking_uri: str = Field(default=ENV.mlflow_tracking_uri,
                               description="MLFLOW_TRACKING_URI ('' = SQLite under SESSIONBERT_HOME)")
     experiment: str = Field(default="sessionbert", description="MLflow experiment name")
     registered_model: str = Field(default="sessionbert", description="name in the MLflow Model Registry")

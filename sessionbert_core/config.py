@@ -112,13 +112,19 @@ def get_profile(name: str) -> Profile:
 
 @dataclass(frozen=True)
 class Settings:
-    """The environment variables of DESIGN.md, resolved to values."""
+    """The environment variables of DESIGN.md, resolved to values. This module is the one that reads
+    the environment (and, for `sessionbert serve` and the Dagster instance, writes it)."""
 
     home: Path
     source: str
     profile: str
     personas: str | None
     seed: int
+    pseudonym_key: str = ""  # SESSIONBERT_PSEUDONYM_KEY ("": a random key kept under the home)
+    launcher: str = "in_process"  # SESSIONBERT_LAUNCHER
+    num_processes: int = 1  # SESSIONBERT_NUM_PROCESSES
+    mlflow_tracking_uri: str = ""  # MLFLOW_TRACKING_URI ("": SQLite under the home)
+    dagster_home: str = ""  # DAGSTER_HOME ("": $SESSIONBERT_HOME/dagster)
 
 
 def default_home(env: dict[str, str] | None = None) -> Path:
@@ -141,7 +147,7 @@ def compute_from_env(env: dict[str, str] | None = None) -> ComputeSettings:
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:
-    """The data settings (device and MLflow belong to the compute and MLflow resources)."""
+    """The data settings (device and precision: `compute_from_env`)."""
     env = dict(os.environ if env is None else env)
     profile = env.get("SESSIONBERT_PROFILE") or "small"
     get_profile(profile)
@@ -151,4 +157,29 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         profile=profile,
         personas=env.get("SESSIONBERT_PERSONAS") or None,
         seed=int(env.get("SESSIONBERT_SEED") or 0),
+        pseudonym_key=env.get("SESSIONBERT_PSEUDONYM_KEY") or "",
+        launcher=env.get("SESSIONBERT_LAUNCHER") or "in_process",
+        num_processes=int(env.get("SESSIONBERT_NUM_PROCESSES") or 1),
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or "",
+        dagster_home=env.get("DAGSTER_HOME") or "",
     )
+
+
+def process_rank(env: dict[str, str] | None = None) -> tuple[int, int]:
+    """(this process's rank, the number of processes) under torchrun; (0, 1) when not distributed."""
+    env = os.environ if env is None else env
+    return int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1"))
+
+
+SERVE_PREFIX = "SESSIONBERT_SERVE_"  # what `sessionbert serve` hands its uvicorn workers
+
+
+def serve_settings(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The SESSIONBERT_SERVE_* variables, prefix dropped and lower-cased (`max_bytes`, `model`, ...)."""
+    env = os.environ if env is None else env
+    return {k[len(SERVE_PREFIX):].lower(): v for k, v in env.items() if k.startswith(SERVE_PREFIX) and v}
+
+
+def export(values: dict[str, str]) -> None:
+    """Set environment variables for this process and the ones it starts (uvicorn workers, Dagster)."""
+    os.environ.update(values)

@@ -1,7 +1,7 @@
 """Training as an external process, launched by Dagster Pipes: `python -m sessionbert_external.train`,
 or `torchrun --nproc-per-node N -m sessionbert_external.train` for DDP.
 
-The job (a `sessionbert_core.training_job.TrainingJob`) comes in the Pipes extras under `job`.
+The job (a `sessionbert_core.model.training_job.TrainingJob`) comes in the Pipes extras under `job`.
 The first process opens the Pipes channel: its progress lines become Dagster logs, each logged
 figure also goes to the job's MLflow run, and the training summary comes back as the asset's
 materialization metadata. The other processes read the same extras and only train.
@@ -15,7 +15,7 @@ import math
 import mlflow
 from dagster_pipes import PipesDefaultContextLoader, PipesEnvVarParamsLoader, open_dagster_pipes
 
-from sessionbert_core.training_job import TrainingJob, rank, run_job
+from sessionbert_core.model.training_job import TrainingJob, rank, run_job
 
 
 def _extras() -> dict:

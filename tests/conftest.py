@@ -11,7 +11,8 @@ from sessionbert_assets.checks import QualityGatesResource, all_checks
 from sessionbert_assets.definitions import all_assets
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource, artifact_io_manager
 from sessionbert_core.config import get_profile
-from sessionbert_core.world import WorldPaths, generate_world
+from sessionbert_core.world.simulate import generate_world
+from sessionbert_core.world.truth import WorldPaths
 
 APACHE_LOGS = Path(__file__).resolve().parents[2] / "shared" / "data" / "apache_logs"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

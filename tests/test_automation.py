@@ -15,7 +15,7 @@ import pytest
 from sessionbert_assets.automation import REASON, TRIGGER, new_data_sensor, retrain_sensor
 from sessionbert_assets.definitions import build_definitions
 from sessionbert_assets.resources import SessionBertResource
-from sessionbert_core.tokenizer import KNOWN_ACTIVITIES, vocabulary_drift
+from sessionbert_core.model.tokenizer import KNOWN_ACTIVITIES, vocabulary_drift
 
 INGESTED = [dg.AssetKey(k) for k in ("landing_folder", "raw_sessions", "quarantined_events", "billing_records")]
 HEADER = "user_id,session_id,timestamp,service,page\n"

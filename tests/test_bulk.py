@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from sessionbert_core.bulk import ingest_to_buckets, serialize_buckets
-from sessionbert_core.ingest import ingest_landing
-from sessionbert_core.serialize import serialize_sessions, split_sessions
+from sessionbert_core.data.bulk import ingest_to_buckets, serialize_buckets
+from sessionbert_core.data.ingest import ingest_landing
+from sessionbert_core.data.serialize import serialize_sessions, split_sessions
 
 KEY = b"test-key"
 

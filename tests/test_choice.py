@@ -7,9 +7,9 @@ import random
 
 import polars as pl
 
-from sessionbert_core.baselines import MarkovChain, transitions
-from sessionbert_core.choice import BLEND, choose_next_activity
-from sessionbert_core.evaluate import next_activity_inputs
+from sessionbert_core.evaluation.baselines import MarkovChain, transitions
+from sessionbert_core.evaluation.choice import BLEND, choose_next_activity
+from sessionbert_core.model.inputs import next_activity_inputs
 
 ACTIVITIES = [f"s{i};p{j}" for i in range(6) for j in range(2)]
 
@@ -89,7 +89,7 @@ def test_the_markov_chains_probabilities_rank_first_what_it_predicts():
 
 
 def test_a_lead_within_the_validation_noise_goes_to_the_simpler_method():
-    from sessionbert_core.choice import simplest_within_one_standard_error
+    from sessionbert_core.evaluation.choice import simplest_within_one_standard_error
 
     accuracy = {"popularity": 0.2, "markov": 0.70, "sessionbert": 0.74, "sessionbert_markov": 0.75}
     assert simplest_within_one_standard_error(accuracy, 60) == "markov"  # 60 sessions: 5.6 points of noise

@@ -150,8 +150,8 @@ def test_config_choices_are_the_core_ones():
 
     from sessionbert_assets.assets.personas import SweepConfig
     from sessionbert_assets.assets.recommendation import RecommendationConfig
-    from sessionbert_core.recommend import RANKERS
-    from sessionbert_core.representation import REPRESENTATIONS
+    from sessionbert_core.personas.representation import REPRESENTATIONS
+    from sessionbert_core.recommend.ranking import RANKERS
 
     assert get_args(RecommendationConfig.model_fields["ranker"].annotation) == ("auto", *RANKERS)
     assert get_args(SweepConfig.model_fields["representation"].annotation) == ("auto", *REPRESENTATIONS)
@@ -169,3 +169,23 @@ def test_every_asset_and_check_is_a_screen_or_less():
             if decorated and node.end_lineno - node.lineno + 1 > 40:
                 long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long, long
+
+
+def test_the_house_rules_of_the_core():
+    """Stage subpackages, no module over 400 lines, the environment read in one module, and the
+    multitask model's config a PretrainedConfig of its own."""
+    from transformers import PretrainedConfig
+
+    from sessionbert_core.model.networks import SessionBertConfig, SessionBertForNextActivity
+
+    core = Path(__file__).resolve().parents[1] / "sessionbert_core"
+    packages = [p.name for p in core.iterdir() if (p / "__init__.py").exists()]
+    assert len(packages) >= 4, packages
+    long = {str(p.relative_to(core)): n for p in core.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
+    readers = sorted({str(p.relative_to(core.parent)) for root in ("sessionbert_core", "sessionbert_assets")
+                      for p in (core.parent / root).rglob("*.py") if "os.environ" in p.read_text()
+                      or "getenv(" in p.read_text()})
+    assert readers == ["sessionbert_core/config.py"], readers
+    assert issubclass(SessionBertConfig, PretrainedConfig)
+    assert SessionBertForNextActivity.config_class is SessionBertConfig

@@ -9,7 +9,7 @@ import pytest
 from conftest import materialize_all
 
 from sessionbert_assets.resources import ComputeResource
-from sessionbert_core.training_job import TrainingJob
+from sessionbert_core.model.training_job import TrainingJob
 
 TRAINING = ["pretrained_model", "finetuned_model", "model_evaluation"]
 # 2 processes see the same global batches in another order with other masks: the tolerance of a reseeded run

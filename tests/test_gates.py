@@ -13,7 +13,7 @@ from conftest import materialize_all
 from sessionbert_assets.automation import daily_refresh, weekly_retrain
 from sessionbert_assets.checks import QualityGatesResource
 from sessionbert_assets.definitions import defs
-from sessionbert_core import gates
+from sessionbert_core.evaluation import gates
 
 
 def _evaluation(service: float, page: float, popular: float = 0.2, served: str | None = None) -> dict:

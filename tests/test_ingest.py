@@ -8,7 +8,7 @@ import json
 import polars as pl
 import pytest
 
-from sessionbert_core.ingest import IngestError, ingest_landing, probe
+from sessionbert_core.data.ingest import IngestError, ingest_landing, probe
 
 KEY = b"test-key"
 HEADER = "user_id,session_id,timestamp,service,page,country,city,billing_tier\n"

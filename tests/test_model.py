@@ -12,11 +12,11 @@ from transformers import AutoModel, AutoTokenizer, TrainerCallback
 
 from sessionbert_assets.cli import _precision_line
 from sessionbert_core.config import ModelSize, encoder_candidates, get_profile
-from sessionbert_core.model import SessionBertForNextActivity, encoder_config, next_activity_config
-from sessionbert_core.precision import resolve_precision
-from sessionbert_core.serialize import serialize_sessions, split_sessions
-from sessionbert_core.tokenizer import ACTIVITY_TOKEN, train_tokenizer
-from sessionbert_core.train import ActivityMaskingCollator, TrainSettings, pretrain
+from sessionbert_core.data.serialize import serialize_sessions, split_sessions
+from sessionbert_core.model.networks import SessionBertForNextActivity, encoder_config, next_activity_config
+from sessionbert_core.model.precision import resolve_precision
+from sessionbert_core.model.tokenizer import ACTIVITY_TOKEN, train_tokenizer
+from sessionbert_core.model.train import ActivityMaskingCollator, TrainSettings, pretrain
 
 SIZE = ModelSize(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_length=128)
 

@@ -9,8 +9,9 @@ import polars as pl
 import pytest
 from conftest import APACHE_LOGS, materialize_all
 
-from sessionbert_core.embed import embed_sessions, load_encoder, user_vectors
-from sessionbert_core.personas import (
+from sessionbert_core.data.serialize import serialize_sessions
+from sessionbert_core.personas.embed import embed_sessions, load_encoder, user_vectors
+from sessionbert_core.personas.mapping import (
     PersonaDefinitions,
     assign_personas,
     cluster_task_probabilities,
@@ -19,10 +20,9 @@ from sessionbert_core.personas import (
     persona_probabilities,
     tag_clusters,
 )
-from sessionbert_core.representation import PERSONA_SPACE, REPRESENTATIONS, served_vectors
-from sessionbert_core.segment import CosineKMeans, choose_k, silhouette_sweep
-from sessionbert_core.serialize import serialize_sessions
-from sessionbert_core.world import load_truth
+from sessionbert_core.personas.representation import PERSONA_SPACE, REPRESENTATIONS, served_vectors
+from sessionbert_core.personas.segment import CosineKMeans, choose_k, silhouette_sweep
+from sessionbert_core.world.truth import load_truth
 
 DEFINITIONS = PersonaDefinitions(
     personas={"Monitor": ("monitoring", "explore"), "Saver": ("cost", "explore"),

@@ -10,18 +10,19 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-from sessionbert_core import precision
 from sessionbert_core.config import ModelSize
-from sessionbert_core.embed import embed_texts
-from sessionbert_core.model import (
+from sessionbert_core.model import precision
+from sessionbert_core.model.inference import predict_top_k
+from sessionbert_core.model.networks import (
     SessionBertForNextActivity,
     attention_implementation,
     encoder_config,
     next_activity_config,
 )
-from sessionbert_core.precision import Precision, resolve_precision, use_bf16
-from sessionbert_core.tokenizer import embedding_rows, train_tokenizer
-from sessionbert_core.train import TrainSettings, _arguments, predict_top_k
+from sessionbert_core.model.precision import Precision, resolve_precision, use_bf16
+from sessionbert_core.model.tokenizer import embedding_rows, train_tokenizer
+from sessionbert_core.model.train import TrainSettings, _arguments
+from sessionbert_core.personas.embed import embed_texts
 
 
 @pytest.fixture

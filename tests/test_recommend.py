@@ -11,11 +11,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from sessionbert_core.choice import METHOD_OF_RANKER, choose_ranker
-from sessionbert_core.recommend import (
+from sessionbert_core.data.serialize import serialize_sessions
+from sessionbert_core.personas.segment import cluster_users
+from sessionbert_core.recommend.hit_at_k import hit_metrics, load_recommenders, split_seen_unseen
+from sessionbert_core.recommend.ranking import (
     candidates,
-    hit_metrics,
-    load_recommenders,
     lookup,
     probability_ranking,
     random_ranking,
@@ -23,12 +23,10 @@ from sessionbert_core.recommend import (
     rank_by_persona,
     rank_by_similarity,
     recommend_services,
-    split_seen_unseen,
     used_services,
 )
-from sessionbert_core.segment import cluster_users
-from sessionbert_core.serialize import serialize_sessions
-from sessionbert_core.world import adoption_oracle, used_before
+from sessionbert_core.recommend.selection import METHOD_OF_RANKER, choose_ranker
+from sessionbert_core.world.truth import adoption_oracle, used_before
 
 
 def _predictions(rows: list[tuple[str, list[str], list[float]]]) -> pl.DataFrame:
@@ -249,7 +247,7 @@ def test_the_recommendation_window_is_one_setting_for_table_hit_at_k_and_server(
     5 sessions (not 8), Hit@k ranks with 5, and the served model reads the same 5 sessions."""
     from conftest import materialize_all
 
-    from sessionbert_core.serving import events_from_request
+    from sessionbert_core.serving.pyfunc import events_from_request
 
     home, _ = trained
     copy = tmp_path / "home"
@@ -279,7 +277,7 @@ def test_the_recommendation_window_is_one_setting_for_table_hit_at_k_and_server(
 
 
 def test_recommendations_are_the_same_whatever_the_user_chunk(tiny_world, monkeypatch):
-    import sessionbert_core.recommend as recommend
+    import sessionbert_core.recommend.ranking as recommend
 
     events = pl.read_parquet(tiny_world.landing / "events-*.parquet")
     billing = pl.read_parquet(tiny_world.landing / "billing-*.parquet")

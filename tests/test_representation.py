@@ -5,8 +5,13 @@ import polars as pl
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from sessionbert_core.embed import user_vectors
-from sessionbert_core.representation import PersonaSpace, choose_representation, half_split, representation_summary
+from sessionbert_core.personas.embed import user_vectors
+from sessionbert_core.personas.representation import (
+    PersonaSpace,
+    choose_representation,
+    half_split,
+    representation_summary,
+)
 
 PERSONAS = 3
 

@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
-from sessionbert_core.ingest import EVENT_SCHEMA
-from sessionbert_core.serialize import SECTION_TOKENS, serialize_sessions, split_sessions
+from sessionbert_core.data.serialize import SECTION_TOKENS, serialize_sessions, split_sessions
+from sessionbert_core.data.validate import EVENT_SCHEMA
 
 T0 = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
 

@@ -20,8 +20,8 @@ import mlflow
 import polars as pl
 import pytest
 
-from sessionbert_core.recommend import used_services
-from sessionbert_core.serving import RequestError, events_from_request, rows_from_payload
+from sessionbert_core.recommend.ranking import used_services
+from sessionbert_core.serving.pyfunc import RequestError, events_from_request, rows_from_payload
 
 
 def _free_port() -> int:
@@ -195,7 +195,7 @@ def test_an_oversized_request_is_refused_before_it_is_read(server):
 
 
 def test_a_request_past_its_time_limit_gets_a_503_and_the_model_stops(trained):
-    from sessionbert_core.server import Limits, create_app
+    from sessionbert_core.serving.http import Limits, create_app
 
     home, _ = trained
     app = create_app(home / "serving_model", Limits(seconds=0.0))
@@ -229,7 +229,7 @@ async def _asgi_post(app, body: bytes) -> tuple[int, dict]:
 
 @pytest.mark.parametrize("ranker", ["persona", "markov", "popularity"])
 def test_the_server_ranks_with_the_ranker_the_table_served(trained, tmp_path, ranker):
-    from sessionbert_core.serving import RankingInputs, save_serving_model
+    from sessionbert_core.serving.pyfunc import RankingInputs, save_serving_model
 
     home, _ = trained
     served = mlflow.pyfunc.load_model(str(home / "serving_model")).unwrap_python_model()

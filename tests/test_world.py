@@ -7,10 +7,11 @@ import polars as pl
 import yaml
 
 from sessionbert_core.config import WorldSize
-from sessionbert_core.evaluate import baseline_scores
-from sessionbert_core.serialize import serialize_sessions, split_sessions
-from sessionbert_core.world import adoption_probabilities, generate_world, load_truth
-from sessionbert_core.world_catalog import HUB_ACTIVITIES, PERSONAS, SERVICES
+from sessionbert_core.data.serialize import serialize_sessions, split_sessions
+from sessionbert_core.evaluation.next_activity import baseline_scores
+from sessionbert_core.world.catalog import HUB_ACTIVITIES, PERSONAS, SERVICES
+from sessionbert_core.world.simulate import generate_world
+from sessionbert_core.world.truth import adoption_probabilities, load_truth
 
 
 def _events(world) -> pl.DataFrame:

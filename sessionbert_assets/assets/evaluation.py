@@ -6,8 +6,8 @@ import polars as pl
 
 from sessionbert_assets.assets.source import world_paths
 from sessionbert_assets.metadata import evaluation_metadata
-from sessionbert_core.evaluate import baseline_scores
-from sessionbert_core.world import load_truth
+from sessionbert_core.evaluation.next_activity import baseline_scores
+from sessionbert_core.world.truth import load_truth
 
 
 @dg.asset(group_name="evaluation", kinds={"scikitlearn", "json"})

@@ -6,7 +6,7 @@ import polars as pl
 
 from sessionbert_assets.metadata import TABLE_ROWS, date_range, table
 from sessionbert_assets.resources import SessionBertResource
-from sessionbert_core.ingest import IngestError, UnreadableFiles, ingest_landing
+from sessionbert_core.data.ingest import IngestError, UnreadableFiles, ingest_landing
 
 
 class IngestConfig(dg.Config):

@@ -16,15 +16,17 @@ from transformers import AutoTokenizer
 from sessionbert_assets.checks import CHAMPION
 from sessionbert_assets.metadata import evaluation_metadata, registered_model_version, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
-from sessionbert_core import gates, storage
-from sessionbert_core.choice import CANDIDATES_PER_SOURCE, choose_next_activity
+from sessionbert_core import storage
 from sessionbert_core.config import encoder_candidates
-from sessionbert_core.evaluate import scores
-from sessionbert_core.model import load_next_activity_model
-from sessionbert_core.precision import Precision
-from sessionbert_core.tokenizer import KNOWN_ACTIVITIES, train_and_choose
-from sessionbert_core.train import FinetuneTask, TrainSettings, predict_next_activity
-from sessionbert_core.training_job import TrainingJob, run_job
+from sessionbert_core.evaluation import gates
+from sessionbert_core.evaluation.choice import CANDIDATES_PER_SOURCE, choose_next_activity
+from sessionbert_core.evaluation.next_activity import scores
+from sessionbert_core.model.inference import predict_next_activity
+from sessionbert_core.model.networks import load_next_activity_model
+from sessionbert_core.model.precision import Precision
+from sessionbert_core.model.tokenizer import KNOWN_ACTIVITIES, train_and_choose
+from sessionbert_core.model.train import FinetuneTask, TrainSettings
+from sessionbert_core.model.training_job import TrainingJob, run_job
 
 TRAINING_RETRIES = dg.RetryPolicy(max_retries=2, delay=5)
 
@@ -68,7 +70,7 @@ def tokenizer(context: dg.AssetExecutionContext, sessionbert: SessionBertResourc
     """The session tokenizer, trained on the train split's texts (vocabulary at most 30k).
 
     WordLevel, WordPiece and BPE are all trained and measured on the validation split; the rule in
-    `sessionbert_core.tokenizer` picks one (lowest unknown-token rate, then fewest tokens per
+    `sessionbert_core.model.tokenizer` picks one (lowest unknown-token rate, then fewest tokens per
     session). Saved so `AutoTokenizer.from_pretrained` loads it.
     """
     train, validation = _split(session_splits, "train"), _split(session_splits, "validation")

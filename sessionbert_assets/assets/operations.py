@@ -8,8 +8,8 @@ import polars as pl
 from transformers import AutoTokenizer
 
 from sessionbert_assets.resources import SessionBertResource
-from sessionbert_core.tokenizer import KNOWN_ACTIVITIES
-from sessionbert_core.tokenizer import vocabulary_drift as measure_drift
+from sessionbert_core.model.tokenizer import KNOWN_ACTIVITIES
+from sessionbert_core.model.tokenizer import vocabulary_drift as measure_drift
 
 
 class DriftConfig(dg.Config):

@@ -14,7 +14,7 @@ from sessionbert_assets.assets.source import persona_definitions, world_paths
 from sessionbert_assets.metadata import figure, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import plots, storage
-from sessionbert_core.embed import (
+from sessionbert_core.personas.embed import (
     Pooling,
     embed_sessions,
     general_language_user_vectors,
@@ -22,21 +22,12 @@ from sessionbert_core.embed import (
     user_vector_sessions,
     user_vectors,
 )
-from sessionbert_core.personas import MERGE_MARGIN, assign_personas, map_clusters, nearest_clusters
-from sessionbert_core.personas import persona_evaluation as score_personas
-from sessionbert_core.representation import (
-    PERSONA_SPACE,
-    served_vectors,
-    truth_scores,
-)
-from sessionbert_core.segment import (
-    K_RANGE,
-    CosineKMeans,
-    cluster_activity_counts,
-    top_activities,
-)
-from sessionbert_core.sweep import sweep_users
-from sessionbert_core.world import load_truth
+from sessionbert_core.personas.mapping import MERGE_MARGIN, assign_personas, map_clusters, nearest_clusters
+from sessionbert_core.personas.mapping import persona_evaluation as score_personas
+from sessionbert_core.personas.representation import PERSONA_SPACE, served_vectors, truth_scores
+from sessionbert_core.personas.segment import K_RANGE, CosineKMeans, cluster_activity_counts, top_activities
+from sessionbert_core.personas.sweep import sweep_users
+from sessionbert_core.world.truth import load_truth
 
 
 class EmbeddingConfig(dg.Config):
@@ -48,7 +39,7 @@ class SweepConfig(dg.Config):
     user_vector_sessions: int = 20  # a user is the mean of this many of their latest session vectors
     sample_users: int = 2000  # silhouette is O(n^2): computed on a seeded sample of users
     baseline_users: int | None = None  # users the general-language encoder embeds; None: the profile's
-    k: int = 0  # 0: choose k from the served representation's curve by the rule in sessionbert_core.segment
+    k: int = 0  # 0: choose k from the served representation's curve by the rule in sessionbert_core.personas.segment
     # what a user is: auto (chosen without ground truth), sessionbert, tfidf, combined
     representation: Literal["auto", "tfidf", "sessionbert", "combined"] = "auto"
 
@@ -82,7 +73,7 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
 
     Users are clustered (each the mean of their recent session vectors): a session is one task,
     so session clusters follow tasks, while personas are mixes of tasks. What a user is, is chosen
-    without ground truth (`sessionbert_core.representation`): SessionBERT embeddings, TF-IDF of
+    without ground truth (`sessionbert_core.personas.representation`): SessionBERT embeddings, TF-IDF of
     activities, or both, by how well clusters of each user's first half of sessions predict their
     second half; the served space's curve, on up to `sample_users` users, picks k (the smallest k
     within 0.01 of the best silhouette). Beside it, on the same `baseline_users` users, SessionBERT
@@ -165,7 +156,7 @@ def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertR
 
     P(task | cluster) from the cluster's top-200 activities; P(persona | cluster) is the cosine of
     the persona's one-hot task vector and the cluster's task probabilities, normalized over personas
-    (the formula and why: `sessionbert_core.personas`). Personas within 5% of the best merge into one
+    (the formula and why: `sessionbert_core.personas.mapping`). Personas within 5% of the best merge into one
     tag; personas no cluster carries have "not enough signal". Without definitions every tag is
     empty and the metadata says so.
     """
@@ -202,7 +193,7 @@ def user_personas(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
                   cluster_centroids: pl.DataFrame, persona_mapping: pl.DataFrame) -> pl.DataFrame:
     """Every user's cluster (nearest centroid of their recent sessions), persona tag and its probability.
 
-    `sessionbert_core.personas.assign_personas` does this for any user, also one the model never saw.
+    `sessionbert_core.personas.mapping.assign_personas` does this for any user, also one the model never saw.
     """
     centroids = np.stack(cluster_centroids["centroid"].to_numpy())
     users = assign_personas(served_vectors(sessionbert.home_path / PERSONA_SPACE, session_embeddings, session_splits),

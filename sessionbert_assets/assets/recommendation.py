@@ -13,22 +13,20 @@ from sessionbert_assets.assets.source import persona_definitions, world_paths
 from sessionbert_assets.metadata import figure, registered_model_version, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import plots
-from sessionbert_core.choice import DEFAULT_RANKER, METHOD_OF_RANKER, choose_ranker
-from sessionbert_core.embed import user_vector_sessions
-from sessionbert_core.model import load_next_activity_model
-from sessionbert_core.recommend import (
-    SEEN_DAYS,
+from sessionbert_core.model.networks import load_next_activity_model
+from sessionbert_core.personas.embed import user_vector_sessions
+from sessionbert_core.personas.representation import PERSONA_SPACE, served_vectors
+from sessionbert_core.recommend.hit_at_k import SEEN_DAYS, hit_at_k, load_recommenders
+from sessionbert_core.recommend.ranking import (
     MarkovServices,
-    hit_at_k,
     load_descriptions,
-    load_recommenders,
     persona_fit,
     recommend_services,
     service_vectors_from_encoder,
     sessionbert_predictor,
 )
-from sessionbert_core.representation import PERSONA_SPACE, served_vectors
-from sessionbert_core.world import load_truth
+from sessionbert_core.recommend.selection import DEFAULT_RANKER, METHOD_OF_RANKER, choose_ranker
+from sessionbert_core.world.truth import load_truth
 
 
 class RecommendationConfig(dg.Config):

@@ -11,10 +11,10 @@ from mlflow import MlflowClient
 from sessionbert_assets.assets.recommendation import service_descriptions
 from sessionbert_assets.checks import CHAMPION
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
-from sessionbert_core.embed import user_vector_sessions
-from sessionbert_core.recommend import service_vectors_from_encoder, used_services
-from sessionbert_core.representation import PERSONA_SPACE
-from sessionbert_core.serving import RankingInputs, known_users, save_serving_model
+from sessionbert_core.personas.embed import user_vector_sessions
+from sessionbert_core.personas.representation import PERSONA_SPACE
+from sessionbert_core.recommend.ranking import service_vectors_from_encoder, used_services
+from sessionbert_core.serving.pyfunc import RankingInputs, known_users, save_serving_model
 
 SERVED_MODEL = "sessionbert-recommender"  # its name in the MLflow Model Registry
 

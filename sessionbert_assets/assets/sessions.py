@@ -6,7 +6,7 @@ import polars as pl
 
 from sessionbert_assets.metadata import date_range, table
 from sessionbert_assets.resources import SessionBertResource
-from sessionbert_core.serialize import serialize_sessions, split_sessions
+from sessionbert_core.data.serialize import serialize_sessions, split_sessions
 
 
 @dg.asset(group_name="sessions", kinds={"polars", "parquet"})

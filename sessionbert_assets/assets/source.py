@@ -7,9 +7,10 @@ from pathlib import Path
 import dagster as dg
 
 from sessionbert_assets.resources import SessionBertResource
-from sessionbert_core.ingest import IngestError, discover
-from sessionbert_core.personas import PersonaDefinitions, load_definitions
-from sessionbert_core.world import WorldPaths, generate_world
+from sessionbert_core.data.ingest import IngestError, discover
+from sessionbert_core.personas.mapping import PersonaDefinitions, load_definitions
+from sessionbert_core.world.simulate import generate_world
+from sessionbert_core.world.truth import WorldPaths
 
 
 @dg.asset(group_name="source", kinds={"python", "parquet"})

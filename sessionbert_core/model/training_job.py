@@ -9,7 +9,6 @@ CPU, NCCL on GPU) and the global batch stays the configured one; only the first 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,8 +17,8 @@ import polars as pl
 from transformers import AutoTokenizer, TrainerCallback
 
 from sessionbert_core import storage
-from sessionbert_core.config import ModelSize
-from sessionbert_core.train import MetricsCallback, TrainSettings, finetune, pretrain
+from sessionbert_core.config import ModelSize, process_rank
+from sessionbert_core.model.train import MetricsCallback, TrainSettings, finetune, pretrain
 
 STAGES = ("pretrain", "finetune")
 
@@ -53,11 +52,11 @@ class TrainingJob:
 
 def rank() -> int:
     """This process's rank under torchrun (0 when not distributed)."""
-    return int(os.environ.get("RANK", "0"))
+    return process_rank()[0]
 
 
 def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return process_rank()[1]
 
 
 def run_job(job: TrainingJob, report: Callable[[str], None] = print,

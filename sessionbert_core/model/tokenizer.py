@@ -17,8 +17,8 @@ import polars as pl
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from sessionbert_core.evaluate import MASK
-from sessionbert_core.serialize import SECTION_TOKENS
+from sessionbert_core.data.serialize import SECTION_TOKENS
+from sessionbert_core.model.inputs import MASK
 
 PAD, UNK, CLS, SEP = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK, *SECTION_TOKENS)

@@ -97,7 +97,7 @@ def events_from_request(rows: pl.DataFrame) -> pl.DataFrame:
     """The request's page views as the ingestion's event frame, checked by the landing folder's rules
     (an id empty, too long or with a control character; a timestamp that is not one), or a RequestError
     naming the column and rows."""
-    from sessionbert_core.ingest import validate_events
+    from sessionbert_core.data.validate import validate_events
 
     if rows.height == 0:
         raise RequestError("the request has no page views: send rows with " + ", ".join(REQUIRED))
@@ -124,10 +124,10 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from transformers import AutoTokenizer
 
-        from sessionbert_core.embed import load_encoder
-        from sessionbert_core.model import load_next_activity_model
-        from sessionbert_core.precision import resolve_precision
-        from sessionbert_core.recommend import sessionbert_predictor
+        from sessionbert_core.model.networks import load_next_activity_model
+        from sessionbert_core.model.precision import resolve_precision
+        from sessionbert_core.personas.embed import load_encoder
+        from sessionbert_core.recommend.ranking import sessionbert_predictor
 
         artifacts = {name: Path(path) for name, path in context.artifacts.items()}
         self.settings = json.loads(artifacts["settings"].read_text())
@@ -137,7 +137,7 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         self.predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(artifacts["finetuned_model"]),
                                                self.settings.get("max_length"), bf16=self.precision.bf16)
         self.encoder, self.encoder_tokenizer = load_encoder(artifacts["pretrained_model"], bf16=self.precision.bf16)
-        from sessionbert_core.representation import PersonaSpace
+        from sessionbert_core.personas.representation import PersonaSpace
 
         # the space the centroids live in; a model saved before the choice existed used SessionBERT's
         self.space = PersonaSpace.load(artifacts["persona_space"]) if "persona_space" in artifacts \
@@ -163,10 +163,10 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
     def answer(self, events: pl.DataFrame, deadline: float | None = None) -> pl.DataFrame:
         """Persona and top-5 new services per user of `events` (checked page views); past `deadline`
         (time.monotonic()) it stops between stages with a TimeoutError."""
-        from sessionbert_core.embed import embed_sessions, user_vector_sessions
-        from sessionbert_core.personas import nearest_clusters
-        from sessionbert_core.recommend import RECENT_SESSIONS, recommend_services
-        from sessionbert_core.serialize import serialize_sessions
+        from sessionbert_core.data.serialize import serialize_sessions
+        from sessionbert_core.personas.embed import embed_sessions, user_vector_sessions
+        from sessionbert_core.personas.mapping import nearest_clusters
+        from sessionbert_core.recommend.ranking import RECENT_SESSIONS, recommend_services
 
         def in_time(stage: str) -> None:
             if deadline is not None and time.monotonic() > deadline:
@@ -228,7 +228,7 @@ class RankingInputs:
     @staticmethod
     def tables(ranker: str, sessions: pl.DataFrame, vectors: dict | None = None) -> dict[str, pl.DataFrame]:
         """The tables `ranker` needs, from `session_splits` (and the table's service vectors)."""
-        from sessionbert_core.recommend import MarkovServices, observed_adoptions
+        from sessionbert_core.recommend.ranking import MarkovServices, observed_adoptions
 
         tables = {"adoptions": observed_adoptions(sessions)} if ranker in ("persona", "popularity") else {}
         if ranker == "markov":
@@ -243,7 +243,7 @@ class RankingInputs:
 
     @classmethod
     def load(cls, artifacts: dict[str, Path], services: list[str]) -> RankingInputs:
-        from sessionbert_core.recommend import MarkovServices
+        from sessionbert_core.recommend.ranking import MarkovServices
 
         read = {name: pl.read_parquet(artifacts[f"ranking_{name}"]) for name in ("adoptions", "markov", "vectors")
                 if f"ranking_{name}" in artifacts}

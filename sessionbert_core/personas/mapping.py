@@ -27,9 +27,9 @@ import polars as pl
 import yaml
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from sessionbert_core.embed import user_vectors
-from sessionbert_core.segment import CosineKMeans, cluster_activity_counts
-from sessionbert_core.serialize import service_of
+from sessionbert_core.activity import service_of
+from sessionbert_core.personas.embed import user_vectors
+from sessionbert_core.personas.segment import CosineKMeans, cluster_activity_counts
 
 TOP_ACTIVITIES = 200
 MERGE_MARGIN = 0.05  # a persona within 5% of the best P(persona | cluster) shares the cluster's tag

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from sessionbert_core.embed import user_vectors
-from sessionbert_core.representation import PersonaSpace, choose_representation, representation_summary
-from sessionbert_core.segment import K_RANGE, K_TOLERANCE, silhouette_sweep
+from sessionbert_core.personas.embed import user_vectors
+from sessionbert_core.personas.representation import PersonaSpace, choose_representation, representation_summary
+from sessionbert_core.personas.segment import K_RANGE, K_TOLERANCE, silhouette_sweep
 
 # users -> (users, vectors) of the general-language encoder over their recent sessions
 GeneralLanguage = Callable[[list[str], int], tuple[list[str], np.ndarray]]

@@ -8,7 +8,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
-from sessionbert_core.embed import user_vectors
+from sessionbert_core.personas.embed import user_vectors
 
 K_RANGE = tuple(range(2, 13))
 K_TOLERANCE = 0.01  # silhouettes this close to the best count as a tie; the smallest such k wins

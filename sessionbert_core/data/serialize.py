@@ -37,16 +37,6 @@ def activity(service: pl.Expr, page: pl.Expr) -> pl.Expr:
     return pl.concat_str(word(service).str.replace_all(";", ":"), pl.lit(";"), word(page).str.replace_all(";", ":"))
 
 
-def service_of(activity: str) -> str:
-    """The service of an activity `service;page` (page names may hold `;`, services never do)."""
-    return activity.split(";", 1)[0]
-
-
-def service_of_expr(activities: pl.Expr) -> pl.Expr:
-    """`service_of` on a column of activities."""
-    return activities.str.split(";").list.first()
-
-
 def session_text(context: pl.Expr, activities: pl.Expr) -> pl.Expr:
     """`context [activity] a1 [SEP] a2 ...`; the tokenizer adds [CLS] in front and the closing [SEP]."""
     body = pl.concat_str(pl.lit("[activity] "), activities.list.join(" [SEP] "))

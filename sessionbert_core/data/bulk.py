@@ -23,17 +23,10 @@ from pathlib import Path
 import polars as pl
 
 from sessionbert_core import storage
-from sessionbert_core.ingest import (
-    BILLING_SCHEMA,
-    IngestError,
-    _kept,
-    _kept_events,
-    _quarantine_duplicates,
-    _quarantined,
-    discover,
-    parse_file,
-)
-from sessionbert_core.serialize import serialize_sessions, split_sessions
+from sessionbert_core.data.ingest import discover, kept_rows, parse_file, quarantined_rows
+from sessionbert_core.data.serialize import serialize_sessions, split_sessions
+from sessionbert_core.data.validate import BILLING_SCHEMA, kept_events, quarantine_duplicates
+from sessionbert_core.errors import IngestError
 
 BUCKETS = 64
 
@@ -66,11 +59,11 @@ def ingest_to_buckets(folder: Path, out: Path, pseudonym_key: bytes, buckets: in
         parsed = parse_file(f, name, pseudonym_key)
         rows, part = parsed.rows, f"part-{index:06d}"
         valid = rows.filter(pl.col("_reason").is_null())
-        quarantined = _quarantined(rows, "billing" if f.kind == "billing" else "event")
+        quarantined = quarantined_rows(rows, "billing" if f.kind == "billing" else "event")
         if quarantined.height:
             storage.write_parquet(quarantined, out / "quarantine" / f"{part}.parquet")
         if f.kind == "billing":
-            _write_buckets(_kept(valid, BILLING_SCHEMA), out / "billing", part, buckets)
+            _write_buckets(kept_rows(valid, BILLING_SCHEMA), out / "billing", part, buckets)
         else:
             _write_buckets(valid.drop("_raw"), out / "events", part, buckets)
         counts["files"] += 1
@@ -92,12 +85,12 @@ def serialize_buckets(out: Path, seed: int = 0, report: Callable[[str], None] = 
     started = time.perf_counter()
     for index, folder in enumerate(bucket_folders):
         parts = [pl.read_parquet(path) for path in sorted(folder.glob("*.parquet"))]
-        events = _quarantine_duplicates(pl.concat(parts, how="diagonal_relaxed").with_columns(
+        events = quarantine_duplicates(pl.concat(parts, how="diagonal_relaxed").with_columns(
             _raw=pl.lit("", pl.String)))  # a duplicate's raw text is its first copy's, which is kept
-        duplicates = _quarantined(events, "event")
+        duplicates = quarantined_rows(events, "event")
         if duplicates.height:
             storage.write_parquet(duplicates, out / "quarantine" / f"duplicates-{folder.name}.parquet")
-        kept = _kept_events(events)
+        kept = kept_events(events)
         billing_folder = out / "billing" / folder.name
         billing = (pl.concat([pl.read_parquet(p) for p in sorted(billing_folder.glob("*.parquet"))])
                    if billing_folder.exists() else pl.DataFrame(schema=BILLING_SCHEMA))

@@ -11,10 +11,10 @@ import polars as pl
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
 
-from sessionbert_core.batching import TOKENIZE_CHUNK, length_limit, length_sorted_batches, maybe_compiled
-from sessionbert_core.model import attention_implementation
-from sessionbert_core.precision import use_bf16
-from sessionbert_core.serialize import recent_sessions
+from sessionbert_core.data.serialize import recent_sessions
+from sessionbert_core.model.batching import TOKENIZE_CHUNK, length_limit, length_sorted_batches, maybe_compiled
+from sessionbert_core.model.networks import attention_implementation
+from sessionbert_core.model.precision import use_bf16
 
 Pooling = Literal["mean", "cls"]
 POOLINGS: tuple[str, ...] = get_args(Pooling)

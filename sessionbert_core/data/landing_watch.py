@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sessionbert_core.ingest import content_digest, discover, probe
+from sessionbert_core.data.ingest import content_digest, discover, probe
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from sessionbert_core.serialize import service_of_expr
+from sessionbert_core.activity import service_of_expr
 
 
 def transitions(sessions: pl.DataFrame) -> pl.DataFrame:

@@ -29,10 +29,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sessionbert_core.serving import MAX_PAGE_VIEWS, RequestError, events_from_request, rows_from_payload
+from sessionbert_core.config import SERVE_PREFIX, export, serve_settings
+from sessionbert_core.serving.pyfunc import MAX_PAGE_VIEWS, RequestError, events_from_request, rows_from_payload
 
 LOG = logging.getLogger("sessionbert.server")
-ENV_PREFIX = "SESSIONBERT_SERVE_"
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,12 @@ class Limits:
     seconds: float = 10.0
 
     def as_env(self) -> dict[str, str]:
-        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+        return {SERVE_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
-    def from_env(cls, env=os.environ) -> Limits:
-        given = {f.name: env.get(ENV_PREFIX + f.name.upper()) for f in fields(cls)}
-        return cls(**{name: type(getattr(cls, name))(value) for name, value in given.items() if value})
+    def from_env(cls, env: dict[str, str] | None = None) -> Limits:
+        given = serve_settings(env)
+        return cls(**{f.name: type(getattr(cls, f.name))(given[f.name]) for f in fields(cls) if f.name in given})
 
 
 def create_app(model_folder: Path, limits: Limits = Limits()) -> Starlette:
@@ -134,9 +134,9 @@ def app_from_env() -> Starlette:
     """The app of one uvicorn worker, configured by `serve` through the environment."""
     import torch
 
-    workers = int(os.environ.get(ENV_PREFIX + "WORKERS", "1"))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    return create_app(Path(os.environ[ENV_PREFIX + "MODEL"]), Limits.from_env())
+    given = serve_settings()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(given.get("workers", "1"))))
+    return create_app(Path(given["model"]), Limits.from_env())
 
 
 def default_workers() -> int:
@@ -152,7 +152,6 @@ def serve(model_folder: Path, host: str, port: int, workers: int | None = None, 
 
     _require_model(model_folder)
     workers = workers or default_workers()
-    os.environ.update(limits.as_env(), **{ENV_PREFIX + "MODEL": str(model_folder),
-                                          ENV_PREFIX + "WORKERS": str(workers)})
-    uvicorn.run("sessionbert_core.server:app_from_env", factory=True, host=host, port=port, workers=workers,
+    export(limits.as_env() | {SERVE_PREFIX + "MODEL": str(model_folder), SERVE_PREFIX + "WORKERS": str(workers)})
+    uvicorn.run("sessionbert_core.serving.http:app_from_env", factory=True, host=host, port=port, workers=workers,
                 timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024, log_level="info")

@@ -1,7 +1,7 @@
 """Training: MLM pretraining on activities, multitask next-activity fine-tuning, batched prediction.
 
 Both stages run on the Hugging Face `Trainer`: dynamic padding in the collators, length-grouped
-batches, bf16 autocast where the hardware runs it natively (`sessionbert_core.precision`), checkpoints
+batches, bf16 autocast where the hardware runs it natively (`sessionbert_core.model.precision`), checkpoints
 every half epoch with resume from the last one, early stopping on validation loss, and callbacks
 that report progress and metrics to the caller.
 """
@@ -9,7 +9,6 @@ that report progress and metrics to the caller.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -32,19 +31,19 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as transformers_logging
 
-from sessionbert_core.batching import encode, length_limit, length_sorted_batches, maybe_compiled
-from sessionbert_core.config import ModelSize, TrainingPlan
-from sessionbert_core.evaluate import next_activity_inputs
-from sessionbert_core.model import (
+from sessionbert_core.activity import service_of
+from sessionbert_core.config import ModelSize, TrainingPlan, process_rank
+from sessionbert_core.model.batching import encode
+from sessionbert_core.model.inputs import next_activity_inputs
+from sessionbert_core.model.networks import (
     SessionBertForMaskedLM,
     SessionBertForNextActivity,
     attention_implementation,
     encoder_config,
     next_activity_config,
 )
-from sessionbert_core.precision import use_bf16
-from sessionbert_core.serialize import service_of
-from sessionbert_core.tokenizer import ACTIVITY_TOKEN, embedding_rows
+from sessionbert_core.model.precision import use_bf16
+from sessionbert_core.model.tokenizer import ACTIVITY_TOKEN, embedding_rows
 
 transformers_logging.disable_progress_bar()  # progress goes to the caller's log, not to tqdm bars
 
@@ -68,7 +67,7 @@ class TrainSettings:
     evaluations_per_epoch: int = 2
     seed: int = 0
     device: str = "cpu"
-    bf16: bool | None = None  # None: the precision resolved for the device (sessionbert_core.precision)
+    bf16: bool | None = None  # None: the precision resolved for the device (sessionbert_core.model.precision)
     threads: int = 0  # 0: leave torch's default
     max_train_sessions: int | None = None
     # validation sessions scored at each evaluation (a seeded sample): enough to rank checkpoints, and the
@@ -226,7 +225,7 @@ def _seed_everything(seed: int) -> None:
 def _arguments(settings: TrainSettings, output_dir: Path, n_train: int, label_names: list[str]) -> TrainingArguments:
     # under torchrun each of the WORLD_SIZE processes takes its share of the batch: the global batch,
     # the steps and the schedule stay those of one process
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    processes = process_rank()[1]
     steps_per_epoch = max(math.ceil(n_train / settings.batch_size), 1)
     epochs = settings.planned_epochs(steps_per_epoch)
     total = math.ceil(steps_per_epoch * epochs)
@@ -385,57 +384,3 @@ def _head_accuracy(prediction) -> dict[str, float]:
     service_true, page_true = prediction.label_ids
     return {"service_accuracy": float((service_pred == service_true).mean()),
             "page_accuracy": float((page_pred == page_true).mean())}
-
-
-# ----------------------------------------------------------------------------------------------
-# inference
-
-
-@torch.inference_mode()
-def predict_top_k(model: SessionBertForNextActivity, tokenizer: PreTrainedTokenizerFast, texts: list[str],
-                  batch_size: int = 256, max_length: int | None = None, top_k_services: int = 5, top_k_pages: int = 5,
-                  bf16: bool | None = None, compile: bool | None = None) -> pl.DataFrame:
-    """Top-k services and pages (with probabilities) at the last [MASK] slot of each text, in order.
-
-    Texts are batched by length (little padding); memory is bounded by the batch size and the k's.
-    `max_length` None: the model's own (the length it was trained on).
-    `compile`: torch.compile the model (None: when there are enough texts for it to pay).
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    autocast = use_bf16(bf16, device)  # None: the precision resolved for this device
-    services, pages = np.array(model.config.service_labels), np.array(model.config.page_labels)
-    k_service, k_page = min(top_k_services, len(services)), min(top_k_pages, len(pages))
-    n = len(texts)
-    service_index, page_index = np.zeros((n, k_service), np.int64), np.zeros((n, k_page), np.int64)
-    service_p, page_p = np.zeros((n, k_service), np.float64), np.zeros((n, k_page), np.float64)
-    forward = maybe_compiled(model, n, compile)
-    for positions, input_ids, attention_mask in length_sorted_batches(texts, tokenizer, batch_size,
-                                                                      length_limit(model, max_length), keep="end"):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = forward(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
-        for logits, k, index, probability in ((out.service_logits, k_service, service_index, service_p),
-                                              (out.page_logits, k_page, page_index, page_p)):
-            p, i = logits.float().softmax(-1).topk(k)
-            index[positions], probability[positions] = i.cpu().numpy(), p.cpu().numpy()
-
-    def labelled(names: np.ndarray, index: np.ndarray, name: str) -> pl.Series:
-        return pl.Series(name, names[index.ravel()]).reshape(index.shape).cast(pl.List(pl.String))
-
-    return pl.DataFrame([
-        labelled(services, service_index, "services"),
-        pl.Series("service_probabilities", service_p).cast(pl.List(pl.Float64)),
-        labelled(pages, page_index, "pages"),
-        pl.Series("page_probabilities", page_p).cast(pl.List(pl.Float64)),
-    ])
-
-
-def predict_next_activity(model: SessionBertForNextActivity, tokenizer: PreTrainedTokenizerFast,
-                          sessions: pl.DataFrame, batch_size: int = 256, max_length: int | None = None, top_k: int = 5,
-                          bf16: bool | None = None) -> pl.DataFrame:
-    """Top-k next services and pages for each session of two or more activities, its last one held out."""
-    inputs = next_activity_inputs(sessions)
-    top = predict_top_k(model, tokenizer, inputs["input_text"].to_list(), batch_size, max_length, top_k, top_k, bf16)
-    return pl.concat([inputs.select("user_id", "session_id", "previous", "target_service", "target_page"), top],
-                     how="horizontal").with_columns(predicted_service=pl.col("services").list.first(),
-                                                    predicted_page=pl.col("pages").list.first())

@@ -33,8 +33,8 @@ import polars as pl
 from scipy import sparse
 
 from sessionbert_core import storage
-from sessionbert_core.embed import user_vectors
-from sessionbert_core.segment import CosineKMeans, choose_k, silhouette_sweep
+from sessionbert_core.personas.embed import user_vectors
+from sessionbert_core.personas.segment import CosineKMeans, choose_k, silhouette_sweep
 
 Representation = Literal["tfidf", "sessionbert", "combined"]  # simplest first: a tie within the noise goes to it
 REPRESENTATIONS: tuple[str, ...] = get_args(Representation)
@@ -237,7 +237,7 @@ def truth_scores(embeddings: pl.DataFrame, sessions: pl.DataFrame, ks: dict[str,
                  definitions, n_recent: int, seed: int = 0) -> dict[str, dict]:
     """ARI and persona accuracy of every space at its k against true personas (a synthetic world's),
     each space refitted as the choice fits it. Reported beside the choice, never read by it."""
-    from sessionbert_core.personas import assign_personas, map_clusters, persona_evaluation
+    from sessionbert_core.personas.mapping import assign_personas, map_clusters, persona_evaluation
 
     scores = {}
     for name, k in ks.items():

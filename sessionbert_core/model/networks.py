@@ -13,7 +13,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 from transformers.utils import ModelOutput
 
 from sessionbert_core.config import ModelSize
-from sessionbert_core.precision import use_bf16
+from sessionbert_core.model.precision import use_bf16
 
 
 def attention_implementation(device: str, bf16: bool | None = None) -> str:

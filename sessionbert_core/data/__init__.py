@@ -1,0 +1,1 @@
+"""Data: the landing folder read and checked, sessions serialized and split."""

@@ -1,0 +1,1 @@
+"""Evaluation: next-activity scores, the baselines, what serves, and the quality gates."""

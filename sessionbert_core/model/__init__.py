@@ -1,0 +1,1 @@
+"""The model: tokenizer, the BERT networks, pretraining and fine-tuning, batched inference, precision."""
