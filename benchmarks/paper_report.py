@@ -43,7 +43,7 @@ from personas_and_recommendations import recommendation_figures, run_graph
 
 from sessionbert_core import plots
 from sessionbert_core.config import get_profile
-from sessionbert_core.evaluation.next_activity import format_spread, mean_and_spread, scores
+from sessionbert_core.evaluation.next_activity import mean_and_spread, scores
 from sessionbert_core.model.inference import predict_next_activity
 from sessionbert_core.model.precision import resolve_precision
 from sessionbert_core.model.train import TrainSettings, finetune
@@ -150,7 +150,6 @@ def measure_seed(home: Path, profile_name: str, seed: int, train_sessions: int, 
 # the report
 
 
-_mean_sd, _fmt = mean_and_spread, format_spread
 
 
 def _run(seed_result: dict, model: str, length: int, task: str) -> dict:
@@ -170,38 +169,39 @@ def summarize(runs: list[dict], profile: str) -> dict:
     out = {"profile": profile, "seeds": seeds, "budget": runs[0]["budget"], "tables": {}}
     t = out["tables"]
     t["table2"] = {head: {
-        "sessionbert_full_budget": {m: _mean_sd([r["full_budget"][head]["sessionbert"][m] for r in runs])
+        "sessionbert_full_budget": {m: mean_and_spread([r["full_budget"][head]["sessionbert"][m] for r in runs])
                                     for m in ("accuracy", "f1_weighted")},
-        **{f"{model}_ablation_budget": {m: _mean_sd(_values(runs, model, ABLATION_LENGTH, "multitask", head, m))
+        **{f"{model}_ablation_budget": {m: mean_and_spread(_values(runs, model, ABLATION_LENGTH, "multitask", head, m))
                                         for m in ("accuracy", "f1_weighted")} for model in MODELS},
-        **{b: {m: _mean_sd([r["full_budget"][head][b][m] for r in runs]) for m in ("accuracy", "f1_weighted")}
+        **{b: {m: mean_and_spread([r["full_budget"][head][b][m] for r in runs]) for m in ("accuracy", "f1_weighted")}
            for b in ("popularity", "markov", "ceiling") if b in runs[0]["full_budget"][head]},
     } for head in HEADS}
-    t["lengths"] = {head: {model: {str(n): _mean_sd(_values(runs, model, n, "multitask", head)) for n in LENGTHS}
+    t["lengths"] = {head: {model: {str(n): mean_and_spread(_values(runs, model, n, "multitask", head)) for n in LENGTHS}
                            for model in MODELS} for head in HEADS}
-    t["finetune_seconds"] = {model: {str(n): _mean_sd([_run(r, model, n, "multitask")["finetune_seconds"]
+    t["finetune_seconds"] = {model: {str(n): mean_and_spread([_run(r, model, n, "multitask")["finetune_seconds"]
                                                        for r in runs]) for n in LENGTHS} for model in MODELS}
-    t["tokens"] = {model: {k: _mean_sd([r["models"][model]["tokens"][k] for r in runs])
+    t["tokens"] = {model: {k: mean_and_spread([r["models"][model]["tokens"][k] for r in runs])
                            for k in runs[0]["models"][model]["tokens"]} for model in MODELS}
     t["parameters"] = {model: _run(runs[0], model, ABLATION_LENGTH, "multitask")["parameters"] for model in MODELS}
-    t["table5"] = {model: {task: {head: _mean_sd(_values(runs, model, ABLATION_LENGTH, task, head, "f1_weighted"))
+    t["table5"] = {model: {task: {head: mean_and_spread(_values(runs, model, ABLATION_LENGTH, task, head,
+                                                                "f1_weighted"))
                                   for head in HEADS if task in ("multitask", head)}
                            for task in ("multitask", "service", "page")} for model in MODELS}
     # multitask minus one head, seed by seed (the seeds pair the runs: same sample, same test sessions)
-    t["table5_gain"] = {model: {head: _mean_sd([m - o for m, o in zip(
+    t["table5_gain"] = {model: {head: mean_and_spread([m - o for m, o in zip(
         _values(runs, model, ABLATION_LENGTH, "multitask", head, "f1_weighted"),
         _values(runs, model, ABLATION_LENGTH, head, head, "f1_weighted"), strict=True)]) for head in HEADS}
         for model in MODELS}
     curves = {name: sorted(runs[0]["silhouette"][name], key=int) for name in ("sessionbert", "general_language")
               if name in runs[0]["silhouette"]}
-    t["figure2"] = {name: {k: _mean_sd([r["silhouette"][name][k] for r in runs]) for k in ks}
+    t["figure2"] = {name: {k: mean_and_spread([r["silhouette"][name][k] for r in runs]) for k in ks}
                     for name, ks in curves.items()}
     t["figure2_chosen_k"] = [r["chosen_k"] for r in runs]
     methods = [m for m in runs[0]["hit_at_k"]["10"] if isinstance(runs[0]["hit_at_k"]["10"][m], dict)]
-    t["table6"] = {d: {"n_users": _mean_sd([r["hit_at_k"][d]["n_users"] for r in runs]),
-                       **{m: {k: _mean_sd([r["hit_at_k"][d][m][k] for r in runs]) for k in ("hit@3", "hit@5")}
+    t["table6"] = {d: {"n_users": mean_and_spread([r["hit_at_k"][d]["n_users"] for r in runs]),
+                       **{m: {k: mean_and_spread([r["hit_at_k"][d][m][k] for r in runs]) for k in ("hit@3", "hit@5")}
                           for m in methods}} for d in ("6", "10", "12") if d in runs[0]["hit_at_k"]}
-    t["appendix_b"] = {n: {m: _mean_sd([r["appendix_b"][n][m] for r in runs]) for m in runs[0]["appendix_b"][n]}
+    t["appendix_b"] = {n: {m: mean_and_spread([r["appendix_b"][n][m] for r in runs]) for m in runs[0]["appendix_b"][n]}
                        for n in runs[0]["appendix_b"]}
     return out
 

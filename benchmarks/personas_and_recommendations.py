@@ -147,7 +147,6 @@ def measure(home: Path, profile: str, seed: int, reuse: bool) -> dict:
     }
 
 
-spread = format_spread
 
 
 def report(runs: list[dict], profile: str) -> dict:
@@ -161,28 +160,29 @@ def report(runs: list[dict], profile: str) -> dict:
                  for k in r["sweep"]["silhouette"]["general_language"]) for r in runs]
     personas = sorted({p for r in runs for p in r["personas"]["per_persona"]})
     print("  sensitivity per persona: " + ", ".join(
-        f"{p} {spread([r['personas']['per_persona'].get(p, {}).get('sensitivity') for r in runs])}" for p in personas))
+        f"{p} {format_spread([r['personas']['per_persona'].get(p, {}).get('sensitivity') for r in runs])}"
+        for p in personas))
     print("  silhouette by k, SessionBERT vs general-language (same users):")
     for k in (str(k) for k in K_RANGE):
-        print(f"    k={k:>2}  {spread([r['sweep']['silhouette']['sessionbert_same_users'][k] for r in runs])}   "
-              f"{spread([r['sweep']['silhouette']['general_language'][k] for r in runs])}")
+        print(f"    k={k:>2}  {format_spread([r['sweep']['silhouette']['sessionbert_same_users'][k] for r in runs])}   "
+              f"{format_spread([r['sweep']['silhouette']['general_language'][k] for r in runs])}")
 
     print(f"\nHit@k on {profile} (mean ± std over seeds)")
     methods = [m for m, v in runs[0]["hit_at_k"]["seen_days"]["10"].items() if isinstance(v, dict)]
     for days in ("6", "10", "12"):
-        users = spread([r["hit_at_k"]["seen_days"][days]["n_users"] for r in runs])
+        users = format_spread([r["hit_at_k"]["seen_days"][days]["n_users"] for r in runs])
         print(f"  D = {days} ({users} users)")
         for m in methods:
-            cells = [spread([r["hit_at_k"]["seen_days"][days][m][metric] for r in runs])
+            cells = [format_spread([r["hit_at_k"]["seen_days"][days][m][metric] for r in runs])
                      for metric in ("hit@3", "hit@5", "ndcg@5", "mrr")]
             print(f"    {m:<26}" + "  ".join(f"{c:>14}" for c in cells))
     print("  appendix B, Hit@5 at D = 10 by recent sessions:")
     for recent in (str(n) for n in RECENT):
         print(f"    {recent:>3} sessions  " + "  ".join(
-            f"{m} {spread([r['recommendation']['appendix_b'][recent][m] for r in runs])}"
+            f"{m} {format_spread([r['recommendation']['appendix_b'][recent][m] for r in runs])}"
             for m in ("sessionbert", "sessionbert_persona", "markov")))
     print("  persona fit (share of recommended services in the true persona's tasks): " + ", ".join(
-        f"{k} {spread([r['recommendation']['persona_fit'][k] for r in runs])}"
+        f"{k} {format_spread([r['recommendation']['persona_fit'][k] for r in runs])}"
         for k in ("count", "persona", "sessionbert_D10", "sessionbert_persona_D10")))
 
     def d10(r, m):

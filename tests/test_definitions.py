@@ -145,16 +145,17 @@ def test_cli_selection_takes_siblings_and_names_unknown_assets():
 
 
 def test_config_choices_are_the_core_ones():
-    """Each launchpad enum lists exactly what the core accepts (one source; a new ranker needs both)."""
-    from typing import get_args
-
+    """Each launchpad enum takes every choice the core has, and refuses anything else before a run starts."""
     from sessionbert_assets.assets.personas import SweepConfig
     from sessionbert_assets.assets.recommendation import RecommendationConfig
     from sessionbert_core.personas.representation import REPRESENTATIONS
     from sessionbert_core.recommend.ranking import RANKERS
 
-    assert get_args(RecommendationConfig.model_fields["ranker"].annotation) == ("auto", *RANKERS)
-    assert get_args(SweepConfig.model_fields["representation"].annotation) == ("auto", *REPRESENTATIONS)
+    for config, field, choices in ((RecommendationConfig, "ranker", RANKERS),
+                                   (SweepConfig, "representation", REPRESENTATIONS)):
+        assert [getattr(config(**{field: c}), field) for c in ("auto", *choices)] == ["auto", *choices]
+        with pytest.raises(ValueError):
+            config(**{field: "no-such-choice"})
 
 
 def test_every_asset_and_check_is_a_screen_or_less():

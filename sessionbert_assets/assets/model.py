@@ -3,6 +3,7 @@
 import hashlib
 import json
 import shutil
+from contextlib import nullcontext
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -150,14 +151,13 @@ def _encoders_metadata(trained: dict[str, dict], served: str) -> dict:
 def _pretrain(context: dg.AssetExecutionContext, compute: ComputeResource, pipes: dg.PipesClient, job_of,
               tracking: str, name: str, nested: bool) -> dict:
     """One encoder candidate's training summary; with several, each in a nested MLflow run of its own."""
-    if not nested:
-        return _train(context, compute, pipes, job_of(mlflow={"tracking_uri": tracking,
-                                                              "run_id": mlflow.active_run().info.run_id}))
-    with mlflow.start_run(run_name=f"encoder {name}", nested=True) as child:
-        mlflow.log_params({"encoder": name})
-        summary = _train(context, compute, pipes,
-                         job_of(mlflow={"tracking_uri": tracking, "run_id": child.info.run_id}))
-        mlflow.log_metrics(_numbers(summary))
+    run = mlflow.start_run(run_name=f"encoder {name}", nested=True) if nested else nullcontext(mlflow.active_run())
+    with run as active:
+        summary = _train(context, compute, pipes, job_of(mlflow={"tracking_uri": tracking,
+                                                                 "run_id": active.info.run_id}))
+        if nested:
+            mlflow.log_params({"encoder": name})
+            mlflow.log_metrics(_numbers(summary))
         return summary
 
 

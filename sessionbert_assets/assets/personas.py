@@ -24,7 +24,7 @@ from sessionbert_core.personas.embed import (
 )
 from sessionbert_core.personas.mapping import MERGE_MARGIN, assign_personas, map_clusters, nearest_clusters
 from sessionbert_core.personas.mapping import persona_evaluation as score_personas
-from sessionbert_core.personas.representation import PERSONA_SPACE, served_vectors, truth_scores
+from sessionbert_core.personas.representation import PERSONA_SPACE, REPRESENTATIONS, served_vectors, truth_scores
 from sessionbert_core.personas.segment import K_RANGE, CosineKMeans, cluster_activity_counts, top_activities
 from sessionbert_core.personas.sweep import sweep_users
 from sessionbert_core.world.truth import load_truth
@@ -41,7 +41,7 @@ class SweepConfig(dg.Config):
     baseline_users: int | None = None  # users the general-language encoder embeds; None: the profile's
     k: int = 0  # 0: choose k from the served representation's curve by the rule in sessionbert_core.personas.segment
     # what a user is: auto (chosen without ground truth), sessionbert, tfidf, combined
-    representation: Literal["auto", "tfidf", "sessionbert", "combined"] = "auto"
+    representation: Literal[("auto", *REPRESENTATIONS)] = "auto"
 
 
 @dg.asset(group_name="personas", kinds={"pytorch", "parquet"}, pool="gpu")

@@ -18,6 +18,7 @@ from sessionbert_core.personas.embed import user_vector_sessions
 from sessionbert_core.personas.representation import PERSONA_SPACE, served_vectors
 from sessionbert_core.recommend.hit_at_k import SEEN_DAYS, hit_at_k, load_recommenders
 from sessionbert_core.recommend.ranking import (
+    RANKERS,
     MarkovServices,
     load_descriptions,
     persona_fit,
@@ -35,7 +36,7 @@ class RecommendationConfig(dg.Config):
     # `ranker_selection`'s choice on validation users; or one by name: `count` (the paper's rec1), `names` /
     # `descriptions` (its rec2 / rec3, appendix C), `persona` (what users of the same cluster adopted most, then
     # the count ranking), `markov`, `popularity`
-    ranker: Literal["auto", "count", "persona", "names", "descriptions", "markov", "popularity"] = "auto"
+    ranker: Literal[("auto", *RANKERS)] = "auto"
 
 
 def service_descriptions(landing_folder: dict) -> dict[str, str] | None:

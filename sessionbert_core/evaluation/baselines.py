@@ -55,30 +55,36 @@ class MarkovChain:
                        .select("candidate", "prior"))
         return self
 
+    def _most_frequent(self, k: int) -> pl.DataFrame:
+        """`previous, candidate, count, total, p`: the k items seen most often after each previous item
+        (ties: the first by name), with their observed shares `p`."""
+        return (self.counts_.join(self.totals_, on="previous").with_columns(p=pl.col("count") / pl.col("total"))
+                .sort(["previous", "count", "candidate"], descending=[False, True, False])
+                .group_by("previous", maintain_order=True).head(k))
+
+    def _most_popular(self, k: int) -> pl.DataFrame:
+        """`candidate, prior`: the k most frequent next items overall (ties: the first by name)."""
+        return self.prior_.sort(["prior", "candidate"], descending=[True, False]).head(k)
+
     def predict(self, previous: pl.Series) -> pl.Series:
         """The most frequent next item after each previous item (popularity where it was never seen)."""
-        best = (self.counts_.sort(["previous", "count", "candidate"], descending=[False, True, False])
-                .group_by("previous", maintain_order=True).first().select("previous", prediction="candidate"))
-        fallback = self.prior_.sort(["prior", "candidate"], descending=[True, False])["candidate"][0]
+        best = self._most_frequent(1).select("previous", prediction="candidate")
         frame = pl.DataFrame({"previous": previous}).join(best, on="previous", how="left", maintain_order="left")
-        return frame["prediction"].fill_null(fallback)
+        return frame["prediction"].fill_null(self._most_popular(1)["candidate"][0])
 
     def top(self, k: int) -> tuple[pl.DataFrame, tuple[list[str], list[float]]]:
         """`previous, candidates, probabilities`: the k items seen most often after each previous item with
         their observed shares; and, for a previous item never seen, the k most popular with theirs."""
-        shares = self.counts_.join(self.totals_, on="previous").with_columns(p=pl.col("count") / pl.col("total"))
-        table = (shares.sort(["previous", "count", "candidate"], descending=[False, True, False])
-                 .group_by("previous", maintain_order=True)
-                 .agg(candidates=pl.col("candidate").head(k), probabilities=pl.col("p").head(k)))
-        popular = self.prior_.sort(["prior", "candidate"], descending=[True, False]).head(k)
+        table = self._most_frequent(k).group_by("previous", maintain_order=True).agg(
+            candidates=pl.col("candidate"), probabilities=pl.col("p"))
+        popular = self._most_popular(k)
         return table, (popular["candidate"].to_list(), popular["prior"].to_list())
 
     def candidates(self, previous: pl.DataFrame, k: int) -> pl.DataFrame:
         """`row, candidate`: for each row of `previous` (`row, previous`), the k items seen most often after
         its previous item and the k most popular ones."""
-        seen = (self.counts_.sort("count", "candidate", descending=[True, False])
-                .group_by("previous", maintain_order=True).head(k))
-        popular = self.prior_.sort("prior", "candidate", descending=[True, False]).head(k).select("candidate")
+        seen = self._most_frequent(k).select("previous", "candidate")
+        popular = self._most_popular(k).select("candidate")
         return pl.concat([previous.join(seen, on="previous", how="inner").select("row", "candidate"),
                           previous.select("row").join(popular, how="cross")]).unique()
 

@@ -161,15 +161,15 @@ def held_out_gain(vectors: pl.DataFrame, first: pl.DataFrame, second: pl.DataFra
     seen = first.select("user_id", activity="activities").explode("activity").join(of_user, on="user_id")
     vocabulary = pl.concat([seen["activity"], second["activities"].explode()]).drop_nulls().n_unique()
     overall = seen.group_by("activity").agg(p_all=(pl.len() + 1) / (seen.height + vocabulary))
-    in_cluster = seen.group_by("cluster", "activity").len("n").join(
-        seen.group_by("cluster").len("total"), on="cluster")
+    in_cluster = seen.group_by("cluster", "activity").len("n")
+    totals = seen.group_by("cluster").len("total")
     scored = (
         second.select("user_id", activity="activities").explode("activity").drop_nulls()
         .join(of_user, on="user_id")
         .join(overall, on="activity", how="left")
         .with_columns(pl.col("p_all").fill_null(1.0 / (seen.height + vocabulary)))
-        .join(in_cluster.select("cluster", "activity", "n"), on=["cluster", "activity"], how="left")
-        .join(in_cluster.select("cluster", "total").unique(), on="cluster", how="left")
+        .join(in_cluster, on=["cluster", "activity"], how="left")
+        .join(totals, on="cluster", how="left")
         .with_columns(p=(pl.col("n").fill_null(0) + SMOOTHING * pl.col("p_all")) / (pl.col("total") + SMOOTHING))
         .group_by("user_id").agg(gain=(pl.col("p").log() - pl.col("p_all").log()).mean()).sort("user_id")
     )
@@ -196,20 +196,25 @@ def representation_summary(served: str, candidates: dict[str, Candidate]) -> dic
                            for name, c in candidates.items()}}
 
 
+def fitted_space(name: str, sessions: pl.DataFrame, seed: int = 0) -> PersonaSpace:
+    """The space fitted on the train split's sessions (nothing of validation or test users), or on all
+    of them where there is no train split."""
+    train = sessions.filter(pl.col("split") == "train")
+    return PersonaSpace.fit(name, train if train.height else sessions, seed=seed)
+
+
 def choose_representation(embeddings: pl.DataFrame, sessions: pl.DataFrame, n_recent: int, sample_users: int,
-                          seed: int = 0, names: tuple[str, ...] = REPRESENTATIONS,
-                          k: int = 0) -> tuple[str, dict[str, Candidate]]:
+                          seed: int = 0, k: int = 0) -> tuple[str, dict[str, Candidate]]:
     """Every space fitted, its k by the silhouette rule (or `k`), and its held-out gain; the served name.
 
-    The spaces are fitted on the train split's sessions; the served one is the simplest
+    The spaces are fitted by `fitted_space`; the served one is the simplest
     whose mean gain is within one standard error of the best's (the standard error of the paired
     difference over the same users).
     """
     first, second = half_split(sessions)
-    fitted_on = sessions.filter(pl.col("split") == "train")  # nothing of validation or test users
     candidates = {}
-    for name in names:
-        space = PersonaSpace.fit(name, fitted_on if fitted_on.height else sessions, seed=seed)
+    for name in REPRESENTATIONS:
+        space = fitted_space(name, sessions, seed)
         vectors = space.session_vectors(embeddings, sessions)
         _, user_space = user_vectors(vectors, n_recent)
         curve = silhouette_sweep(user_space, sample_size=sample_users, seed=seed) if len(user_space) >= 3 else {}
@@ -218,13 +223,11 @@ def choose_representation(embeddings: pl.DataFrame, sessions: pl.DataFrame, n_re
         candidates[name] = Candidate(space, vectors, chosen_k, curve, gain)
     scored = {name: c for name, c in candidates.items() if len(c.gain)}
     if not scored:  # too few users with two sessions to tell: the paper's space
-        return ("sessionbert" if "sessionbert" in candidates else names[0]), candidates
-    best = max(scored, key=lambda name: scored[name].gain.mean())
-    for name in names:  # simplest first
-        if name in scored and scored[name].gain.mean() >= scored[best].gain.mean() - _paired_error(
-                scored[name].gain, scored[best].gain):
-            return name, candidates
-    return best, candidates
+        return "sessionbert", candidates
+    best = scored[max(scored, key=lambda name: scored[name].gain.mean())].gain
+    served = next(name for name in REPRESENTATIONS  # simplest first; the best itself always qualifies
+                  if name in scored and (gain := scored[name].gain).mean() >= best.mean() - _paired_error(gain, best))
+    return served, candidates
 
 
 def _paired_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -236,13 +239,12 @@ def _paired_error(a: np.ndarray, b: np.ndarray) -> float:
 def truth_scores(embeddings: pl.DataFrame, sessions: pl.DataFrame, ks: dict[str, int], truth: pl.DataFrame,
                  definitions, n_recent: int, seed: int = 0) -> dict[str, dict]:
     """ARI and persona accuracy of every space at its k against true personas (a synthetic world's),
-    each space refitted as the choice fits it. Reported beside the choice, never read by it."""
+    each space fitted as the choice fits it (`fitted_space`). Reported beside the choice, never read by it."""
     from sessionbert_core.personas.mapping import assign_personas, map_clusters, persona_evaluation
 
     scores = {}
     for name, k in ks.items():
-        space = PersonaSpace.fit(name, sessions.filter(pl.col("split") == "train"), seed=seed)
-        vectors = space.session_vectors(embeddings, sessions)
+        vectors = fitted_space(name, sessions, seed).session_vectors(embeddings, sessions)
         users, user_space = user_vectors(vectors, n_recent)
         if len(users) <= k:
             continue

@@ -130,7 +130,7 @@ def _simulate_users(structure: WorldStructure, size: WorldSize, seed: int, chunk
             active = [t for t, d in enabled.items() if d is not None and d <= day]
             # a stray task keeps a small share of the persona's sessions; the second persona's tasks have their own
             weights = np.array([task_weights.get(t, 0.0 if t in second else 0.15) for t in active])
-            second_weights = np.array([second.get(t, 0.0) for t in active])
+            second_weights = np.array([second.get(t, 0.0) for t in active]) if second else None
             upcoming = sorted({s for t, d in enabled.items() if d is not None and day < d <= day + LOOKAHEAD_DAYS
                                for s in TASKS[t]} - used_services - {"console", "catalog", "marketplace"})
             n_sessions = int(rng.poisson(rate * weekday_factor[(WORLD_START.weekday() + day) % 7]))

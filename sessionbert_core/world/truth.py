@@ -14,7 +14,7 @@ from sessionbert_core.world.catalog import (
 from sessionbert_core.world.structure import WORLD_START
 
 # ----------------------------------------------------------------------------------------------
-# the whole world, written as a landing folder plus ground truth
+# where a world's landing folder, truth, persona definitions and catalog lie
 
 
 @dataclass(frozen=True)
