@@ -39,13 +39,13 @@ serve: setup
 BENCH_PROFILE ?= small
 BENCH_SECTIONS ?= ceilings pipeline training inference scaling
 bench: setup
-	$(BIN)/python benchmarks/perf.py --profile $(BENCH_PROFILE) --sections $(BENCH_SECTIONS)
+	$(BIN)/python -m benchmarks.perf --profile $(BENCH_PROFILE) --sections $(BENCH_SECTIONS)
 
 # the paper's experiments (benchmarks/paper_report.py): reports/paper.md and reports/paper.json
 REPORT_PROFILE ?= small
 REPORT_SEEDS ?= 0 1 2
 paper-report: setup
-	$(BIN)/python benchmarks/paper_report.py --profile $(REPORT_PROFILE) --seeds $(REPORT_SEEDS)
+	$(BIN)/python -m benchmarks.paper_report --profile $(REPORT_PROFILE) --seeds $(REPORT_SEEDS)
 
 lint: setup
 	$(BIN)/ruff check .

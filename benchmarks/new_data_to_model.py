@@ -2,7 +2,7 @@
 `make ui`, to a re-fine-tuned model and a refreshed recommendation table, with no other action.
 
     make ui &                                  # webserver and daemon (sensors on)
-    python benchmarks/new_data_to_model.py     # same SESSIONBERT_HOME / PROFILE as the UI
+    python -m benchmarks.new_data_to_model     # same SESSIONBERT_HOME / PROFILE as the UI
 
 It writes one new day of traffic (the last day's sessions again, a day later, under new session
 ids) into the landing folder, the way a writer should (a dot-file renamed into place), then follows

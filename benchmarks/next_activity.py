@@ -1,7 +1,7 @@
 """Next-activity quality (paper Table 2): SessionBERT against the baselines and the ceiling, over seeds.
 
-    python benchmarks/next_activity.py --profile small --seeds 0 1 2
-    python benchmarks/next_activity.py --profile small --seeds 0 1 2 --from-homes /tmp/sessionbert-benchmark
+    python -m benchmarks.next_activity --profile small --seeds 0 1 2
+    python -m benchmarks.next_activity --profile small --seeds 0 1 2 --from-homes /tmp/sessionbert-benchmark
 
 For each seed: a new synthetic world, ingested, serialized and split as the pipeline does; the
 tokenizer, MLM pretraining and multitask fine-tuning of the profile; then the test split scored
@@ -83,6 +83,29 @@ def summarize(runs: dict[int, dict]) -> dict:
     return summary
 
 
+def report(summary: dict, profile: str, seeds: list[int]) -> dict[str, bool]:
+    """Print the table over seeds and the bar SessionBERT must clear; returns the bar."""
+    print(f"\nnext activity on the test split, profile {profile}, seeds {seeds} (mean ± std)")
+    print(f"{'method':<12} {'service F1w':>15} {'service acc':>15} {'page F1w':>15} {'page acc':>15}")
+    for method in METHODS:
+        cells = [f"{summary[f'{h}/{method}/{m}']['mean']:.4f} ± {summary[f'{h}/{method}/{m}']['std']:.4f}"
+                 for h in ("service", "page") for m in ("f1_weighted", "accuracy")]
+        print(f"{method:<12} " + " ".join(f"{c:>15}" for c in cells))
+
+    def above_baselines(head):
+        return summary[f"{head}/sessionbert/accuracy"]["mean"] > max(summary[f"{head}/{m}/accuracy"]["mean"]
+                                                                     for m in ("popularity", "markov"))
+
+    bar = {"service above both baselines": above_baselines("service"),
+           "service at least 90% of ceiling": summary["service/sessionbert_share_of_ceiling"]["mean"] >= 0.9,
+           "page above both baselines": above_baselines("page")}
+    print(f"\nservice accuracy = {summary['service/sessionbert_share_of_ceiling']['mean']:.1%} of the ceiling, "
+          f"page accuracy = {summary['page/sessionbert_share_of_ceiling']['mean']:.1%} of the ceiling")
+    for claim, held in bar.items():
+        print(f"  {'PASS' if held else 'MISS'}  {claim}")
+    return bar
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="small")
@@ -106,24 +129,7 @@ def main() -> None:
               f"page {runs[seed]['page']['sessionbert']['accuracy']:.4f}, "
               f"{sum(runs[seed].get('seconds', {}).values()):.0f} s training here", flush=True)
     summary = summarize(runs)
-    print(f"\nnext activity on the test split, profile {args.profile}, seeds {args.seeds} (mean ± std)")
-    print(f"{'method':<12} {'service F1w':>15} {'service acc':>15} {'page F1w':>15} {'page acc':>15}")
-    for method in METHODS:
-        cells = [f"{summary[f'{h}/{method}/{m}']['mean']:.4f} ± {summary[f'{h}/{method}/{m}']['std']:.4f}"
-                 for h in ("service", "page") for m in ("f1_weighted", "accuracy")]
-        print(f"{method:<12} " + " ".join(f"{c:>15}" for c in cells))
-    service, page = (summary[f"{h}/sessionbert/accuracy"]["mean"] for h in ("service", "page"))
-    bar = {
-        "service above both baselines": service > max(summary[f"service/{m}/accuracy"]["mean"]
-                                                      for m in ("popularity", "markov")),
-        "service at least 90% of ceiling": summary["service/sessionbert_share_of_ceiling"]["mean"] >= 0.9,
-        "page above both baselines": page > max(summary[f"page/{m}/accuracy"]["mean"]
-                                                for m in ("popularity", "markov")),
-    }
-    print(f"\nservice accuracy = {summary['service/sessionbert_share_of_ceiling']['mean']:.1%} of the ceiling, "
-          f"page accuracy = {summary['page/sessionbert_share_of_ceiling']['mean']:.1%} of the ceiling")
-    for claim, held in bar.items():
-        print(f"  {'PASS' if held else 'MISS'}  {claim}")
+    bar = report(summary, args.profile, args.seeds)
     out = Path(__file__).parent / "results" / f"next_activity-{args.profile}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"profile": args.profile, "seeds": args.seeds, "summary": summary, "bar": bar,

@@ -1,8 +1,8 @@
 """The paper's experiments, rerun on any source: reports/paper.md (tables, plots) and reports/paper.json.
 
     make paper-report                                        # small, seeds 0 1 2, on 2 CPU cores
-    python benchmarks/paper_report.py --profile small --seeds 0 1 2 --homes /tmp/sessionbert-benchmark
-    python benchmarks/paper_report.py --profile paper --seeds 0 --train-sessions 200000   # on a GPU machine
+    python -m benchmarks.paper_report --profile small --seeds 0 1 2 --homes /tmp/sessionbert-benchmark
+    python -m benchmarks.paper_report --profile paper --seeds 0 --train-sessions 200000   # on a GPU machine
 
 Per seed:
 
@@ -29,18 +29,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 from transformers import AutoTokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from personas_and_recommendations import recommendation_figures, run_graph
-
+from benchmarks.personas_and_recommendations import recommendation_figures, run_graph
 from sessionbert_core import plots
 from sessionbert_core.config import get_profile
 from sessionbert_core.evaluation.next_activity import mean_and_spread, scores
@@ -99,50 +97,56 @@ def ablation(encoder: Path, tokenizer, train: pl.DataFrame, validation: pl.DataF
             **{head: scores(predictions[f"target_{head}"], predictions[f"predicted_{head}"]) for head in heads}}
 
 
-def measure_seed(home: Path, profile_name: str, seed: int, train_sessions: int, test_sessions: int,
-                 epochs: float, log=print) -> dict:
-    profile = get_profile(profile_name)
-    precision = resolve_precision()  # SESSIONBERT_DEVICE and SESSIONBERT_PRECISION, as the graph resolves them
+def graph_figures(home: Path, profile_name: str, seed: int, log=print) -> dict:
+    """The whole graph's figures for one seed (the graph run first unless `home` holds a finished one)."""
     graph_seconds = None
     if not (home / "hit_at_k_evaluation.json").exists():
         log(f"seed {seed}: running the whole graph in {home}")
         graph_seconds = run_graph(home, profile_name, seed)
-    sessions = pl.read_parquet(home / "session_splits.parquet")
-    split = {name: sessions.filter(pl.col("split") == name) for name in ("train", "validation", "test")}
-    validation = split["validation"].sample(min(500, split["validation"].height), seed=seed)
-    test = split["test"].filter(pl.col("n_activities") >= 2)
-    test = test.sample(min(test_sessions, test.height), seed=seed)
     world = WorldPaths(home / "worlds" / f"{profile_name}-seed{seed}")
     started = time.perf_counter()
     figures = recommendation_figures(home, world, seed)
     sweep = json.loads((home / "cluster_sweep.json").read_text())
-    result = {
-        "seed": seed, "graph_seconds": graph_seconds, "cpu_cores": os.cpu_count(), "precision": precision.metadata(),
-        "full_budget": json.loads((home / "model_evaluation.json").read_text()),
-        "silhouette": sweep["silhouette"],
-        "chosen_k": sweep["k"],
-        "hit_at_k": json.loads((home / "hit_at_k_evaluation.json").read_text())["seen_days"],
-        "appendix_b": figures["appendix_b"],
-        "appendix_b_seconds": round(time.perf_counter() - started, 1),
-        "budget": {"train_sessions": train_sessions, "test_sessions": test.height, "epochs": epochs},
-        "models": {},
-    }
-    plan = profile.training
+    return {"graph_seconds": graph_seconds, "full_budget": json.loads((home / "model_evaluation.json").read_text()),
+            "silhouette": sweep["silhouette"], "chosen_k": sweep["k"],
+            "hit_at_k": json.loads((home / "hit_at_k_evaluation.json").read_text())["seen_days"],
+            "appendix_b": figures["appendix_b"], "appendix_b_seconds": round(time.perf_counter() - started, 1)}
+
+
+def ablation_runs(encoder: Path, learning_rate: float, split: dict, plan, precision, budget: dict, seed: int,
+                  log=print) -> dict:
+    """One encoder fine-tuned at every length (and on one head at ABLATION_LENGTH), at one fixed budget."""
+    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    runs = []
+    for length in LENGTHS:
+        for task in ("multitask", "service", "page") if length == ABLATION_LENGTH else ("multitask",):
+            settings = TrainSettings(epochs=budget["epochs"], learning_rate=learning_rate, batch_size=plan.batch_size,
+                                     max_length=length, seed=seed, bf16=precision.bf16, patience=plan.patience,
+                                     evaluations_per_epoch=1,  # one validation pass per epoch (the runs are short)
+                                     device=precision.device, max_train_sessions=budget["train_sessions"])
+            runs.append(ablation(encoder, tokenizer, split["train"], split["validation"], split["test"], settings,
+                                 task))
+            log(f"seed {seed} {encoder.name} length {length} {task}: {runs[-1]['finetune_seconds']} s, "
+                + ", ".join(f"{h} {runs[-1][h]['accuracy']:.3f}" for h in HEADS if h in runs[-1]))
+    return {"tokens": tokens_per_activity(tokenizer, split["test"]), "runs": runs}
+
+
+def measure_seed(home: Path, profile_name: str, seed: int, train_sessions: int, test_sessions: int,
+                 epochs: float, log=print) -> dict:
+    plan = get_profile(profile_name).training
+    precision = resolve_precision()  # SESSIONBERT_DEVICE and SESSIONBERT_PRECISION, as the graph resolves them
+    result = {"seed": seed, "cpu_cores": os.cpu_count(), "precision": precision.metadata(),
+              **graph_figures(home, profile_name, seed, log)}
+    sessions = pl.read_parquet(home / "session_splits.parquet")
+    split = {name: sessions.filter(pl.col("split") == name) for name in ("train", "validation", "test")}
+    split["validation"] = split["validation"].sample(min(500, split["validation"].height), seed=seed)
+    test = split["test"].filter(pl.col("n_activities") >= 2)
+    split["test"] = test.sample(min(test_sessions, test.height), seed=seed)
+    result["budget"] = {"train_sessions": train_sessions, "test_sessions": split["test"].height, "epochs": epochs}
     encoders = {"sessionbert": (home / "pretrained_model", plan.finetune_learning_rate),
                 "minilm": (general_language_encoder(), GENERAL_LEARNING_RATE)}
-    for name, (encoder, learning_rate) in encoders.items():
-        tokenizer = AutoTokenizer.from_pretrained(encoder)
-        runs = []
-        for length in LENGTHS:
-            for task in ("multitask", "service", "page") if length == ABLATION_LENGTH else ("multitask",):
-                settings = TrainSettings(epochs=epochs, learning_rate=learning_rate, batch_size=plan.batch_size,
-                                         max_length=length, seed=seed, bf16=precision.bf16, patience=plan.patience,
-                                         evaluations_per_epoch=1,  # one validation pass per epoch (the runs are short)
-                                         device=precision.device, max_train_sessions=train_sessions)
-                runs.append(ablation(encoder, tokenizer, split["train"], validation, test, settings, task))
-                log(f"seed {seed} {name} length {length} {task}: {runs[-1]['finetune_seconds']} s, "
-                    + ", ".join(f"{h} {runs[-1][h]['accuracy']:.3f}" for h in HEADS if h in runs[-1]))
-        result["models"][name] = {"tokens": tokens_per_activity(tokenizer, test), "runs": runs}
+    result["models"] = {name: ablation_runs(encoder, rate, split, plan, precision, result["budget"], seed, log)
+                        for name, (encoder, rate) in encoders.items()}
     return result
 
 
@@ -160,8 +164,9 @@ def _values(runs: list[dict], model: str, length: int, task: str, head: str, met
     return [_run(r, model, length, task)[head][metric] for r in runs]
 
 
-def _relative(ours: float, theirs: float) -> str:
-    return f"{(ours / theirs - 1) * 100:+.1f}%" if theirs else "n/a"
+def _relative(ours: float, theirs: float) -> float:
+    """Ours over theirs, minus one (NaN where theirs is zero)."""
+    return ours / theirs - 1 if theirs else float("nan")
 
 
 def summarize(runs: list[dict], profile: str) -> dict:
@@ -206,75 +211,124 @@ def summarize(runs: list[dict], profile: str) -> dict:
     return out
 
 
-def findings(summary: dict) -> dict[str, str]:
+VERDICTS = ("holds", "holds in part", "does not hold")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One of the paper's claims checked on this run: a verdict, the figures it rests on, and a sentence."""
+
+    verdict: str  # one of VERDICTS
+    figures: dict
+    text: str
+
+
+def _verdict(held: int, of: int) -> str:
+    return VERDICTS[0] if held == of else VERDICTS[1] if held else VERDICTS[2]
+
+
+def table2_finding(summary: dict) -> Finding:
     t = summary["tables"]
-    ms = {h: t["table2"][h]["sessionbert_ablation_budget"]["f1_weighted"][0] for h in HEADS}
-    mg = {h: t["table2"][h]["minilm_ablation_budget"]["f1_weighted"][0] for h in HEADS}
+    f1 = {model: {h: t["table2"][h][f"{model}_ablation_budget"]["f1_weighted"][0] for h in HEADS} for model in MODELS}
+    wins = [h for h in HEADS if f1["sessionbert"][h] > f1["minilm"][h]]
+    service = t["table2"]["service"]
+    full, ablated = (service[f"sessionbert_{b}_budget"]["accuracy"][0] for b in ("full", "ablation"))
+    general = service["minilm_ablation_budget"]["accuracy"][0]
+    popular = service.get("popularity", {}).get("accuracy", (float("nan"),))[0]
+    figures = {"f1_relative": {h: _relative(f1["sessionbert"][h], f1["minilm"][h]) for h in HEADS}, "ahead_on": wins,
+               "ablation_share_of_full": ablated / full, "general_minus_popularity": general - popular,
+               "parameters": t["parameters"]}
+    text = (f"The paper finds SessionBERT ahead of the general BERT on both heads (F1 +0.9% service, +3.2% page). "
+            f"Here, at the same budget, SessionBERT's weighted F1 is {figures['f1_relative']['service']:+.1%} on "
+            f"service and {figures['f1_relative']['page']:+.1%} on page against all-MiniLM-L6-v2: the finding "
+            + ("holds on both heads." if len(wins) == 2 else f"holds on {', '.join(wins)} only." if wins else
+               "does not hold.")
+            + f" SessionBERT has {t['parameters']['sessionbert'] / 1e6:.1f}M parameters, the general BERT "
+              f"{t['parameters']['minilm'] / 1e6:.1f}M. At the ablation budget SessionBERT reaches "
+              f"{ablated / full:.0%} of its full-budget service accuracy ({full:.3f}) and the general BERT is "
+              f"{general - popular:+.3f} from most-popular, so this compares how fast each model learns from the "
+              "same few sessions, not converged models.")
+    return Finding(_verdict(len(wins), len(HEADS)), figures, text)
+
+
+def lengths_finding(summary: dict) -> Finding:
+    t = summary["tables"]
     lead = {h: {n: t["lengths"][h]["sessionbert"][n][0] - t["lengths"][h]["minilm"][n][0] for n in map(str, LENGTHS)}
             for h in HEADS}
-    out = {}
-    wins = [h for h in HEADS if ms[h] > mg[h]]
-    out["table2"] = (
-        f"The paper finds SessionBERT ahead of the general BERT on both heads (F1 +0.9% service, +3.2% page). "
-        f"Here, at the same budget, SessionBERT's weighted F1 is {_relative(ms['service'], mg['service'])} on "
-        f"service and {_relative(ms['page'], mg['page'])} on page against all-MiniLM-L6-v2: the finding "
-        + ("holds on both heads." if len(wins) == 2 else f"holds on {', '.join(wins)} only." if wins else
-           "does not hold.")
-        + f" SessionBERT has {t['parameters']['sessionbert'] / 1e6:.1f}M parameters, the general BERT "
-          f"{t['parameters']['minilm'] / 1e6:.1f}M.")
-    full = t["table2"]["service"]["sessionbert_full_budget"]["accuracy"][0]
-    ablated = t["table2"]["service"]["sessionbert_ablation_budget"]["accuracy"][0]
-    general = t["table2"]["service"]["minilm_ablation_budget"]["accuracy"][0]
-    popular = t["table2"]["service"].get("popularity", {}).get("accuracy", (float("nan"),))[0]
-    out["table2"] += (f" At the ablation budget SessionBERT reaches {ablated / full:.0%} of its full-budget service "
-                      f"accuracy ({full:.3f}) and the general BERT is {general - popular:+.3f} from most-popular, so "
-                      "this compares how fast each model learns from the same few sessions, not converged models.")
-    grows = all(lead[h]["64"] > lead[h]["512"] for h in HEADS)
-    out["lengths"] = (
-        "The paper finds SessionBERT's lead largest at the shortest length (+29% service, +32% page at 64). "
-        f"Here the accuracy lead is {lead['service']['64']:+.3f} / {lead['service']['128']:+.3f} / "
-        f"{lead['service']['512']:+.3f} on service and {lead['page']['64']:+.3f} / {lead['page']['128']:+.3f} / "
-        f"{lead['page']['512']:+.3f} on page at 64 / 128 / 512 tokens: "
-        + ("the lead shrinks as sequences grow, as the paper says." if grows else
-           "the lead does not shrink with length on every head, unlike the paper.")
-        + f" The general tokenizer spends {t['tokens']['minilm']['tokens_per_activity'][0]:.1f} tokens per "
-          f"activity against SessionBERT's {t['tokens']['sessionbert']['tokens_per_activity'][0]:.1f}, so 64 "
-          f"tokens cut {t['tokens']['minilm']['truncated_at_64'][0]:.0%} of its sessions against "
-          f"{t['tokens']['sessionbert']['truncated_at_64'][0]:.0%} of SessionBERT's.")
+    shrinks = [h for h in HEADS if lead[h]["64"] > lead[h]["512"]]
+    tokens = {model: {k: t["tokens"][model][k][0] for k in ("tokens_per_activity", "truncated_at_64")}
+              for model in MODELS}
+    text = ("The paper finds SessionBERT's lead largest at the shortest length (+29% service, +32% page at 64). "
+            "Here the accuracy lead at 64 / 128 / 512 tokens is "
+            + " and ".join(" / ".join(f"{lead[h][str(n)]:+.3f}" for n in LENGTHS) + f" on {h}" for h in HEADS) + ": "
+            + ("the lead shrinks as sequences grow, as the paper says." if len(shrinks) == len(HEADS) else
+               "the lead does not shrink with length on every head, unlike the paper.")
+            + f" The general tokenizer spends {tokens['minilm']['tokens_per_activity']:.1f} tokens per activity "
+              f"against SessionBERT's {tokens['sessionbert']['tokens_per_activity']:.1f}, so 64 tokens cut "
+              f"{tokens['minilm']['truncated_at_64']:.0%} of its sessions against "
+              f"{tokens['sessionbert']['truncated_at_64']:.0%} of SessionBERT's.")
+    return Finding(_verdict(len(shrinks), len(HEADS)), {"lead": lead, "shrinks_on": shrinks, "tokens": tokens}, text)
+
+
+def table5_finding(summary: dict) -> Finding:
+    t, several = summary["tables"], len(summary["seeds"]) > 1
     helps = {model: [h for h in HEADS if t["table5"][model]["multitask"][h][0] >= t["table5"][model][h][h][0]]
              for model in MODELS}
     gain = t["table5_gain"]
-    out["table5"] = (
-        "The paper finds multitask fine-tuning better than one head at a time for both models. Here multitask "
-        + "; ".join(f"{NAMES[m]} is at least as good on {', '.join(helps[m]) or 'neither head'}" for m in MODELS)
-        + (": the finding holds." if all(len(v) == 2 for v in helps.values()) else ": the finding holds only in part.")
-        + " Multitask minus one head, F1 paired by seed: "
-        + "; ".join(f"{NAMES[m]} {h} {gain[m][h][0]:+.3f}" + (f" ± {gain[m][h][1]:.3f}" if len(summary["seeds"]) > 1
-                                                                  else "") for m in MODELS for h in HEADS)
-        + (" (a gain within one standard deviation of zero is not told apart from none)."
-           if len(summary["seeds"]) > 1 else "."))
-    f2 = t["figure2"]
-    if "general_language" in f2:
-        above = [k for k in f2["sessionbert"] if k in f2["general_language"]
-                 and f2["sessionbert"][k][0] > f2["general_language"][k][0]]
-        out["figure2"] = (f"The paper finds SessionBERT's silhouette above the general BERT's at every k. Here it is "
-                          f"above at {len(above)} of {len(f2['sessionbert'])} values of k"
-                          + (": the finding holds." if len(above) == len(f2["sessionbert"]) else "."))
-    h10 = t["table6"].get("10", {})
-    if h10:
-        ours, pop = h10["sessionbert"]["hit@5"][0], h10["popularity"]["hit@5"][0]
-        out["table6"] = (f"The paper reports Hit@5 0.58 at 10 seen days (no baseline). Here SessionBERT's count ranker "
-                         f"reaches {ours:.3f} against popularity {pop:.3f}"
-                         + (" (above it)" if ours > pop else " (not above it)")
-                         + f", the persona ranker {h10['sessionbert_persona']['hit@5'][0]:.3f} and the oracle "
-                           f"{h10['oracle']['hit@5'][0]:.3f}.")
-    b = t["appendix_b"]
-    if b:
-        best = max(b, key=lambda n: b[n]["sessionbert"][0])
-        eight, top = b["8"]["sessionbert"][0], b[best]["sessionbert"][0]
-        out["appendix_b"] = (f"The paper keeps 8 recent sessions as enough. Here Hit@5 at 8 is {eight:.3f} against "
-                             f"a best of {top:.3f} (at {best}): eight sessions get {eight / top:.0%} of it.")
-    return out
+    text = ("The paper finds multitask fine-tuning better than one head at a time for both models. Here multitask "
+            + "; ".join(f"{NAMES[m]} is at least as good on {', '.join(helps[m]) or 'neither head'}" for m in MODELS)
+            + ". Multitask minus one head, F1 paired by seed: "
+            + "; ".join(f"{NAMES[m]} {h} {gain[m][h][0]:+.3f}" + (f" ± {gain[m][h][1]:.3f}" if several else "")
+                        for m in MODELS for h in HEADS)
+            + (" (a gain within one standard deviation of zero is not told apart from none)." if several else "."))
+    held = sum(len(v) for v in helps.values())
+    return Finding(_verdict(held, len(MODELS) * len(HEADS)), {"at_least_as_good_on": helps, "gain": gain}, text)
+
+
+def figure2_finding(summary: dict) -> Finding | None:
+    f2 = summary["tables"]["figure2"]
+    if "general_language" not in f2:
+        return None
+    ks = [k for k in f2["sessionbert"] if k in f2["general_language"]]
+    above = [k for k in ks if f2["sessionbert"][k][0] > f2["general_language"][k][0]]
+    text = (f"The paper finds SessionBERT's silhouette above the general BERT's at every k. Here it is above at "
+            f"{len(above)} of {len(ks)} values of k.")
+    return Finding(_verdict(len(above), len(ks)), {"above_at": above, "of": ks}, text)
+
+
+def table6_finding(summary: dict) -> Finding | None:
+    h10 = summary["tables"]["table6"].get("10")
+    if not h10:
+        return None
+    figures = {m: h10[m]["hit@5"][0] for m in ("sessionbert", "popularity", "sessionbert_persona", "oracle")}
+    above = figures["sessionbert"] > figures["popularity"]
+    text = (f"The paper reports Hit@5 0.58 at 10 seen days (no baseline). Here SessionBERT's count ranker reaches "
+            f"{figures['sessionbert']:.3f} against popularity {figures['popularity']:.3f}"
+            + (" (above it)" if above else " (not above it)")
+            + f", the persona ranker {figures['sessionbert_persona']:.3f} and the oracle {figures['oracle']:.3f}.")
+    return Finding(_verdict(int(above), 1), figures, text)
+
+
+def appendix_b_finding(summary: dict) -> Finding | None:
+    b = summary["tables"]["appendix_b"]
+    if "8" not in b:
+        return None
+    best = max(b, key=lambda n: b[n]["sessionbert"][0])
+    eight, top = b["8"]["sessionbert"][0], b[best]["sessionbert"][0]
+    share = eight / top if top else 1.0
+    text = (f"The paper keeps 8 recent sessions as enough. Here Hit@5 at 8 is {eight:.3f} against a best of "
+            f"{top:.3f} (at {best}): eight sessions get {share:.0%} of it.")
+    verdict = VERDICTS[0] if share >= 0.95 else VERDICTS[1] if share >= 0.85 else VERDICTS[2]
+    return Finding(verdict, {"hit5_at_8": eight, "best": top, "best_at": best, "share": share}, text)
+
+
+# claim -> its check; a check returns None where the run has no figures for it
+FINDINGS = {"table2": table2_finding, "lengths": lengths_finding, "table5": table5_finding,
+            "figure2": figure2_finding, "table6": table6_finding, "appendix_b": appendix_b_finding}
+
+
+def findings(summary: dict) -> dict[str, Finding]:
+    return {claim: found for claim, check in FINDINGS.items() if (found := check(summary)) is not None}
 
 
 def _timing(summary: dict) -> str:
@@ -296,88 +350,112 @@ def _pm(pair) -> str:
     return f"{pair[0]:.3f} ± {pair[1]:.3f}"
 
 
-def markdown(summary: dict, notes: dict[str, str], plots: dict[str, str]) -> str:
-    t, p = summary["tables"], PAPER
+def _row(*cells) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def _header(*titles) -> list[str]:
+    return [_row(*titles), _row(*("---" for _ in titles))]
+
+
+TABLE2_ROWS = (("SessionBERT, full budget (the graph)", "sessionbert_full_budget"),
+               ("SessionBERT, ablation budget", "sessionbert_ablation_budget"),
+               ("all-MiniLM-L6-v2, ablation budget", "minilm_ablation_budget"),
+               ("most popular", "popularity"), ("first-order Markov", "markov"), ("synthetic ceiling", "ceiling"))
+
+
+def table2_section(t: dict, plots: dict[str, str]) -> list[str]:
+    lines = _header("model", "service accuracy", "service F1", "page accuracy", "page F1")
+    for label, key in TABLE2_ROWS:
+        if key in t["table2"]["service"]:
+            cells = (_pm(t["table2"][h][key][m]) for h in HEADS for m in ("accuracy", "f1_weighted"))
+            lines.append(_row(label, *cells))
+    for label, key in (("paper: BERT-Base", "general"), ("paper: SessionBERT", "sessionbert")):
+        paper = PAPER["table2"][key]
+        lines.append(_row(label, *(paper[h][m] for h in HEADS for m in ("accuracy", "f1"))))
+    return [*lines, "", f"Parameters: SessionBERT {t['parameters']['sessionbert']:,}, all-MiniLM-L6-v2 "
+                        f"{t['parameters']['minilm']:,} (with the heads). F1 is weighted by class."]
+
+
+def lengths_section(t: dict, plots: dict[str, str]) -> list[str]:
+    lines = [f"![accuracy by length]({plots['lengths']})", "",
+             *_header("head", "model", *LENGTHS, *(f"paper {n}" for n in LENGTHS))]
+    for h in HEADS:
+        for model, paper_key in (("sessionbert", "sessionbert"), ("minilm", "general")):
+            lines.append(_row(h, NAMES[model], *(_pm(t["lengths"][h][model][str(n)]) for n in LENGTHS),
+                              *(PAPER["lengths"][paper_key][h][n] for n in LENGTHS)))
+    lines += ["", *_header("model", "tokens per activity", "tokens per session", *(f"cut at {n}" for n in LENGTHS),
+                           "fine-tuning s at " + " / ".join(map(str, LENGTHS)))]
+    for model in MODELS:
+        tok = t["tokens"][model]
+        lines.append(_row(NAMES[model], f"{tok['tokens_per_activity'][0]:.2f}",
+                          f"{tok['mean_tokens_per_session'][0]:.1f}",
+                          *(f"{tok[f'truncated_at_{n}'][0]:.0%}" for n in LENGTHS),
+                          " / ".join(f"{t['finetune_seconds'][model][str(n)][0]:.0f}" for n in LENGTHS)))
+    return [*lines, "", "Accuracy; the paper's tables have no captions in its text, so they are read as service "
+                        "(3) and page (4), in the order of the text. The paper gives no tokens-per-activity figure; "
+                        "it reports a tenfold shorter fine-tuning at 64 than at 512."]
+
+
+def table5_section(t: dict, plots: dict[str, str]) -> list[str]:
+    lines = _header("model", "multitask: service F1", "multitask: page F1", "service only", "page only",
+                    "paper (same order)")
+    for model, paper_key in (("sessionbert", "sessionbert"), ("minilm", "general")):
+        r, pp = t["table5"][model], PAPER["table5"][paper_key]
+        lines.append(_row(NAMES[model], _pm(r["multitask"]["service"]), _pm(r["multitask"]["page"]),
+                          _pm(r["service"]["service"]), _pm(r["page"]["page"]),
+                          f"{pp['multitask']['service']}, {pp['multitask']['page']}, {pp['service']}, {pp['page']}"))
+    return [*lines, "", f"At length {ABLATION_LENGTH}, the ablation budget."]
+
+
+def figure2_section(t: dict, plots: dict[str, str]) -> list[str]:
+    curves = t["figure2"]
+    lines = [f"![silhouette]({plots['figure2']})", "", *_header("k", *curves["sessionbert"])]
+    lines += [_row(name, *(f"{v[0]:.3f}" for v in curve.values())) for name, curve in curves.items()]
+    return [*lines, "", f"Chosen k per seed: {t['figure2_chosen_k']}. The paper gives no silhouette values; "
+                        "its Table 1 has 4 clusters."]
+
+
+def table6_section(t: dict, plots: dict[str, str]) -> list[str]:
+    lines = _header("seen days", "users", "method", "Hit@3", "Hit@5", "paper Hit@3", "paper Hit@5")
+    for d, entry in t["table6"].items():
+        for m, v in entry.items():
+            if m != "n_users":
+                paper = PAPER["table6"][d] if m == "sessionbert" else {"hit@3": "", "hit@5": ""}
+                lines.append(_row(d, f"{entry['n_users'][0]:.0f}", m, _pm(v["hit@3"]), _pm(v["hit@5"]),
+                                  paper["hit@3"], paper["hit@5"]))
+    return [*lines, "", "`sessionbert` is the paper's count ranker; `sessionbert_persona`, `_names` and "
+                        "`_descriptions` are the other rankers; the oracle knows each user's adoption "
+                        "probabilities."]
+
+
+def appendix_b_section(t: dict, plots: dict[str, str]) -> list[str]:
+    b = t["appendix_b"]
+    lines = _header("recent sessions", *b)
+    lines += [_row(m, *(_pm(b[n][m]) for n in b)) for m in next(iter(b.values()))]
+    return [*lines, "", "Hit@5 at 10 seen days. The paper's Figure 3 is not in its text."]
+
+
+# claim -> (section title, its table); a section is written where its finding is
+SECTIONS = {"table2": ("Table 2: next service and next page", table2_section),
+            "lengths": ("Tables 3 and 4: sequence length", lengths_section),
+            "table5": ("Table 5: multitask against one head", table5_section),
+            "figure2": ("Figure 2: silhouette against k", figure2_section),
+            "table6": ("Table 6: Hit@k on future days", table6_section),
+            "appendix_b": ("Appendix B: recent sessions", appendix_b_section)}
+
+
+def markdown(summary: dict, notes: dict[str, Finding], plots: dict[str, str]) -> str:
     b = summary["budget"]
     lines = [f"# SessionBERT: the paper's experiments on `{summary['profile']}`", "",
              f"Seeds {', '.join(map(str, summary['seeds']))}; mean ± standard deviation over seeds. Made by "
              f"`make paper-report` (`benchmarks/paper_report.py`). Ablations: {b['train_sessions']} training "
              f"sessions, {b['epochs']} epoch(s), {b['test_sessions']} test sessions, the same for both models.",
              "", _timing(summary), ""]
-    lines += ["## Table 2: next service and next page", "", notes["table2"], "",
-              "| model | service accuracy | service F1 | page accuracy | page F1 |", "| --- | --- | --- | --- | --- |"]
-    rows = [("SessionBERT, full budget (the graph)", "sessionbert_full_budget"),
-            ("SessionBERT, ablation budget", "sessionbert_ablation_budget"),
-            ("all-MiniLM-L6-v2, ablation budget", "minilm_ablation_budget"),
-            ("most popular", "popularity"), ("first-order Markov", "markov"), ("synthetic ceiling", "ceiling")]
-    for label, key in rows:
-        if key in t["table2"]["service"]:
-            cells = [_pm(t["table2"][h][key][m]) for h in HEADS for m in ("accuracy", "f1_weighted")]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    pg, ps = p["table2"]["general"], p["table2"]["sessionbert"]
-    lines += [f"| paper: BERT-Base | {pg['service']['accuracy']} | {pg['service']['f1']} | {pg['page']['accuracy']} "
-              f"| {pg['page']['f1']} |",
-              f"| paper: SessionBERT | {ps['service']['accuracy']} | {ps['service']['f1']} | {ps['page']['accuracy']} "
-              f"| {ps['page']['f1']} |", "",
-              f"Parameters: SessionBERT {t['parameters']['sessionbert']:,}, all-MiniLM-L6-v2 "
-              f"{t['parameters']['minilm']:,} (with the heads). F1 is weighted by class.", ""]
-    lines += ["## Tables 3 and 4: sequence length", "", notes["lengths"], "",
-              f"![accuracy by length]({plots['lengths']})", "",
-              "| head | model | 64 | 128 | 512 | paper 64 | paper 128 | paper 512 |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for h in HEADS:
-        for model, paper_key in (("sessionbert", "sessionbert"), ("minilm", "general")):
-            lines.append(f"| {h} | {NAMES[model]} | " + " | ".join(_pm(t["lengths"][h][model][str(n)]) for n in LENGTHS)
-                         + " | " + " | ".join(str(p["lengths"][paper_key][h][n]) for n in LENGTHS) + " |")
-    lines += ["", "| model | tokens per activity | tokens per session | cut at 64 | cut at 128 | cut at 512 | "
-              "fine-tuning s at 64 / 128 / 512 |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for model in MODELS:
-        tok = t["tokens"][model]
-        lines.append(f"| {NAMES[model]} | {tok['tokens_per_activity'][0]:.2f} | "
-                     f"{tok['mean_tokens_per_session'][0]:.1f} | "
-                     + " | ".join(f"{tok[f'truncated_at_{n}'][0]:.0%}" for n in LENGTHS) + " | "
-                     + " / ".join(f"{t['finetune_seconds'][model][str(n)][0]:.0f}" for n in LENGTHS) + " |")
-    lines += ["", "Accuracy; the paper's tables have no captions in its text, so they are read as service (3) and "
-              "page (4), in the order of the text. The paper gives no tokens-per-activity figure; it reports a "
-              "tenfold shorter fine-tuning at 64 than at 512.", ""]
-    lines += ["## Table 5: multitask against one head", "", notes["table5"], "",
-              "| model | multitask: service F1 | multitask: page F1 | service only | page only | paper (same order) |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for model, paper_key in (("sessionbert", "sessionbert"), ("minilm", "general")):
-        r, pp = t["table5"][model], p["table5"][paper_key]
-        lines.append(f"| {NAMES[model]} | {_pm(r['multitask']['service'])} | {_pm(r['multitask']['page'])} | "
-                     f"{_pm(r['service']['service'])} | {_pm(r['page']['page'])} | {pp['multitask']['service']}, "
-                     f"{pp['multitask']['page']}, {pp['service']}, {pp['page']} |")
-    lines += ["", f"At length {ABLATION_LENGTH}, the ablation budget.", ""]
-    if "figure2" in notes:
-        lines += ["## Figure 2: silhouette against k", "", notes["figure2"], "", f"![silhouette]({plots['figure2']})",
-                  "", "| k | " + " | ".join(t["figure2"]["sessionbert"]) + " |",
-                  "| --- | " + " | ".join("---" for _ in t["figure2"]["sessionbert"]) + " |"]
-        for name in t["figure2"]:
-            lines.append(f"| {name} | " + " | ".join(f"{t['figure2'][name][k][0]:.3f}" for k in t["figure2"][name])
-                         + " |")
-        lines += ["", f"Chosen k per seed: {t['figure2_chosen_k']}. The paper gives no silhouette values; its "
-                  "Table 1 has 4 clusters.", ""]
-    if "table6" in notes:
-        lines += ["## Table 6: Hit@k on future days", "", notes["table6"], "",
-                  "| seen days | users | method | Hit@3 | Hit@5 | paper Hit@3 | paper Hit@5 |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        for d, entry in t["table6"].items():
-            for m, v in entry.items():
-                if m == "n_users":
-                    continue
-                paper = p["table6"][d] if m == "sessionbert" else {"hit@3": "", "hit@5": ""}
-                lines.append(f"| {d} | {entry['n_users'][0]:.0f} | {m} | {_pm(v['hit@3'])} | {_pm(v['hit@5'])} | "
-                             f"{paper['hit@3']} | {paper['hit@5']} |")
-        lines += ["", "`sessionbert` is the paper's count ranker; `sessionbert_persona`, `_names` and `_descriptions` "
-                  "are the other rankers; the oracle knows each user's adoption probabilities.", ""]
-    if "appendix_b" in notes:
-        lines += ["## Appendix B: recent sessions", "", notes["appendix_b"], "",
-                  "| recent sessions | " + " | ".join(t["appendix_b"]) + " |",
-                  "| --- | " + " | ".join("---" for _ in t["appendix_b"]) + " |"]
-        for m in next(iter(t["appendix_b"].values())):
-            lines.append(f"| {m} | " + " | ".join(_pm(t["appendix_b"][n][m]) for n in t["appendix_b"]) + " |")
-        lines += ["", "Hit@5 at 10 seen days. The paper's Figure 3 is not in its text.", ""]
+    for claim, (title, section) in SECTIONS.items():
+        if claim in notes:
+            lines += [f"## {title}", "", f"**{notes[claim].verdict}.** {notes[claim].text}", "",
+                      *section(summary["tables"], plots), ""]
     return "\n".join(lines) + "\n"
 
 
@@ -436,15 +514,15 @@ def main() -> None:
     summary = summarize(runs, args.profile)
     notes = findings(summary)
     plots = draw(summary, args.out, args.profile)
-    summary["findings"] = notes
+    summary["findings"] = {claim: asdict(found) for claim, found in notes.items()}
     summary["seconds_per_seed"] = [r.get("seconds") for r in runs]
     summary["graph_seconds"] = [r.get("graph_seconds") for r in runs]
     summary["cpu_cores"] = runs[0].get("cpu_cores")  # of the machine that measured, not the one redrawing
     name = "paper" if args.profile == "small" else f"paper-{args.profile}"
     (args.out / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     (args.out / f"{name}.md").write_text(markdown(summary, notes, plots))
-    for key, text in notes.items():
-        print(f"{key}: {text}")
+    for claim, found in notes.items():
+        print(f"{claim} ({found.verdict}): {found.text}")
     print(f"wrote {args.out / f'{name}.md'} and {args.out / f'{name}.json'}")
 
 

@@ -1,8 +1,8 @@
 """Performance: the machine's ceilings, training and inference cost, and how the pipeline grows with the data.
 
-    python benchmarks/perf.py --profile small                  # everything (`make bench`)
-    python benchmarks/perf.py --sections ceilings training inference
-    python benchmarks/perf.py --sections paper_data           # the paper's 9M sessions: generated, ingested, split
+    python -m benchmarks.perf --profile small                  # everything (`make bench`)
+    python -m benchmarks.perf --sections ceilings training inference
+    python -m benchmarks.perf --sections paper_data           # the paper's 9M sessions: generated, ingested, split
 
 Sections (each prints its rows; one table at the end; JSON in benchmarks/results/perf-<profile>.json):
 
@@ -44,13 +44,10 @@ import numpy as np
 import polars as pl
 import psutil
 import torch
+from transformers import TrainerCallback
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-SECTIONS = ("ceilings", "pipeline", "training", "inference", "scaling", "paper_data")
-DEFAULT_SECTIONS = SECTIONS[:-1]  # paper_data (the paper's 9M sessions) is asked for by name: ~20 min on 2 cores
-PAPER_STAGES = ("world", "bucket_ingest", "bucket_serialize")
-STAGES = ("ingest", "serialize", "train_epoch", "embed", "cluster", "recommend")
 MIB = 2**20
 
 
@@ -171,34 +168,35 @@ def pipeline(profile_name: str, home: Path) -> dict:
 # training throughput
 
 
+class StepClock(TrainerCallback):
+    """The time of every optimizer step, with the positions computed and the useful (unpadded) ones so far."""
+
+    def __init__(self):
+        self.marks, self.computed, self.useful = [], 0, 0
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        def count(module, args_, kwargs_):
+            if module.training:
+                mask = kwargs_["attention_mask"]
+                self.computed += mask.numel()
+                self.useful += int(mask.sum())
+
+        model.register_forward_pre_hook(count, with_kwargs=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.marks.append((time.perf_counter(), self.computed, self.useful))
+
+
 def timed_training(home: Path, profile, stage: str, sessions: int, steps_to_skip: int = 3) -> dict:
     """One epoch of `stage` on up to `sessions` training sessions, timed from the end of step
     `steps_to_skip` to the end of the last step (the epoch's one evaluation comes after it), in the
     precision the pipeline resolves (SESSIONBERT_PRECISION, auto by default)."""
     import tempfile
 
-    from transformers import AutoTokenizer, TrainerCallback
+    from transformers import AutoTokenizer
 
     from sessionbert_core.model.precision import resolve_precision
     from sessionbert_core.model.train import TrainSettings, finetune, pretrain
-
-    class StepClock(TrainerCallback):
-        def __init__(self):
-            self.marks, self.computed, self.useful = [], 0, 0
-
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            self.model = model
-
-            def count(module, args_, kwargs_):
-                if module.training:
-                    mask = kwargs_["attention_mask"]
-                    self.computed += mask.numel()
-                    self.useful += int(mask.sum())
-
-            model.register_forward_pre_hook(count, with_kwargs=True)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.marks.append((time.perf_counter(), self.computed, self.useful))
 
     splits = pl.read_parquet(home / "session_splits.parquet")
     train, validation = (splits.filter(pl.col("split") == s) for s in ("train", "validation"))
@@ -245,47 +243,62 @@ def _rate(model, lengths: list[int], seconds: float, units: int) -> dict:
             "gflops_per_second": round(per_token * tokens / seconds / 1e9, 1)}
 
 
-def inference(home: Path, profile) -> dict:
-    """Embedding every session and recommending for every user, eager and compiled (warm-up apart)."""
+def _timed(work) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def embedding_rates(home: Path, sessions: pl.DataFrame, max_length: int) -> dict:
+    """Embedding every session, eager and compiled, each after a warm-up on 2,048 sessions."""
+    from sessionbert_core.personas.embed import embed_sessions, load_encoder
+
+    encoder, tokenizer = load_encoder(home / "pretrained_model")
+    lengths = token_lengths(tokenizer, sessions["text"].to_list(), max_length)
+    result = {}
+    for compiled in (False, True):
+        warm_up = _timed(lambda: embed_sessions(encoder, tokenizer, sessions.head(2048), max_length=max_length,
+                                                compile=compiled))  # noqa: B023 (called at once)
+        seconds = _timed(lambda: embed_sessions(encoder, tokenizer, sessions, max_length=max_length,
+                                                compile=compiled))  # noqa: B023
+        result["embedding_compiled" if compiled else "embedding"] = (
+            _rate(encoder, lengths, seconds, sessions.height) | {"warm_up_seconds": round(warm_up, 1)})
+    return result
+
+
+def recommendation_rates(home: Path, sessions: pl.DataFrame, billing: pl.DataFrame, max_length: int) -> dict:
+    """Recommending for every user, eager and compiled, each after a warm-up on 200 users."""
     from transformers import AutoTokenizer
 
     from sessionbert_core.data.serialize import recent_sessions
     from sessionbert_core.model.inputs import recommendation_inputs
     from sessionbert_core.model.networks import load_next_activity_model
-    from sessionbert_core.personas.embed import embed_sessions, load_encoder
     from sessionbert_core.recommend.ranking import RECENT_SESSIONS, recommend_services, sessionbert_predictor
 
-    sessions = pl.read_parquet(home / "session_splits.parquet")
-    billing = pl.read_parquet(home / "billing_records.parquet")
-    max_length = profile.model.max_length
-    encoder, tokenizer = load_encoder(home / "pretrained_model")
-    lengths = token_lengths(tokenizer, sessions["text"].to_list(), max_length)
-    result = {"sessions": sessions.height, "users": sessions["user_id"].n_unique()}
-    for compiled in (False, True):
-        started = time.perf_counter()
-        embed_sessions(encoder, tokenizer, sessions.head(2048), max_length=max_length, compile=compiled)
-        warm_up = time.perf_counter() - started
-        started = time.perf_counter()
-        embed_sessions(encoder, tokenizer, sessions, max_length=max_length, compile=compiled)
-        result["embedding_compiled" if compiled else "embedding"] = (
-            _rate(encoder, lengths, time.perf_counter() - started, sessions.height)
-            | {"warm_up_seconds": round(warm_up, 1)})
-
     model = load_next_activity_model(home / "finetuned_model")
-    tok = AutoTokenizer.from_pretrained(home / "finetuned_model")
+    tokenizer = AutoTokenizer.from_pretrained(home / "finetuned_model")
     inputs = recommendation_inputs(recent_sessions(sessions, RECENT_SESSIONS))["input_text"].to_list()
-    lengths = token_lengths(tok, inputs, max_length)
+    lengths = token_lengths(tokenizer, inputs, max_length)
+    few = sessions.filter(pl.col("user_id").is_in(sessions["user_id"].unique(maintain_order=True).head(200).implode()))
+    result = {}
     for compiled in (False, True):
-        predictor = sessionbert_predictor(model, tok, max_length, compile=compiled)
-        started = time.perf_counter()
-        few = sessions["user_id"].unique(maintain_order=True).head(200).implode()
-        recommend_services(predictor, sessions.filter(pl.col("user_id").is_in(few)), billing)
-        warm_up = time.perf_counter() - started
+        predictor = sessionbert_predictor(model, tokenizer, max_length, compile=compiled)
+        warm_up = _timed(lambda: recommend_services(predictor, few, billing))  # noqa: B023
         started = time.perf_counter()
         table = recommend_services(predictor, sessions, billing)
         result["recommendation_compiled" if compiled else "recommendation"] = (
-            _rate(model, lengths, time.perf_counter() - started, result["users"])
+            _rate(model, lengths, time.perf_counter() - started, sessions["user_id"].n_unique())
             | {"warm_up_seconds": round(warm_up, 1), "sessions_predicted": len(inputs), "rows": table.height})
+    return result
+
+
+def inference(home: Path, profile) -> dict:
+    """Embedding every session and recommending for every user, eager and compiled (warm-up apart)."""
+    sessions = pl.read_parquet(home / "session_splits.parquet")
+    billing = pl.read_parquet(home / "billing_records.parquet")
+    result = {"sessions": sessions.height, "users": sessions["user_id"].n_unique(),
+              **embedding_rates(home, sessions, profile.model.max_length),
+              **recommendation_rates(home, sessions, billing, profile.model.max_length)}
     eager, compiled = result["embedding"], result["embedding_compiled"]
     saved_per_session = 1 / eager["per_second"] - 1 / compiled["per_second"]
     result["compile_pays_above_sessions"] = (round(compiled["warm_up_seconds"] / saved_per_session)
@@ -321,88 +334,103 @@ def _median_time(work):
     return float(np.median(times)), result
 
 
+def _ingest_stage(work: Path, data: Path, scale: int, graph: Path, profile) -> tuple:
+    from sessionbert_core import storage
+    from sessionbert_core.data.ingest import ingest_landing
+
+    landing = world_at(work, profile, scale)
+    held = rss_mib()
+    seconds, ingested = _median_time(lambda: ingest_landing(landing, b"benchmark-key"))
+    storage.write_parquet(ingested.events, data / "events.parquet")
+    storage.write_parquet(ingested.billing, data / "billing.parquet")
+    return held, seconds, ingested.events.height, ingested.events.estimated_size()
+
+
+def _serialize_stage(work: Path, data: Path, scale: int, graph: Path, profile) -> tuple:
+    from sessionbert_core import storage
+    from sessionbert_core.data.serialize import serialize_sessions, split_sessions
+
+    events, billing = pl.read_parquet(data / "events.parquet"), pl.read_parquet(data / "billing.parquet")
+    held = rss_mib()
+    seconds, sessions = _median_time(lambda: split_sessions(serialize_sessions(events, billing)))
+    storage.write_parquet(sessions, data / "sessions.parquet")
+    return held, seconds, sessions.height, sessions.estimated_size()
+
+
+def _train_epoch_stage(work: Path, data: Path, scale: int, graph: Path, profile) -> tuple:
+    """Tokenizing the epoch's sessions, timed, plus their tokens at the training section's measured rate."""
+    from transformers import AutoTokenizer
+
+    train = pl.read_parquet(data / "sessions.parquet").filter(pl.col("split") == "train")
+    tokenizer = AutoTokenizer.from_pretrained(graph / "tokenizer")
+    held = rss_mib()
+    started = time.perf_counter()
+    tokens = sum(token_lengths(tokenizer, train["text"].to_list(), profile.model.max_length))
+    rate = json.loads((work / "training.json").read_text())["pretrain"]["useful_tokens_per_second"]
+    return held, time.perf_counter() - started + tokens / rate, train.height, 0
+
+
+def _embed_stage(work: Path, data: Path, scale: int, graph: Path, profile) -> tuple:
+    from sessionbert_core import storage
+    from sessionbert_core.personas.embed import embed_sessions, load_encoder
+
+    sessions = pl.read_parquet(data / "sessions.parquet")
+    encoder, tokenizer = load_encoder(graph / "pretrained_model")
+    held = rss_mib()
+    started = time.perf_counter()
+    embeddings = embed_sessions(encoder, tokenizer, sessions, max_length=profile.model.max_length)
+    seconds = time.perf_counter() - started
+    storage.write_parquet(embeddings, data / "embeddings.parquet")
+    return held, seconds, embeddings.height, embeddings.estimated_size()
+
+
+def _cluster_stage(work: Path, data: Path, scale: int, graph: Path, profile) -> tuple:
+    from sessionbert_core.personas.embed import user_vectors
+    from sessionbert_core.personas.segment import K_RANGE, CosineKMeans, choose_k, silhouette_sweep
+
+    embeddings = pl.read_parquet(data / "embeddings.parquet")
+    held = rss_mib()
+    started = time.perf_counter()
+    users, vectors = user_vectors(embeddings, 20)
+    k = choose_k(silhouette_sweep(vectors, K_RANGE, 2000, 0))
+    clusters = CosineKMeans(k).fit(vectors).labels_
+    return held, time.perf_counter() - started, len(users), clusters.nbytes
+
+
+def _recommend_stage(work: Path, data: Path, scale: int, graph: Path, profile) -> tuple:
+    from transformers import AutoTokenizer
+
+    from sessionbert_core.model.networks import load_next_activity_model
+    from sessionbert_core.recommend.ranking import recommend_services, sessionbert_predictor
+
+    sessions = pl.read_parquet(data / "sessions.parquet")
+    billing = pl.read_parquet(data / "billing.parquet")
+    model = load_next_activity_model(graph / "finetuned_model")
+    predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(graph / "finetuned_model"),
+                                      profile.model.max_length)
+    held = rss_mib()
+    started = time.perf_counter()
+    table = recommend_services(predictor, sessions, billing)
+    return held, time.perf_counter() - started, sessions["user_id"].n_unique(), table.estimated_size()
+
+
+# scaling stage -> its run: (memory held before computing, seconds, rows, output bytes)
+STAGE_RUNS = {"ingest": _ingest_stage, "serialize": _serialize_stage, "train_epoch": _train_epoch_stage,
+              "embed": _embed_stage, "cluster": _cluster_stage, "recommend": _recommend_stage}
+STAGES = tuple(STAGE_RUNS)
+
+
 def stage(name: str, work: Path, scale: int, graph: Path, profile) -> dict:
     """Run one scaling stage here; returns seconds, peak memory and the memory held before computing.
 
     Peak memory is sampled (every 20 ms) rather than read from ru_maxrss, which a process inherits
     across exec from the one that started it."""
-    from sessionbert_core import storage
-
+    if name not in STAGE_RUNS:
+        raise ValueError(f"unknown stage {name!r}: one of {', '.join(STAGES)}")
     sampler = RssSampler(os.getpid(), every=0.02)
     data = work / f"x{scale}"
     data.mkdir(parents=True, exist_ok=True)
-    output_bytes = 0
-    if name == "ingest":
-        from sessionbert_core.data.ingest import ingest_landing
-
-        landing = world_at(work, profile, scale)
-        held = rss_mib()
-        seconds, ingested = _median_time(lambda: ingest_landing(landing, b"benchmark-key"))
-        storage.write_parquet(ingested.events, data / "events.parquet")
-        storage.write_parquet(ingested.billing, data / "billing.parquet")
-        rows, output_bytes = ingested.events.height, ingested.events.estimated_size()
-    elif name == "serialize":
-        from sessionbert_core.data.serialize import serialize_sessions, split_sessions
-
-        events, billing = pl.read_parquet(data / "events.parquet"), pl.read_parquet(data / "billing.parquet")
-        held = rss_mib()
-        seconds, sessions = _median_time(lambda: split_sessions(serialize_sessions(events, billing)))
-        storage.write_parquet(sessions, data / "sessions.parquet")
-        rows, output_bytes = sessions.height, sessions.estimated_size()
-    elif name == "train_epoch":
-        from transformers import AutoTokenizer
-
-        sessions = pl.read_parquet(data / "sessions.parquet")
-        train = sessions.filter(pl.col("split") == "train")
-        tokenizer = AutoTokenizer.from_pretrained(graph / "tokenizer")
-        held = rss_mib()
-        started = time.perf_counter()
-        texts = train["text"].to_list()
-        tokens = sum(token_lengths(tokenizer, texts, profile.model.max_length))
-        rate = json.loads((work / "training.json").read_text())["pretrain"]["useful_tokens_per_second"]
-        seconds = time.perf_counter() - started + tokens / rate  # tokenizing, then the measured rate
-        rows = train.height
-    elif name == "embed":
-        from sessionbert_core.personas.embed import embed_sessions, load_encoder
-
-        sessions = pl.read_parquet(data / "sessions.parquet")
-        encoder, tokenizer = load_encoder(graph / "pretrained_model")
-        held = rss_mib()
-        started = time.perf_counter()
-        embeddings = embed_sessions(encoder, tokenizer, sessions, max_length=profile.model.max_length)
-        seconds = time.perf_counter() - started
-        storage.write_parquet(embeddings, data / "embeddings.parquet")
-        rows, output_bytes = embeddings.height, embeddings.estimated_size()
-    elif name == "cluster":
-        from sessionbert_core.personas.embed import user_vectors
-        from sessionbert_core.personas.segment import K_RANGE, CosineKMeans, choose_k, silhouette_sweep
-
-        embeddings = pl.read_parquet(data / "embeddings.parquet")
-        held = rss_mib()
-        started = time.perf_counter()
-        users, vectors = user_vectors(embeddings, 20)
-        k = choose_k(silhouette_sweep(vectors, K_RANGE, 2000, 0))
-        clusters = CosineKMeans(k).fit(vectors).labels_
-        seconds = time.perf_counter() - started
-        rows, output_bytes = len(users), clusters.nbytes
-    elif name == "recommend":
-        from transformers import AutoTokenizer
-
-        from sessionbert_core.model.networks import load_next_activity_model
-        from sessionbert_core.recommend.ranking import recommend_services, sessionbert_predictor
-
-        sessions = pl.read_parquet(data / "sessions.parquet")
-        billing = pl.read_parquet(data / "billing.parquet")
-        model = load_next_activity_model(graph / "finetuned_model")
-        predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(graph / "finetuned_model"),
-                                          profile.model.max_length)
-        held = rss_mib()
-        started = time.perf_counter()
-        table = recommend_services(predictor, sessions, billing)
-        seconds = time.perf_counter() - started
-        rows, output_bytes = sessions["user_id"].n_unique(), table.estimated_size()
-    else:
-        raise ValueError(f"unknown stage {name!r}: one of {', '.join(STAGES)}")
+    held, seconds, rows, output_bytes = STAGE_RUNS[name](work, data, scale, graph, profile)
     peak = max(max(rss for _, rss in sampler.samples) / MIB, rss_mib())
     return {"seconds": round(seconds, 2), "rows": rows, "peak_rss_mib": round(peak),
             "held_before_mib": round(held), "output_mib": round(output_bytes / MIB, 1),
@@ -413,7 +441,7 @@ def scaling(profile_name: str, work: Path, graph: Path, scales: list[int]) -> di
     results: dict[str, dict] = {s: {} for s in STAGES}
     for scale in scales:
         for name in STAGES:
-            done = subprocess.run([sys.executable, __file__, "--profile", profile_name, "--stage", name,
+            done = subprocess.run([sys.executable, "-m", "benchmarks.perf", "--profile", profile_name, "--stage", name,
                                    "--scale", str(scale), "--work", str(work.parent), "--graph", str(graph)],
                                   capture_output=True, text=True, cwd=ROOT)
             if done.returncode:
@@ -436,30 +464,46 @@ def folder_mib(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / MIB
 
 
-def paper_stage(name: str, work: Path, users: int, profile) -> dict:
-    """One stage of the paper-scale data path in this process: seconds, sampled peak memory, counts."""
-    from sessionbert_core.data.bulk import ingest_to_buckets, serialize_buckets
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _world_stage(world: Path, buckets: Path, users: int, profile) -> tuple[dict, float]:
     from sessionbert_core.world.simulate import generate_world
 
-    sampler = RssSampler(os.getpid(), every=0.05)
-    world, buckets = work / f"paper-world-{users}", work / f"paper-buckets-{users}"
-    started = time.perf_counter()
-    if name == "world":
-        paths = generate_world(world, replace(profile.world, n_users=users), 0)
-        counts = json.loads(paths.manifest.read_text())["totals"]
-        size = folder_mib(paths.landing)
-    elif name == "bucket_ingest":
-        import shutil
+    paths = generate_world(world, replace(profile.world, n_users=users), 0)
+    return json.loads(paths.manifest.read_text())["totals"], folder_mib(paths.landing)
 
-        shutil.rmtree(buckets, ignore_errors=True)
-        counts = ingest_to_buckets(world / "landing", buckets, b"benchmark-key", report=lambda line: print(
-            line, file=sys.stderr, flush=True))
-        size = folder_mib(buckets)
-    elif name == "bucket_serialize":
-        counts = serialize_buckets(buckets, report=lambda line: print(line, file=sys.stderr, flush=True))
-        size = folder_mib(buckets / "sessions")
-    else:
+
+def _bucket_ingest_stage(world: Path, buckets: Path, users: int, profile) -> tuple[dict, float]:
+    import shutil
+
+    from sessionbert_core.data.bulk import ingest_to_buckets
+
+    shutil.rmtree(buckets, ignore_errors=True)
+    return ingest_to_buckets(world / "landing", buckets, b"benchmark-key", report=_to_stderr), folder_mib(buckets)
+
+
+def _bucket_serialize_stage(world: Path, buckets: Path, users: int, profile) -> tuple[dict, float]:
+    from sessionbert_core.data.bulk import serialize_buckets
+
+    return serialize_buckets(buckets, report=_to_stderr), folder_mib(buckets / "sessions")
+
+
+# the paper-scale data path, stage by stage: each returns its counts and the MiB it wrote
+PAPER_STAGE_RUNS = {"world": _world_stage, "bucket_ingest": _bucket_ingest_stage,
+                    "bucket_serialize": _bucket_serialize_stage}
+PAPER_STAGES = tuple(PAPER_STAGE_RUNS)
+
+
+def paper_stage(name: str, work: Path, users: int, profile) -> dict:
+    """One stage of the paper-scale data path in this process: seconds, sampled peak memory, counts."""
+    if name not in PAPER_STAGE_RUNS:
         raise ValueError(f"unknown paper stage {name!r}: one of {', '.join(PAPER_STAGES)}")
+    sampler = RssSampler(os.getpid(), every=0.05)
+    started = time.perf_counter()
+    counts, size = PAPER_STAGE_RUNS[name](work / f"paper-world-{users}", work / f"paper-buckets-{users}", users,
+                                          profile)
     seconds = time.perf_counter() - started
     peak = max(max(rss for _, rss in sampler.samples) / MIB, rss_mib())
     return {"seconds": round(seconds, 1), "peak_rss_mib": round(peak), "output_mib": round(size), **counts}
@@ -468,9 +512,9 @@ def paper_stage(name: str, work: Path, users: int, profile) -> dict:
 def paper_data(profile_name: str, work: Path, users: int) -> dict:
     results = {"users": users}
     for name in PAPER_STAGES:
-        done = subprocess.run([sys.executable, __file__, "--profile", profile_name, "--paper-stage", name,
-                               "--users", str(users), "--work", str(work.parent)], capture_output=True, text=True,
-                              cwd=ROOT)
+        done = subprocess.run([sys.executable, "-m", "benchmarks.perf", "--profile", profile_name, "--paper-stage",
+                               name, "--users", str(users), "--work", str(work.parent)], capture_output=True,
+                              text=True, cwd=ROOT)
         if done.returncode:
             raise RuntimeError(f"paper stage {name} failed:\n{done.stderr[-3000:]}")
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -482,63 +526,106 @@ def paper_data(profile_name: str, work: Path, users: int) -> dict:
 # report
 
 
-def table(result: dict) -> str:
-    rows = []
+def _in_use(result: dict) -> tuple[str, float | None]:
     used = result.get("precision", {}).get("precision", "bf16")
-    ceiling = result.get("ceilings", {}).get(f"{used}_gflops")
+    return used, result.get("ceilings", {}).get(f"{used}_gflops")
 
-    def mfu(gflops):
-        return f"{gflops / ceiling:.0%} of {used}" if ceiling else "-"
 
-    if "machine" in result:
-        m = result["machine"]
-        rows.append(("machine", m.get("cpu", "?"), f"{m.get('cpus')} cores",
-                     f"bf16 instructions: {', '.join(m.get('bf16_instructions', [])) or 'none'}"))
-    if "precision" in result:
-        rows.append(("precision", f"{used} ({result['precision'].get('precision_requested')})",
-                     result["precision"].get("precision_reason", ""), ""))
-    if "ceilings" in result:
-        c = result["ceilings"]
-        for name in ("bf16", "fp32"):
-            rows += [("ceiling", f"{name} square product", f"{c[f'{name}_gflops']:.0f} GFLOP/s",
-                      "in use" if name == used else ""),
-                     ("ceiling", f"{name}, model-shaped product", f"{c[f'{name}_model_shaped_gflops']:.0f} GFLOP/s",
-                      "")]
-    for stage_name, t in result.get("training", {}).items():
-        rows.append(("training", f"{stage_name} (batch {t['batch_size']}, {t['steps']} steps)",
-                     f"{t['useful_tokens_per_second']:,} useful tokens/s", f"MFU {mfu(t['gflops_per_second'])}, "
-                     f"padding {t['padding_share']:.1%}"))
-    if "inference" in result:
-        i = result["inference"]
-        for key, unit in (("embedding", "sessions"), ("embedding_compiled", "sessions"),
-                          ("recommendation", "users"), ("recommendation_compiled", "users")):
-            r = i[key]
-            rows.append(("inference", f"{key.replace('_', ', ')} ({i[unit]:,} {unit})", f"{r['per_second']:,} {unit}/s",
-                         f"MFU {mfu(r['gflops_per_second'])}, warm-up {r['warm_up_seconds']} s"))
-    if "pipeline" in result:
-        p = result["pipeline"]
-        for name, a in p["assets"].items():
-            rows.append(("make run", name, f"{a['seconds']:.1f} s", f"peak {a['peak_rss_mib']:,} MiB "
-                                                                     f"(+{a['rss_rise_mib']:,})"))
-        rows.append(("make run", "total", f"{p['seconds']:.1f} s", f"peak {p['peak_rss_mib']:,} MiB"))
-    for name, by_scale in result.get("scaling", {}).items():
-        shown = ", ".join(f"{k} {v['seconds']:.1f} s / {v['working_mib']} MiB" for k, v in by_scale.items()
-                          if k.startswith("x"))
-        rows.append(("scaling", name, shown, f"time x{by_scale.get('time_ratio', '-')}, "
-                                             f"working memory x{by_scale.get('working_memory_ratio', '-')}"))
-    if "paper_data" in result:
-        p = result["paper_data"]
-        for name in PAPER_STAGES:
-            r = p[name]
-            rows.append(("paper data", f"{name} ({p['users']:,} users)", f"{r['seconds']:.0f} s",
-                         f"peak {r['peak_rss_mib']:,} MiB, {r['output_mib']:,} MiB written"))
+def _mfu(result: dict, gflops: float) -> str:
+    used, ceiling = _in_use(result)
+    return f"{gflops / ceiling:.0%} of {used}" if ceiling else "-"
+
+
+def _machine_rows(result: dict, m: dict) -> list[tuple]:
+    return [("machine", m.get("cpu", "?"), f"{m.get('cpus')} cores",
+             f"bf16 instructions: {', '.join(m.get('bf16_instructions', [])) or 'none'}")]
+
+
+def _precision_rows(result: dict, p: dict) -> list[tuple]:
+    return [("precision", f"{_in_use(result)[0]} ({p.get('precision_requested')})", p.get("precision_reason", ""), "")]
+
+
+def _ceiling_rows(result: dict, c: dict) -> list[tuple]:
+    used = _in_use(result)[0]
+    return [row for name in ("bf16", "fp32") for row in (
+        ("ceiling", f"{name} square product", f"{c[f'{name}_gflops']:.0f} GFLOP/s", "in use" if name == used else ""),
+        ("ceiling", f"{name}, model-shaped product", f"{c[f'{name}_model_shaped_gflops']:.0f} GFLOP/s", ""))]
+
+
+def _training_rows(result: dict, training: dict) -> list[tuple]:
+    return [("training", f"{name} (batch {t['batch_size']}, {t['steps']} steps)",
+             f"{t['useful_tokens_per_second']:,} useful tokens/s",
+             f"MFU {_mfu(result, t['gflops_per_second'])}, padding {t['padding_share']:.1%}")
+            for name, t in training.items()]
+
+
+def _inference_rows(result: dict, i: dict) -> list[tuple]:
+    units = (("embedding", "sessions"), ("embedding_compiled", "sessions"), ("recommendation", "users"),
+             ("recommendation_compiled", "users"))
+    return [("inference", f"{key.replace('_', ', ')} ({i[unit]:,} {unit})", f"{i[key]['per_second']:,} {unit}/s",
+             f"MFU {_mfu(result, i[key]['gflops_per_second'])}, warm-up {i[key]['warm_up_seconds']} s")
+            for key, unit in units]
+
+
+def _pipeline_rows(result: dict, p: dict) -> list[tuple]:
+    rows = [("make run", name, f"{a['seconds']:.1f} s", f"peak {a['peak_rss_mib']:,} MiB (+{a['rss_rise_mib']:,})")
+            for name, a in p["assets"].items()]
+    return [*rows, ("make run", "total", f"{p['seconds']:.1f} s", f"peak {p['peak_rss_mib']:,} MiB")]
+
+
+def _scaling_rows(result: dict, scaling_: dict) -> list[tuple]:
+    return [("scaling", name, ", ".join(f"{k} {v['seconds']:.1f} s / {v['working_mib']} MiB"
+                                        for k, v in by_scale.items() if k.startswith("x")),
+             f"time x{by_scale.get('time_ratio', '-')}, working memory x{by_scale.get('working_memory_ratio', '-')}")
+            for name, by_scale in scaling_.items()]
+
+
+def _paper_data_rows(result: dict, p: dict) -> list[tuple]:
+    return [("paper data", f"{name} ({p['users']:,} users)", f"{p[name]['seconds']:.0f} s",
+             f"peak {p[name]['peak_rss_mib']:,} MiB, {p[name]['output_mib']:,} MiB written") for name in PAPER_STAGES]
+
+
+# result key -> its rows in the table, in the table's order
+TABLE_ROWS = {"machine": _machine_rows, "precision": _precision_rows, "ceilings": _ceiling_rows,
+              "training": _training_rows, "inference": _inference_rows, "pipeline": _pipeline_rows,
+              "scaling": _scaling_rows, "paper_data": _paper_data_rows}
+
+
+def table(result: dict) -> str:
+    rows = [row for key, rows_of in TABLE_ROWS.items() if key in result for row in rows_of(result, result[key])]
     widths = [max(len(r[i]) for r in rows) for i in range(4)] if rows else [0] * 4
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _training_section(args, profile, work: Path, graph: Path, result: dict) -> dict:
+    training = {s: timed_training(graph, profile, s, args.train_sessions) for s in ("pretrain", "finetune")}
+    (work / "training.json").write_text(json.dumps(training))  # the scaling section's training rate
+    return training
+
+
+def _scaling_section(args, profile, work: Path, graph: Path, result: dict) -> dict:
+    if not (work / "training.json").exists():
+        (work / "training.json").write_text(json.dumps(result["training"]))
+    return scaling(args.profile, work, graph, args.scales)
+
+
+def _paper_data_section(args, profile, work: Path, graph: Path, result: dict) -> dict:
     from sessionbert_core.config import get_profile
 
+    return paper_data(args.profile, work, args.paper_users or get_profile("paper").world.n_users)
+
+
+# section -> its run (args, profile, work folder, graph home, the result so far), in the order they run
+SECTION_RUNS = {"ceilings": lambda args, profile, *_: ceilings(profile),
+                "pipeline": lambda args, profile, work, graph, _: pipeline(args.profile, graph),
+                "training": _training_section,
+                "inference": lambda args, profile, work, graph, _: inference(graph, profile),
+                "scaling": _scaling_section, "paper_data": _paper_data_section}
+SECTIONS = tuple(SECTION_RUNS)
+DEFAULT_SECTIONS = SECTIONS[:-1]  # paper_data (the paper's 9M sessions) is asked for by name: ~20 min on 2 cores
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="small")
     parser.add_argument("--sections", nargs="+", default=list(DEFAULT_SECTIONS), choices=SECTIONS)
@@ -553,7 +640,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paper-stage", choices=PAPER_STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--users", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    from sessionbert_core.config import get_profile
+    from sessionbert_core.model.precision import resolve_precision
+
+    args = _parser().parse_args(argv)
     profile = get_profile(args.profile)
     work = args.work / args.profile
     graph = args.graph or work / "graph"
@@ -565,36 +659,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     output = args.output or RESULTS / f"perf-{args.profile}.json"
     result = json.loads(output.read_text()) if output.exists() else {}
-    from sessionbert_core.model.precision import resolve_precision
-
     result |= {"profile": args.profile, "machine": machine(), "precision": resolve_precision("cpu").metadata()}
     work.mkdir(parents=True, exist_ok=True)
-    for section in SECTIONS:
-        if section not in args.sections:
-            continue
+    output.parent.mkdir(parents=True, exist_ok=True)
+    for section in (s for s in SECTIONS if s in args.sections):
         started = time.perf_counter()
         print(f"{section} ...", flush=True)
-        if section == "ceilings":
-            result["ceilings"] = ceilings(profile)
-        elif section == "pipeline":
-            result["pipeline"] = pipeline(args.profile, graph)
-        elif section == "training":
-            result["training"] = {s: timed_training(graph, profile, s, args.train_sessions)
-                                  for s in ("pretrain", "finetune")}
-            (work / "training.json").write_text(json.dumps(result["training"]))
-        elif section == "inference":
-            result["inference"] = inference(graph, profile)
-        elif section == "scaling":
-            if not (work / "training.json").exists():
-                (work / "training.json").write_text(json.dumps(result["training"]))
-            result["scaling"] = scaling(args.profile, work, graph, args.scales)
-        elif section == "paper_data":
-            users = args.paper_users or get_profile("paper").world.n_users
-            result["paper_data"] = paper_data(args.profile, work, users)
+        result[section] = SECTION_RUNS[section](args, profile, work, graph, result)
         print(f"{section}: {time.perf_counter() - started:.0f} s", flush=True)
-        output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(result, indent=2) + "\n")  # kept section by section
-    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")
     print()
     print(table(result))

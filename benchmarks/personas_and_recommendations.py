@@ -1,6 +1,6 @@
 """Personas (paper 4.2-4.4, Table 7) and new-service recommendation (Table 6, appendix B), over seeds.
 
-    python benchmarks/personas_and_recommendations.py --profile small --seeds 0 1 2
+    python -m benchmarks.personas_and_recommendations --profile small --seeds 0 1 2
 
 For each seed the whole asset graph runs through Dagster (`sessionbert run`) in its own
 SESSIONBERT_HOME under --homes (kept, so `--reuse` re-reads a finished seed). From its artifacts:
@@ -149,15 +149,13 @@ def measure(home: Path, profile: str, seed: int, reuse: bool) -> dict:
 
 
 
-def report(runs: list[dict], profile: str) -> dict:
+def print_personas(runs: list[dict], profile: str) -> None:
     print(f"\nPersonas on {profile}, {len(runs)} seeds (mean ± std)")
     print(f"  {'seed':<6}{'k':>4}{'groups':>8}{'ARI':>8}{'NMI':>8}{'accuracy':>10}  | CLS pooling: k, ARI, accuracy")
     for r in runs:
         p, c = r["personas"], r["cls_pooling"]
         print(f"  {r['seed']:<6}{p['k']:>4}{r['separable_groups']['k']:>8}{p['ari']:>8.3f}{p['nmi']:>8.3f}"
               f"{p['accuracy']:>10.3f}  | {c['k']}, {c['ari']:.3f}, {c['accuracy']:.3f}")
-    above = [all(r["sweep"]["silhouette"]["sessionbert_same_users"][k] > r["sweep"]["silhouette"]["general_language"][k]
-                 for k in r["sweep"]["silhouette"]["general_language"]) for r in runs]
     personas = sorted({p for r in runs for p in r["personas"]["per_persona"]})
     print("  sensitivity per persona: " + ", ".join(
         f"{p} {format_spread([r['personas']['per_persona'].get(p, {}).get('sensitivity') for r in runs])}"
@@ -167,12 +165,17 @@ def report(runs: list[dict], profile: str) -> dict:
         print(f"    k={k:>2}  {format_spread([r['sweep']['silhouette']['sessionbert_same_users'][k] for r in runs])}   "
               f"{format_spread([r['sweep']['silhouette']['general_language'][k] for r in runs])}")
 
+
+def _methods(runs: list[dict]) -> list[str]:
+    return [m for m, v in runs[0]["hit_at_k"]["seen_days"]["10"].items() if isinstance(v, dict)]
+
+
+def print_recommendations(runs: list[dict], profile: str) -> None:
     print(f"\nHit@k on {profile} (mean ± std over seeds)")
-    methods = [m for m, v in runs[0]["hit_at_k"]["seen_days"]["10"].items() if isinstance(v, dict)]
     for days in ("6", "10", "12"):
         users = format_spread([r["hit_at_k"]["seen_days"][days]["n_users"] for r in runs])
         print(f"  D = {days} ({users} users)")
-        for m in methods:
+        for m in _methods(runs):
             cells = [format_spread([r["hit_at_k"]["seen_days"][days][m][metric] for r in runs])
                      for metric in ("hit@3", "hit@5", "ndcg@5", "mrr")]
             print(f"    {m:<26}" + "  ".join(f"{c:>14}" for c in cells))
@@ -185,21 +188,34 @@ def report(runs: list[dict], profile: str) -> dict:
         f"{k} {format_spread([r['recommendation']['persona_fit'][k] for r in runs])}"
         for k in ("count", "persona", "sessionbert_D10", "sessionbert_persona_D10")))
 
+
+def quality_bars(runs: list[dict]) -> dict[str, bool]:
+    """The bars every seed must clear: the persona k, silhouette, ARI and accuracy, and Hit@5 at D = 10."""
     def d10(r, m):
         return r["hit_at_k"]["seen_days"]["10"][m]["hit@5"]
 
-    baselines = [m for m in methods if m in ("popularity", "markov", "random")]
-    bars = {
-        "k_equals_separable_groups": all(r["personas"]["k"] == r["separable_groups"]["k"] for r in runs),
-        "sessionbert_silhouette_above_general_language": all(above),
-        "ari_at_least_0.8": all(r["personas"]["ari"] >= 0.8 for r in runs),
-        "persona_accuracy_at_least_0.9": all(r["personas"]["accuracy"] >= 0.9 for r in runs),
-    }
+    def above_general(r):
+        curves = r["sweep"]["silhouette"]
+        general = curves["general_language"]
+        return all(curves["sessionbert_same_users"][k] > general[k] for k in general)
+
+    baselines = [m for m in _methods(runs) if m in ("popularity", "markov", "random")]
+    bars = {"k_equals_separable_groups": all(r["personas"]["k"] == r["separable_groups"]["k"] for r in runs),
+            "sessionbert_silhouette_above_general_language": all(above_general(r) for r in runs),
+            "ari_at_least_0.8": all(r["personas"]["ari"] >= 0.8 for r in runs),
+            "persona_accuracy_at_least_0.9": all(r["personas"]["accuracy"] >= 0.9 for r in runs)}
     for method in ("sessionbert", "sessionbert_persona"):
         bars[f"{method}_hit5_above_baselines_D10"] = all(d10(r, method) > max(d10(r, b) for b in baselines)
                                                          for r in runs)
         bars[f"{method}_hit5_at_least_80pct_of_oracle_D10"] = all(d10(r, method) >= 0.8 * d10(r, "oracle")
                                                                   for r in runs)
+    return bars
+
+
+def report(runs: list[dict], profile: str) -> dict[str, bool]:
+    print_personas(runs, profile)
+    print_recommendations(runs, profile)
+    bars = quality_bars(runs)
     print("\nQuality bars (every seed):")
     for name, passed in bars.items():
         print(f"  {'PASS' if passed else 'FAIL'}  {name}")

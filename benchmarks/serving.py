@@ -1,6 +1,6 @@
 """Latency of the served model: `sessionbert serve` on a finished graph's serving_model, asked over loopback.
 
-    python benchmarks/serving.py --home .sessionbert --profile small [--workers 1 2] [--requests 200]
+    python -m benchmarks.serving --home .sessionbert --profile small [--workers 1 2] [--requests 200]
 
 For each worker count, starts the server, then for each request kind (one session of a user the
 pipeline knows, one session of a new user, the last 8 sessions of a new user) and each number of
@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from perf import machine
+
+from benchmarks.perf import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

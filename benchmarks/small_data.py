@@ -1,6 +1,6 @@
 """What serves on data like users have: the whole graph on worlds unlike the default, and on a real log.
 
-    python benchmarks/small_data.py --worlds sparse few_days one_day --seeds 0 1 2 \
+    python -m benchmarks.small_data --worlds sparse few_days one_day --seeds 0 1 2 \
         [--access-log ../shared/data/apache_logs]
 
 Each world is the synthetic generator with the settings of real logs (WORLDS: occasional users, a
@@ -26,15 +26,15 @@ import time
 from pathlib import Path
 
 import polars as pl
-from sessionbert_core.personas.mapping.embed import user_vector_sessions
-from sessionbert_core.personas.mapping.mapping import load_definitions
-from sessionbert_core.personas.mapping.mapping import persona_evaluation as score_personas
-from sessionbert_core.personas.mapping.representation import truth_scores
-from sessionbert_core.world.simulate.simulate import generate_world
-from sessionbert_core.world.simulate.truth import WorldPaths, load_truth
 
 from sessionbert_core.config import WorldSize
 from sessionbert_core.evaluation.next_activity import baseline_scores, format_spread
+from sessionbert_core.personas.embed import user_vector_sessions
+from sessionbert_core.personas.mapping import load_definitions
+from sessionbert_core.personas.mapping import persona_evaluation as score_personas
+from sessionbert_core.personas.representation import truth_scores
+from sessionbert_core.world.simulate import generate_world
+from sessionbert_core.world.truth import WorldPaths, load_truth
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # what a user's first sample looks like: 600 users over 30 days, most of them occasional, a third of each

@@ -1,8 +1,8 @@
 """What a training budget buys: pretraining and fine-tuning at several learning rates and epoch counts,
 each scored on the test split, with its wall time, in the precision the pipeline resolves.
 
-    python benchmarks/training_budget.py --home /tmp/sb-base --runs 5e-4:3:5e-4:3 1.5e-3:1.5:1.5e-3:1.5
-    SESSIONBERT_PRECISION=fp32 python benchmarks/training_budget.py --home /tmp/sb-base --runs ...
+    python -m benchmarks.training_budget --home /tmp/sb-base --runs 5e-4:3:5e-4:3 1.5e-3:1.5:1.5e-3:1.5
+    SESSIONBERT_PRECISION=fp32 python -m benchmarks.training_budget --home /tmp/sb-base --runs ...
 
 Each run is `pretrain_lr:pretrain_epochs:finetune_lr:finetune_epochs`, trained from scratch on the
 train split of a finished graph home (its tokenizer and session_splits.parquet), with the profile's

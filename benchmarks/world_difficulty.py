@@ -1,6 +1,6 @@
 """How hard the synthetic world is: next-activity ceiling against Markov and popularity, over several seeds.
 
-    python benchmarks/world_difficulty.py --profile small --seeds 0 1 2
+    python -m benchmarks.world_difficulty --profile small --seeds 0 1 2
 
 Prints one table (mean and standard deviation over seeds) and writes
 benchmarks/results/world_difficulty-<profile>.json. Each seed is a new world, generated, ingested,

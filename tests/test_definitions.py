@@ -190,3 +190,22 @@ def test_the_house_rules_of_the_core():
     assert readers == ["sessionbert_core/config.py"], readers
     assert issubclass(SessionBertConfig, PretrainedConfig)
     assert SessionBertForNextActivity.config_class is SessionBertConfig
+
+
+def test_the_benchmarks_read_like_the_rest():
+    """benchmarks/ is a package its scripts and tests import without touching sys.path, and no function
+    in it is longer than a screen (40 lines)."""
+    import ast
+    import importlib
+
+    root = Path(__file__).resolve().parents[1]
+    scripts = sorted(p for p in (root / "benchmarks").glob("*.py") if p.name != "__init__.py")
+    for path in scripts:
+        importlib.import_module(f"benchmarks.{path.stem}")
+    touched = [str(p.relative_to(root)) for folder in ("benchmarks", "tests") for p in (root / folder).rglob("*.py")
+               if "sys.path" in p.read_text() and p.name != "test_definitions.py"]
+    assert not touched, touched
+    long = [f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)" for path in scripts
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 40]
+    assert not long, long

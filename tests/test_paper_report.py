@@ -3,13 +3,9 @@ means and spreads over seeds, and a finding that says plainly when the paper's c
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import paper_report
+from benchmarks import paper_report
 
 
 def _scores(accuracy: float) -> dict:
@@ -53,12 +49,21 @@ def test_tables_average_over_seeds_with_their_spread():
 def test_findings_say_when_the_paper_holds_and_when_it_does_not():
     ahead = paper_report.findings(paper_report.summarize([_seed(0, 0.6, 0.5)], "tiny"))
     behind = paper_report.findings(paper_report.summarize([_seed(0, 0.4, 0.5)], "tiny"))
-    assert "holds on both heads" in ahead["table2"]
-    assert "does not hold" in behind["table2"]
-    assert "above at 1 of 2 values of k" in ahead["figure2"]  # the general model wins at k = 10
-    assert "(not above it)" in ahead["table6"] and "86%" in ahead["appendix_b"]
-    assert "does not shrink" in ahead["lengths"]  # the same lead at every length
-    assert "SessionBERT service +0.000;" in ahead["table5"]  # alike here; one seed: no spread shown
+    assert ahead["table2"].verdict == "holds" and ahead["table2"].figures["ahead_on"] == ["service", "page"]
+    assert behind["table2"].verdict == "does not hold"
+    assert behind["table2"].figures["f1_relative"]["service"] == pytest.approx(0.4028 / 0.5028 - 1)
+    assert ahead["figure2"].figures["above_at"] == ["2"] and ahead["figure2"].verdict == "holds in part"  # k = 10 lost
+    assert ahead["table6"].verdict == "does not hold"  # the count ranker 0.6 under popularity 0.7
+    assert ahead["appendix_b"].figures["share"] == pytest.approx(6 / 7)
+    assert ahead["lengths"].verdict == "does not hold"  # the same lead at every length: it does not shrink
+    assert ahead["table5"].figures["gain"]["sessionbert"]["service"] == (0.0, 0.0)  # one seed: no spread
+
+
+def test_a_claim_without_its_figures_is_left_out():
+    summary = paper_report.summarize([_seed(0, 0.6, 0.5)], "tiny")
+    summary["tables"]["figure2"].pop("general_language")
+    summary["tables"]["table6"].clear()
+    assert set(paper_report.findings(summary)) == {"table2", "lengths", "table5", "appendix_b"}
 
 
 def test_the_report_renders_every_table(tmp_path):
@@ -67,7 +72,11 @@ def test_the_report_renders_every_table(tmp_path):
     text = paper_report.markdown(summary, notes, paper_report.draw(summary, tmp_path, "tiny"))
     for title in ("Table 2", "Tables 3 and 4", "Table 5", "Figure 2", "Table 6", "Appendix B"):
         assert f"## {title}" in text
-    assert "| paper: SessionBERT | 0.931 | 0.932 | 0.73 | 0.753 |" in text
+    rows = {line.split(" | ")[0].strip("| "): line.strip("|").split(" | ")[1:] for line in text.splitlines()
+            if line.startswith("| ")}
+    assert [c.strip() for c in rows["paper: SessionBERT"]] == ["0.931", "0.932", "0.73", "0.753"]
+    assert rows["SessionBERT, ablation budget"][0].startswith("0.623 ± ")  # the mean over both seeds, at 128 tokens
+    assert "**holds.**" in text and "**does not hold.**" in text  # each section opens with its verdict
     assert (tmp_path / "paper-tiny-lengths.png").stat().st_size > 1000
 
 
