@@ -18,7 +18,7 @@ materializes shows them as `refreshed_because` metadata.
 import dagster as dg
 
 from sessionbert_assets.resources import SessionBertResource
-from sessionbert_core.data.ingest import cached_files
+from sessionbert_core.data.ingest import IngestError, cached_files
 from sessionbert_core.data.landing_watch import look
 
 TRIGGER, REASON = "sessionbert/trigger", "sessionbert/reason"
@@ -84,7 +84,10 @@ def new_data_sensor(context: dg.SensorEvaluationContext, sessionbert: SessionBer
     if not folder.is_dir():
         return dg.SensorResult(skip_reason=f"{folder} does not exist yet" + (
             ": materialize landing_folder to generate the synthetic world" if sessionbert.is_synthetic else ""))
-    seen = look(folder, context.cursor, cached_files(sessionbert.home_path / "ingest_cache"))
+    try:
+        seen = look(folder, context.cursor, cached_files(sessionbert.home_path / "ingest_cache"))
+    except IngestError as error:  # a landing.yaml that cannot be read: said on every tick until it is mended
+        return dg.SensorResult(skip_reason=f"the landing folder cannot be read: {error}", cursor=context.cursor)
     for problem in seen.rejected.values():
         context.log.warning(f"not ingested: {problem}")
     notes = []

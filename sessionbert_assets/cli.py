@@ -10,10 +10,12 @@ import dagster as dg
 
 from sessionbert_assets.instance import prepare
 from sessionbert_core.config import settings_from_env
+from sessionbert_core.data.ingest import EXPORT_KINDS
 
 # figures worth a line in the summary, per asset (all of them are in the UI)
 SUMMARY_KEYS = {
-    "landing_folder": ("folder", "world/users", "world/sessions", "world/events", "files/events", "files/access_log"),
+    "landing_folder": ("folder", "world/users", "world/sessions", "world/events",
+                       *(f"files/{kind}" for kind in ("events", *EXPORT_KINDS, "access_log", "billing", "ignored"))),
     "raw_sessions": ("page_views", "sessions", "users", "date_range", "rows_read", "rows_filtered"),
     "quarantined_events": ("rows", "share_of_rows_read"),
     "billing_records": ("rows", "users"),

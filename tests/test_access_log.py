@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 from conftest import APACHE_LOGS
 
+from sessionbert_core.data.exports.formats import UNKNOWN
 from sessionbert_core.data.ingest import ingest_landing
 
 KEY = b"test-key"
@@ -29,7 +30,7 @@ def test_real_apache_log_goes_through_end_to_end():
     assert result.events["user_id"].n_unique() > 500
     assert not result.events["user_id"].str.contains(r"^\d+\.\d+\.\d+\.\d+$").any()
     assert not result.events["page"].str.contains(r"\.(png|css|js)$").any()
-    assert result.ignored == ("PROVENANCE.md (not an event file, billing file or access log)",)
+    assert result.ignored == (f"PROVENANCE.md ({UNKNOWN})",)
 
 
 def test_hosts_are_pseudonymized_with_the_key(landing):

@@ -118,6 +118,11 @@ def test_files_ingestion_already_read_are_not_new_without_a_cursor(landing, tmp_
     assert not fresh.run_requests
 
 
+def test_a_broken_mapping_is_said_by_the_sensor_not_raised(landing):
+    folder = landing({"events-1.csv": HEADER + ROWS, "landing.yaml": "tables:\n  - files: x.csv\n    user: v\n"})
+    assert "landing.yaml: table 1 (x.csv) maps no `time` column" in _tick(folder).skip_message
+
+
 def test_the_synthetic_source_is_watched_once_generated(tmp_path):
     resource = SessionBertResource(home=str(tmp_path / "home"), source="synthetic", profile="tiny")
     result = new_data_sensor.evaluate_tick(dg.build_sensor_context(resources={"sessionbert": resource}))

@@ -8,7 +8,7 @@ import json
 import polars as pl
 import pytest
 
-from sessionbert_core.data.ingest import IngestError, ingest_landing, probe
+from sessionbert_core.data.ingest import IngestError, discover, ingest_landing, probe
 
 KEY = b"test-key"
 HEADER = "user_id,session_id,timestamp,service,page,country,city,billing_tier\n"
@@ -172,7 +172,11 @@ def test_cached_ingest_parses_only_new_files_and_gives_the_same_result(landing, 
 def test_probe_reads_headers_only_and_names_the_problem(landing):
     folder = landing({"good.csv": HEADER + GOOD[0] + "\n", "broken.parquet": b"PAR1 this is not parquet",
                       "short.csv": "user_id,timestamp\nu1,2026-03-02T10:00:00Z\n"})
-    assert probe(folder / "good.csv", "good.csv", "events") is None
-    assert "cannot be read as PARQUET" in probe(folder / "broken.parquet", "broken.parquet", "events")
-    assert "missing required column(s) session_id, service, page" in probe(folder / "short.csv", "short.csv",
-                                                                          "events")
+    assert probe(_found(folder, "good.csv")) is None
+    assert "cannot be read as PARQUET" in probe(_found(folder, "broken.parquet"))
+    assert "missing required column(s) session_id, service, page" in probe(_found(folder, "short.csv"))
+
+
+def _found(folder, name: str):
+    """The landing folder's file of that name, as discovery classifies it."""
+    return next(f for f in discover(folder) if f.name == name)

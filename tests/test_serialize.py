@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
-from sessionbert_core.data.serialize import SECTION_TOKENS, serialize_sessions, split_sessions
+from sessionbert_core.data.serialize import SECTION_TOKENS, serialize_sessions, split_problem, split_sessions
 from sessionbert_core.data.validate import EVENT_SCHEMA
 
 T0 = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
@@ -118,3 +118,11 @@ def test_test_and_validation_users_have_no_session_in_train(tiny_world):
                                                            other=(pl.col("split") != held_out).any())
         assert splits_per_user["held"].sum() > 0
         assert not (splits_per_user["held"] & splits_per_user["other"]).any()
+
+
+def test_too_few_users_to_split_is_said_before_anything_trains():
+    sessions = pl.DataFrame({"user_id": ["u1", "u1", "u2"], "session_id": ["s1", "s2", "s3"]})
+    split = split_sessions(sessions)
+    assert "too few users to train and evaluate: 2 user(s) in 3 session(s)" in split_problem(split)
+    many = pl.DataFrame({"user_id": [f"u{i}" for i in range(200)], "session_id": [f"s{i}" for i in range(200)]})
+    assert split_problem(split_sessions(many)) is None

@@ -6,13 +6,17 @@ import polars as pl
 
 from sessionbert_assets.metadata import TABLE_ROWS, date_range, table
 from sessionbert_assets.resources import SessionBertResource
-from sessionbert_core.data.ingest import IngestError, UnreadableFiles, ingest_landing
+from sessionbert_core.data.exports.cloudtrail import Callers
+from sessionbert_core.data.ingest import IngestError, ReadOptions, UnreadableFiles, ingest_landing
 
 
 class IngestConfig(dg.Config):
     # fail: a file that cannot be read fails the run (manual runs); quarantine: it becomes a quarantine row of
     # kind `file` and the other files are ingested (what the sensor and the schedules ask for)
     unreadable_files: UnreadableFiles = "fail"
+    # CloudTrail: which callers' actions are page views (console: people in the web console; programmatic:
+    # the CLI, SDKs and tools; all: both)
+    cloudtrail_callers: Callers = "console"
 
 
 @dg.multi_asset(
@@ -29,7 +33,8 @@ class IngestConfig(dg.Config):
 )
 def raw_sessions(context: dg.AssetExecutionContext, config: IngestConfig, sessionbert: SessionBertResource,
                  landing_folder: dict):
-    """Read every event file, billing file and access log of the landing folder.
+    """Read every event file, billing file, access log and export (CloudTrail, Snowplow, Segment, RudderStack,
+    GA4, a table mapped in landing.yaml) of the landing folder, each recognized by its content.
 
     For every file `read = kept + quarantined + filtered`; a file that cannot be read, or lacks a
     required column, fails the run with its name (or, with `unreadable_files: quarantine`, becomes a
@@ -38,7 +43,8 @@ def raw_sessions(context: dg.AssetExecutionContext, config: IngestConfig, sessio
     """
     try:
         result = ingest_landing(landing_folder["folder"], sessionbert.pseudonym_key(),
-                                cache=sessionbert.home_path / "ingest_cache", unreadable=config.unreadable_files)
+                                cache=sessionbert.home_path / "ingest_cache", unreadable=config.unreadable_files,
+                                options=ReadOptions(config.cloudtrail_callers))
     except IngestError as error:
         raise dg.Failure(description=str(error)) from error
     events, quarantine, files = result.events, result.quarantine, result.files

@@ -6,7 +6,7 @@ import polars as pl
 
 from sessionbert_assets.metadata import date_range, table
 from sessionbert_assets.resources import SessionBertResource
-from sessionbert_core.data.serialize import serialize_sessions, split_sessions
+from sessionbert_core.data.serialize import serialize_sessions, split_problem, split_sessions
 
 
 @dg.asset(group_name="sessions", kinds={"polars", "parquet"})
@@ -19,6 +19,8 @@ def session_splits(sessionbert: SessionBertResource, raw_sessions: pl.DataFrame,
     the session, so they are deterministic and no session is in two splits.
     """
     sessions = split_sessions(serialize_sessions(raw_sessions, billing_records), seed=sessionbert.seed)
+    if problem := split_problem(sessions):
+        raise dg.Failure(description=problem)
     per_split = (
         sessions.group_by("split").agg(sessions=pl.len().cast(pl.Int64), users=pl.col("user_id").n_unique()
                                        .cast(pl.Int64), mean_activities=pl.col("n_activities").mean().round(2))

@@ -2,6 +2,7 @@
 
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
@@ -15,7 +16,7 @@ from sessionbert_core.world.truth import WorldPaths
 
 @dg.asset(group_name="source", kinds={"python", "parquet"})
 def landing_folder(context: dg.AssetExecutionContext, sessionbert: SessionBertResource) -> dict:
-    """The folder of event files, billing files and access logs that ingestion reads.
+    """The folder of event files, billing files, access logs and exports that ingestion reads.
 
     With `SESSIONBERT_SOURCE=synthetic` this generates the synthetic cloud console (deterministic for
     the profile and seed; regenerated only when they change), whose ground truth stays beside it,
@@ -35,11 +36,11 @@ def landing_folder(context: dg.AssetExecutionContext, sessionbert: SessionBertRe
         files = discover(folder)
     except IngestError as error:
         raise dg.Failure(description=str(error)) from error
-    kinds = {kind: sum(f.kind == kind for f in files) for kind in ("events", "billing", "access_log", "ignored")}
+    kinds = Counter(f.kind for f in files)  # what each file was recognized as, by its content
     context.add_output_metadata({
         "folder": dg.MetadataValue.path(str(folder)),
         "synthetic": sessionbert.is_synthetic,
-        **{f"files/{k}": v for k, v in kinds.items()},
+        **{f"files/{k}": v for k, v in sorted(kinds.items())},
         "bytes": sum(f.path.stat().st_size for f in files if f.kind != "ignored"),
         **extra,
     })

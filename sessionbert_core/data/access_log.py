@@ -143,7 +143,7 @@ def read_page_views(path: Path, name: str, key: bytes) -> ParsedLog:
         .otherwise(pl.col("_path").str.extract(r"^/([^/]+)")),
         page=pl.col("_path"),
     )
-    views = _sessionize(views)
+    views = sessions_by_gap(views)
     page_views = views.select(
         "user_id", "session_id", pl.col("time").alias("timestamp"), "service", "page",
         pl.col("_ts").alias("_typed_timestamp"), "_line", "_reason",
@@ -152,13 +152,18 @@ def read_page_views(path: Path, name: str, key: bytes) -> ParsedLog:
     return ParsedLog(page_views, filtered.cast(FILTERED_SCHEMA), len(lines))
 
 
-def _sessionize(views: pl.DataFrame) -> pl.DataFrame:
-    """A new session after 30 minutes without a request from the same user; ids from user and start time."""
-    ok = views.filter(pl.col("_reason").is_null()).sort("user_id", "_ts", "_line")
+def sessions_by_gap(views: pl.DataFrame) -> pl.DataFrame:
+    """Rows without a session (valid, with a user and a time `_ts`) get one: a new session after 30 minutes
+    without a page view of the same user, its id from the user and the session's start. Rows that have a
+    session keep it; the order of `_line` is kept."""
+    if "session_id" not in views.columns:
+        views = views.with_columns(session_id=pl.lit(None, pl.String))
+    needs = (pl.col("_reason").is_null() & pl.col("session_id").is_null() & pl.col("user_id").is_not_null()
+             & pl.col("_ts").is_not_null())
+    cut = views.filter(needs).sort("user_id", "_ts", "_line")
     gap = pl.col("_ts").diff().over("user_id")
-    ok = ok.with_columns(
+    cut = cut.with_columns(
         _session=(gap.is_null() | (gap > pl.duration(minutes=SESSION_GAP_MINUTES))).cum_sum().over("user_id"))
-    ok = ok.with_columns(session_id=pl.format(
-        "{}-{}", pl.col("user_id"), pl.col("_ts").min().over("user_id", "_session").dt.epoch("s")))
-    bad = views.filter(pl.col("_reason").is_not_null()).with_columns(session_id=pl.lit(None, pl.String))
-    return pl.concat([ok.drop("_session"), bad], how="diagonal_relaxed").sort("_line")
+    cut = cut.with_columns(session_id=pl.format(
+        "{}-{}", pl.col("user_id"), pl.col("_ts").min().over("user_id", "_session").dt.epoch("s"))).drop("_session")
+    return pl.concat([cut, views.filter(~needs)], how="diagonal_relaxed").sort("_line")

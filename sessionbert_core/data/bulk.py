@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from sessionbert_core import storage
-from sessionbert_core.data.ingest import discover, kept_rows, parse_file, quarantined_rows
+from sessionbert_core.data.ingest import PAGE_VIEW_KINDS, discover, kept_rows, parse_file, quarantined_rows
 from sessionbert_core.data.serialize import serialize_sessions, split_sessions
 from sessionbert_core.data.validate import BILLING_SCHEMA, kept_events, quarantine_duplicates
 from sessionbert_core.errors import IngestError
@@ -48,9 +48,9 @@ def _write_buckets(frame: pl.DataFrame, folder: Path, part: str, buckets: int) -
 def ingest_to_buckets(folder: Path, out: Path, pseudonym_key: bytes, buckets: int = BUCKETS,
                       report: Callable[[str], None] = print) -> dict:
     """Pass 1: every file of the landing folder, one at a time, into user buckets under `out`."""
-    found = [f for f in discover(Path(folder)) if f.kind != "ignored"]
-    if not any(f.kind in ("events", "access_log") for f in found):
-        raise IngestError(f"{folder}: no event files (*.parquet, *.csv, *.jsonl) or access logs (*.log, *.log.gz)")
+    found = [f for f in discover(Path(folder)) if f.kind not in ("ignored", "mapping")]
+    if not any(f.kind in PAGE_VIEW_KINDS for f in found):
+        raise IngestError(f"{folder}: no event files, access logs or exports")
     counts = {"files": 0, "rows_read": 0, "rows_valid": 0, "billing_rows_valid": 0, "rows_quarantined": 0,
               "rows_filtered": 0}
     started = time.perf_counter()

@@ -11,7 +11,9 @@ too deep, holds a number too long or text that is not Unicode is one quarantine 
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ MAX_RECORD_LINES = 50  # physical lines a quoted CSV field may span before its q
 csv.field_size_limit(64 * 2**20)  # long fields are read and then quarantined by length, not refused by csv
 TEXT_KEYS = ("user_id", "session_id", "service", "page", "country", "city", "billing_tier")  # text or integers
 BOM = "\ufeff"
+GZIP_MAGIC = b"\x1f\x8b"
 # the columns of a file that gave none (no header, no JSON object): its lines are quarantined, not the file refused
 FALLBACK_COLUMNS = ("user_id", "session_id", "timestamp", "service", "page")
 
@@ -41,6 +44,19 @@ def _decoded(line: bytes) -> tuple[str, str | None]:
         return line.decode("utf-8"), None
     except UnicodeDecodeError:
         return line.decode("utf-8", "replace"), line.decode("utf-8", "backslashreplace")
+
+
+def file_bytes(path: Path) -> bytes:
+    """A file's bytes, decompressed when they are gzip's (whatever the file is called)."""
+    with path.open("rb") as handle:
+        gzipped = handle.read(2) == GZIP_MAGIC
+    if not gzipped:
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as handle:
+            return handle.read()
+    except (OSError, EOFError, zlib.error) as error:
+        raise IngestError(f"{path.name}: cannot be decompressed (gzip): {error}") from error
 
 
 def physical_lines(data: bytes) -> list[bytes]:
@@ -63,7 +79,7 @@ def csv_header(line: bytes, name: str) -> list[str]:
 
 
 def read_csv(path: Path, name: str) -> Records:
-    lines = physical_lines(path.read_bytes())
+    lines = physical_lines(file_bytes(path))
     if not lines:
         return Records(_frame([], [], [], [], [], ()), 0, 0)
     header = csv_header(lines[0], name)
@@ -105,7 +121,7 @@ def read_csv(path: Path, name: str) -> Records:
 def read_jsonl(path: Path) -> Records:
     records, numbers, reasons, details, raws = [], [], [], [], []
     blank = 0
-    for number, line in enumerate(physical_lines(path.read_bytes()), start=1):
+    for number, line in enumerate(physical_lines(file_bytes(path)), start=1):
         text, raw = _decoded(line)
         if number == 1:
             text = text.removeprefix(BOM)

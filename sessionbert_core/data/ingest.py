@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -24,6 +25,11 @@ import polars as pl
 
 from sessionbert_core import storage
 from sessionbert_core.data import access_log, event_files, validate
+from sessionbert_core.data.event_files import file_bytes
+from sessionbert_core.data.exports import cloudtrail, formats, ga4, mapping, records, segment, snowplow
+from sessionbert_core.data.exports.cloudtrail import Callers
+from sessionbert_core.data.exports.mapping import TableMapping
+from sessionbert_core.data.exports.records import PageViews, Pseudonyms
 from sessionbert_core.data.validate import (
     BILLING_COLUMNS,
     BILLING_SCHEMA,
@@ -34,26 +40,38 @@ from sessionbert_core.data.validate import (
     kept_events,
     quarantine_duplicates,
     read_table,
+    read_text_table,
     schema_problem,
     validated_billing,
     validated_events,
 )
 from sessionbert_core.errors import IngestError
 
-EVENT_SUFFIXES = (".parquet", ".csv", ".jsonl")
 UnreadableFiles = Literal["fail", "quarantine"]
 UNREADABLE_MODES: tuple[str, ...] = get_args(UnreadableFiles)
 # the parser's own code: a change to it invalidates every cached parse
-PARSER_VERSION = hashlib.sha256(b"".join(Path(m.__file__).read_bytes()
-                                         for m in (sys.modules[__name__], access_log, validate))).hexdigest()
+PARSER_VERSION = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (
+    sys.modules[__name__], access_log, validate, event_files, formats, records, cloudtrail, snowplow, segment, ga4,
+    mapping))).hexdigest()
+EXPORT_KINDS = ("cloudtrail", "snowplow", "segment", "ga4", "mapped")
+PAGE_VIEW_KINDS = ("events", "access_log", *EXPORT_KINDS)  # what gives page views (billing files do not)
 
 
 @dataclass(frozen=True)
 class LandingFile:
     path: Path
-    kind: str  # events, billing, access_log or ignored
+    kind: str  # events, billing, access_log, an export (EXPORT_KINDS), mapping (landing.yaml) or ignored
     name: str = ""  # its path in the landing folder, as text (bytes that are not UTF-8 as backslash escapes)
     reason: str = ""  # why an ignored file is not read
+    form: str = ""  # parquet, csv, jsonl, json or log: how its content is laid out
+    mapping: TableMapping | None = None  # a mapped table's mapping in landing.yaml
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """Choices about what to keep of an export (Dagster's IngestConfig sets them)."""
+
+    cloudtrail_callers: Callers = "console"  # console, programmatic or all
 
 
 @dataclass(frozen=True)
@@ -67,7 +85,8 @@ class Ingested:
 
 
 def discover(folder: Path) -> list[LandingFile]:
-    """Every file of the landing folder, classified by name; nothing outside it is read.
+    """Every file of the landing folder, classified by its content (`exports.formats`); nothing outside
+    it is read.
 
     Hidden files and folders are skipped. A symlink is read only when it resolves to a file inside
     the folder; one that leads outside, a dangling one, a symlinked folder and anything that is not a
@@ -76,6 +95,7 @@ def discover(folder: Path) -> list[LandingFile]:
     if not folder.is_dir():
         raise IngestError(f"{folder}: the landing folder does not exist or is not a folder")
     root = folder.resolve()
+    mappings = mapping.load(folder)
     found = []
     for base, folders, names in os.walk(folder, followlinks=False):
         base = Path(base)
@@ -86,7 +106,7 @@ def discover(folder: Path) -> list[LandingFile]:
                                          "a symlinked folder (not followed)"))
         for name in names:
             if not name.startswith("."):
-                found.append(_classified(base / name, folder, root))
+                found.append(_classified(base / name, folder, root, mappings))
     return sorted(found, key=lambda f: f.name)
 
 
@@ -95,7 +115,7 @@ def landing_name(path: Path, folder: Path) -> str:
     return os.fsencode(path.relative_to(folder)).decode("utf-8", "backslashreplace")
 
 
-def _classified(path: Path, folder: Path, root: Path) -> LandingFile:
+def _classified(path: Path, folder: Path, root: Path, mappings: tuple[TableMapping, ...]) -> LandingFile:
     name = landing_name(path, folder)
     if path.is_symlink():
         target = path.resolve()
@@ -105,18 +125,14 @@ def _classified(path: Path, folder: Path, root: Path) -> LandingFile:
             return LandingFile(path, "ignored", name, "a symlink to outside the landing folder (not read)")
     if not stat.S_ISREG(path.stat().st_mode):
         return LandingFile(path, "ignored", name, "not a regular file (a FIFO, socket or device)")
-    lower = path.name.lower()
-    if lower.endswith((".log", ".log.gz")):
-        return LandingFile(path, "access_log", name)
-    if lower.startswith("billing") and lower.endswith(EVENT_SUFFIXES):
-        return LandingFile(path, "billing", name)
-    if lower.endswith(EVENT_SUFFIXES):
-        return LandingFile(path, "events", name)
-    return LandingFile(path, "ignored", name, "not an event file, billing file or access log")
+    if name == mapping.FILE_NAME:
+        return LandingFile(path, "mapping", name, form="yaml")
+    found = formats.recognize(path, name, mappings)
+    return LandingFile(path, found.kind, name, found.reason, found.form, found.mapping)
 
 
 def ingest_landing(folder: Path, pseudonym_key: bytes, cache: Path | None = None,
-                   unreadable: str = "fail") -> Ingested:
+                   unreadable: str = "fail", options: ReadOptions = ReadOptions()) -> Ingested:
     """Read every file of the landing folder; see the module docstring for the guarantees.
 
     With `cache`, each file's parsed and validated rows are kept there under a digest of its content
@@ -129,16 +145,17 @@ def ingest_landing(folder: Path, pseudonym_key: bytes, cache: Path | None = None
         raise ValueError(f"unreadable must be one of {', '.join(UNREADABLE_MODES)}, not {unreadable!r}")
     folder = Path(folder)
     found = discover(folder)
-    files = [f for f in found if f.kind != "ignored"]
+    files = [f for f in found if f.kind not in ("ignored", "mapping")]
     ignored = tuple(f"{f.name} ({f.reason})" for f in found if f.kind == "ignored")
-    if not any(f.kind in ("events", "access_log") for f in files):
-        raise IngestError(f"{folder}: no event files (*.parquet, *.csv, *.jsonl) or access logs (*.log, *.log.gz)")
-    store = ParseCache(Path(cache), pseudonym_key) if cache is not None else None
+    if not any(f.kind in PAGE_VIEW_KINDS for f in files):
+        raise IngestError(f"{folder}: no event files, access logs or exports (CloudTrail, Snowplow, Segment, "
+                          "RudderStack, GA4, or a table mapped in landing.yaml)")
+    store = ParseCache(Path(cache), pseudonym_key, options) if cache is not None else None
     parsed, rejected = [], []
     for f in files:
         name = f.name
         try:
-            parsed.append(store.parse(f, name) if store else parse_file(f, name, pseudonym_key))
+            parsed.append(store.parse(f, name) if store else parse_file(f, name, pseudonym_key, options))
         except IngestError as error:
             if unreadable == "fail":
                 raise
@@ -167,21 +184,25 @@ def ingest_landing(folder: Path, pseudonym_key: bytes, cache: Path | None = None
     return ingested
 
 
-def parse_file(f: LandingFile, name: str, pseudonym_key: bytes) -> ParsedFile:
+def parse_file(f: LandingFile, name: str, pseudonym_key: bytes, options: ReadOptions = ReadOptions()) -> ParsedFile:
     """One file read and validated row by row (duplicates across files are found later). Whatever goes
     wrong with the file as a whole comes out as an IngestError that names it, never another type."""
     try:
-        return _parse_file(f, name, pseudonym_key)
+        return _parse_file(f, name, pseudonym_key, options)
     except IngestError:
         raise
     except Exception as error:
         raise IngestError(f"{name}: cannot be read: {type(error).__name__}: {error_line(error)}") from error
 
 
-def _parse_file(f: LandingFile, name: str, pseudonym_key: bytes) -> ParsedFile:
+def _parse_file(f: LandingFile, name: str, pseudonym_key: bytes, options: ReadOptions) -> ParsedFile:
+    if f.kind in EXPORT_KINDS:
+        views = read_export(f, name, Pseudonyms(pseudonym_key), options)
+        return ParsedFile(name, f.kind, validated_events(views.page_views), views.read,
+                          views.filtered if views.filtered.height else None)
     if f.kind in ("events", "billing"):
         required, optional = (EVENT_COLUMNS, OPTIONAL_COLUMNS) if f.kind == "events" else (BILLING_COLUMNS, ())
-        table, read, blank = read_table(f.path, name, required, optional)
+        table, read, blank = read_table(f.path, name, required, optional, f.form or None)
         rows = validated_events(table) if f.kind == "events" else validated_billing(table)
         filtered = pl.DataFrame({"source_file": [name], "reason": ["blank line"], "rows": [blank]},
                                 schema=access_log.FILTERED_SCHEMA) if blank else None
@@ -192,40 +213,49 @@ def _parse_file(f: LandingFile, name: str, pseudonym_key: bytes) -> ParsedFile:
     raise ValueError(f"{name}: not an ingestible file ({f.kind})")
 
 
-def probe(path: Path, name: str, kind: str) -> str | None:
+def read_export(f: LandingFile, name: str, pseudonyms: Pseudonyms, options: ReadOptions) -> PageViews:
+    """An export's records as page views (see `exports`): by its reader, on its bytes or its table."""
+    if f.kind in ("snowplow", "mapped"):
+        if f.path.stat().st_size == 0:
+            return records.page_views([], name, Counter(), 0)
+        table, read, blank = read_text_table(f.path, name, f.form)
+        if f.kind == "mapped":
+            return mapping.read(table, name, f.mapping, pseudonyms, read, blank)
+        return snowplow.read(table, name, pseudonyms, read, blank)
+    data = file_bytes(f.path)
+    if f.kind == "cloudtrail":
+        return cloudtrail.read(data, name, pseudonyms, options.cloudtrail_callers)
+    return (segment.read if f.kind == "segment" else ga4.read)(data, name, pseudonyms)
+
+
+def probe(f: LandingFile) -> str | None:
     """A cheap look at a file's header: the problem that would make ingestion refuse it, or None.
 
-    It reads the schema (Parquet), the header line (CSV), the first lines (JSON lines) or the first
-    line (access logs), never the whole file, so a watcher can call it on every new file.
+    It reads the schema (Parquet), the header line (CSV) or the first bytes (the rest), never the whole
+    file, so a watcher can call it on every new file. Exports, JSON lines and access logs are read record
+    by record: their bad records are quarantined, never the file.
     """
-    required, optional = (BILLING_COLUMNS, ()) if kind == "billing" else (EVENT_COLUMNS, OPTIONAL_COLUMNS)
-    suffix = path.suffix.lower()
+    required, optional = (BILLING_COLUMNS, ()) if f.kind == "billing" else (EVENT_COLUMNS, OPTIONAL_COLUMNS)
     try:
-        if kind == "access_log":
-            access_log.first_line(path)
+        start = formats.head(f.path)
+        if f.kind not in ("events", "billing") or not start or f.form not in ("parquet", "csv"):
             return None
-        if path.stat().st_size == 0:
-            return None  # read as no rows
-        if suffix == ".parquet":
-            schema = pl.read_parquet_schema(path)
-            problem = schema_problem(name, pl.Schema(schema), required, optional)
+        if f.form == "parquet":
+            schema = pl.Schema(pl.read_parquet_schema(f.path))
+            columns = list(schema)
+            problem = schema_problem(f.name, schema, required, optional)
             if problem:
                 return problem
-            columns = list(schema)
-        elif suffix == ".csv":
-            with path.open("rb") as handle:
-                header = event_files.csv_header(handle.readline(), name)
-            columns = header
         else:
-            return None  # a JSON-lines file is read line by line: its bad lines are quarantined, never the file
+            columns = event_files.csv_header(start.split(b"\n", 1)[0], f.name)
     except IngestError as error:
         return str(error)
     except Exception as error:  # polars/pyarrow/gzip raise many types for a corrupt file
-        return f"{name}: cannot be read as {suffix[1:].upper() or kind}: {error_line(error)}"
+        return f"{f.name}: cannot be read as {(f.form or f.kind).upper()}: {error_line(error)}"
     missing = [c for c in required if c not in columns]
     if missing:
         found = ", ".join(columns) or "none"
-        return f"{name}: missing required column(s) {', '.join(missing)} (columns found: {found})"
+        return f"{f.name}: missing required column(s) {', '.join(missing)} (columns found: {found})"
     return None
 
 
@@ -243,14 +273,19 @@ class ParsedFile:
 class ParseCache:
     """Parsed files kept under a digest of (parser code, kind, name, content[, pseudonym key])."""
 
-    def __init__(self, folder: Path, pseudonym_key: bytes):
+    def __init__(self, folder: Path, pseudonym_key: bytes, options: ReadOptions = ReadOptions()):
         self.folder = folder
         self.pseudonym_key = pseudonym_key
+        self.options = options
         self.pseudonym_digest = hashlib.sha256(b"sessionbert-pseudonym:" + pseudonym_key).hexdigest()
 
     def key(self, f: LandingFile, name: str, content: str) -> str:
+        """What the parse depends on: the parser, kind and layout, name, content, and for what pseudonymizes
+        the key, for CloudTrail the callers kept, for a mapped table its mapping."""
+        pseudonymized = f.kind == "access_log" or f.kind in EXPORT_KINDS
         digest = hashlib.sha256()
-        for part in (PARSER_VERSION, f.kind, name, self.pseudonym_digest if f.kind == "access_log" else "", content):
+        for part in (PARSER_VERSION, f.kind, f.form, name, self.pseudonym_digest if pseudonymized else "", content,
+                     self.options.cloudtrail_callers if f.kind == "cloudtrail" else "", repr(f.mapping)):
             digest.update(part.encode() + b"\0")
         return digest.hexdigest()[:32]
 
@@ -262,7 +297,7 @@ class ParseCache:
             meta = json.loads((entry / "meta.json").read_text())
             filtered = pl.read_parquet(entry / "filtered.parquet") if meta["filtered"] else None
             return ParsedFile(name, f.kind, pl.read_parquet(entry / "rows.parquet"), meta["read"], filtered, key, True)
-        result = parse_file(f, name, self.pseudonym_key)
+        result = parse_file(f, name, self.pseudonym_key, self.options)
         staging = storage.staging_folder(entry)
         storage.write_parquet(result.rows, staging / "rows.parquet")
         if result.filtered is not None:

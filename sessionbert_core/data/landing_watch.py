@@ -57,7 +57,7 @@ def look(folder: Path, cursor: str | None, already_ingested: set[tuple[str, str]
         next_seen[name] = {"signature": signature, "sha256": digest}
         if (before and before["sha256"] == digest) or (name, digest) in already_ingested:
             continue
-        problem = probe(f.path, name, f.kind)
+        problem = probe(f)
         if problem:
             rejected[name] = problem
         else:

@@ -166,6 +166,18 @@ def split_sessions(sessions: pl.DataFrame, seed: int = 0,
     return sessions.with_columns(split=split.cast(pl.Enum(["train", "validation", "test"])))
 
 
+def split_problem(sessions: pl.DataFrame) -> str | None:
+    """Why these sessions cannot train and evaluate a model (a split with no user), or None."""
+    users = {name: sessions.filter(pl.col("split") == name)["user_id"].n_unique()
+             for name in ("train", "validation", "test")}
+    if all(users.values()):
+        return None
+    return (f"too few users to train and evaluate: {sessions['user_id'].n_unique()} user(s) in {sessions.height} "
+            f"session(s) split into " + ", ".join(f"{name} {n}" for name, n in users.items())
+            + " users. Splits hold whole users (5.9 : 1.9 : 1.1), so every split needs some: the landing "
+              "folder needs more users (a few dozen at least) before a model can train on it.")
+
+
 def recent_sessions(sessions: pl.DataFrame, n: int) -> pl.DataFrame:
     """Each user's last `n` sessions by start time."""
     return sessions.sort("user_id", "start", "session_id").group_by("user_id", maintain_order=True).tail(n)

@@ -33,44 +33,56 @@ BILLING_SCHEMA = {"user_id": pl.String, "date": pl.Date, "service": pl.String, "
 # reading: every file becomes string columns plus _file, _line, _raw (all the user's columns) and _reason
 
 
-def read_table(path: Path, name: str, required: tuple[str, ...],
-                optional: tuple[str, ...]) -> tuple[pl.DataFrame, int, int]:
-    """The file as text columns plus _file, _line, _reason, _detail and _raw; records read and blank lines."""
-    suffix = path.suffix.lower()
-    if path.stat().st_size == 0:  # an empty file of any kind holds no rows (and is listed as such)
-        return _empty_table(name, required, optional), 0, 0
+def read_text_table(path: Path, name: str, form: str) -> tuple[pl.DataFrame, int, int]:
+    """Every column of a table file (`form`: parquet, csv or jsonl; csv and jsonl gzipped or not) as text,
+    plus _line, _reason, _detail and _raw (the record as the user gave it: a JSON object of every column,
+    or the line as written where it could not be parsed); records read and blank lines."""
     try:
-        if suffix == ".parquet":
+        if form == "parquet":
             frame = pl.read_parquet(path)
-            problem = schema_problem(name, frame.schema, required, optional)
-            if problem:
-                raise IngestError(problem)
             frame = frame.with_columns(_line=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
                                        _reason=_type_reasons(frame.schema), _detail=pl.lit(None, pl.String))
             read, blank = frame.height, 0
         else:
-            records = event_files.read_csv(path, name) if suffix == ".csv" else event_files.read_jsonl(path)
+            records = event_files.read_csv(path, name) if form == "csv" else event_files.read_jsonl(path)
             frame, read, blank = records.frame, records.read, records.blank
     except IngestError:
         raise
-    except Exception as error:  # polars/pyarrow raise many types for a corrupt file
-        raise IngestError(f"{name}: cannot be read as {suffix[1:].upper()}: {error_line(error)}") from error
+    except Exception as error:  # polars/pyarrow/gzip raise many types for a corrupt file
+        raise IngestError(f"{name}: cannot be read as {form.upper()}: {error_line(error)}") from error
+    given = [c for c in frame.columns if not c.startswith("_")]
+    raw = pl.struct([_as_string(c, frame[c].dtype, raw=True) for c in given]).struct.json_encode()
+    typed = [pl.col(c).alias(f"_typed_{c}") for c in given if not isinstance(frame[c].dtype, TEXT_TYPES)]
+    return frame.select(
+        *[_as_string(c, frame[c].dtype) for c in given], *typed, "_line", "_reason", "_detail",
+        _raw=pl.coalesce(pl.col("_raw_line"), raw) if "_raw_line" in frame.columns else raw,
+    ), read, blank
+
+
+def read_table(path: Path, name: str, required: tuple[str, ...], optional: tuple[str, ...],
+               form: str | None = None) -> tuple[pl.DataFrame, int, int]:
+    """The file's contract columns as text plus _file, _line, _reason, _detail and _raw; records read and
+    blank lines. `form` (parquet, csv, jsonl) defaults to the file's suffix."""
+    form = form or {".parquet": "parquet", ".csv": "csv"}.get(path.suffix.lower(), "jsonl")
+    if path.stat().st_size == 0:  # an empty file of any kind holds no rows (and is listed as such)
+        return _empty_table(name, required, optional), 0, 0
+    if form == "parquet":
+        try:
+            schema = pl.Schema(pl.read_parquet_schema(path))
+        except Exception as error:  # polars/pyarrow raise many types for a corrupt file
+            raise IngestError(f"{name}: cannot be read as PARQUET: {error_line(error)}") from error
+        problem = schema_problem(name, schema, required, optional)
+        if problem:
+            raise IngestError(problem)
+    frame, read, blank = read_text_table(path, name, form)
     missing = [c for c in required if c not in frame.columns]
     if missing:
         found = ", ".join(c for c in frame.columns if not c.startswith("_")) or "none"
-        raise IngestError(f"{name}: missing required column(s) {', '.join(missing)} (columns found: {found})")
+        raise IngestError(f"{name}: missing required column(s) {', '.join(missing)} (columns found: {found}); "
+                          "an event table in another schema is read through a mapping in landing.yaml")
     columns = [c for c in (*required, *optional) if c in frame.columns]
-    given = [c for c in frame.columns if not c.startswith("_")]  # every column the user gave, for the raw row
-    raw = pl.struct([_as_string(c, frame[c].dtype, raw=True) for c in given]).struct.json_encode()
-    typed = [c for c in ("timestamp", "date") if c in columns and frame[c].dtype != pl.String]
-    table = frame.select(
-        *[_as_string(c, frame[c].dtype) for c in columns],
-        *[pl.col(c).alias(f"_typed_{c}") for c in typed],
-        "_line", "_reason", "_detail",
-        _file=pl.lit(name),
-        _raw=pl.coalesce(pl.col("_raw_line"), raw) if "_raw_line" in frame.columns else raw,
-    )
-    return table, read, blank
+    typed = [c for c in ("_typed_timestamp", "_typed_date") if c in frame.columns]
+    return frame.select(*columns, *typed, "_line", "_reason", "_detail", "_raw", _file=pl.lit(name)), read, blank
 
 
 def _empty_table(name: str, required: tuple[str, ...], optional: tuple[str, ...]) -> pl.DataFrame:
