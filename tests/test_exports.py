@@ -65,16 +65,17 @@ def test_every_record_is_kept_quarantined_or_filtered(exports):
               for row in result.files.iter_rows(named=True)}
     assert counts == {"drop/part-0001.gz": (11, 5, 4, 2), "drop/part-0002": (10, 4, 3, 3),
                       "drop/part-0003": (8, 3, 3, 2), "part-0004.txt": (4, 4, 0, 0), "part-0005": (8, 3, 2, 3),
-                      "part-0006": (4, 2, 2, 0)}
+                      "part-0006": (5, 2, 3, 0)}
     assert _quarantined(result, "drop/part-0001.gz") == [
         (6, "duplicate event id"), (7, "missing timestamp"), (8, "unparseable timestamp"),
-        (11, "record is not an object")]
+        (11, "JSON value is not an object")]
     assert _quarantined(result, "drop/part-0002") == [
         (7, "duplicate event id"), (8, "missing timestamp"), (11, "wrong number of fields")]
     assert _quarantined(result, "drop/part-0003") == [
         (5, "duplicate event id"), (6, "missing timestamp"), (8, "invalid JSON")]  # 8: the truncated last line
-    assert _quarantined(result, "part-0005") == [(6, "missing timestamp"), (7, "record is not an object")]
-    assert _quarantined(result, "part-0006") == [(4, "unparseable timestamp"), (5, "missing user_id")]
+    assert _quarantined(result, "part-0005") == [(6, "missing timestamp"), (7, "JSON value is not an object")]
+    assert _quarantined(result, "part-0006") == [(4, "unparseable timestamp"), (5, "missing user_id"),
+                                                 (6, "wrong number of fields")]
     assert _filtered(result, "drop/part-0001.gz") == {"programmatic call": 1, "AWS service event": 1}
     assert _filtered(result, "drop/part-0002") == {"page_ping heartbeat": 2, "link_click event (not a page view)": 1}
     assert _filtered(result, "drop/part-0003") == {"track call (not a page view)": 1,
@@ -209,3 +210,100 @@ def test_snowplow_in_parquet_with_typed_times_reads_like_its_csv(landing):
         "file": "atomic-events", "kind": "snowplow", "read": 9, "kept": 4, "quarantined": 2, "filtered": 3,
         "parsed": None}
     assert set(result.events["page"]) == {"/s3/buckets", "/ec2/instances/:id", "/iam/roles", "/"}
+
+
+def _trail(*records: str) -> str:
+    return '{"Records": [' + ", ".join(records) + "]}"
+
+
+def _call(i: int, minute: int, user: str = "alice", **extra) -> str:
+    import json
+
+    return json.dumps({"eventTime": f"2026-03-02T10:{minute:02d}:00Z", "eventSource": "s3.amazonaws.com",
+                       "eventName": f"Call{i}", "awsRegion": "us-east-1", "eventID": f"id-{i}",
+                       "userIdentity": {"arn": f"arn:aws:iam::123456789012:user/{user}"},
+                       "sessionCredentialFromConsole": "true", **extra})
+
+
+def test_one_bad_cloudtrail_record_costs_only_itself(landing):
+    folder = landing({"trail": _trail(_call(1, 0), '{"eventName": "X",}', _call(2, 1), _call(3, 2))})
+    result = ingest_landing(folder, KEY)
+    assert result.events["page"].to_list() == ["Call1", "Call2", "Call3"]
+    assert _quarantined(result, "trail") == [(2, "invalid JSON")]
+
+
+def test_sessions_and_repeated_ids_are_found_across_files(landing):
+    """CloudTrail writes a file every five minutes: a console session runs over several, and a record
+    delivered twice lands in two."""
+    folder = landing({"a": _trail(_call(1, 0), _call(2, 4)), "b": _trail(_call(3, 6), _call(2, 4)),
+                      "c": _trail(_call(4, 50))})
+    result = ingest_landing(folder, KEY)
+    sessions = result.events.group_by("session_id", maintain_order=True).agg("page")["page"].to_list()
+    assert sessions == [["Call1", "Call2", "Call3"], ["Call4"]]  # 44 idle minutes before Call4
+    assert _quarantined(result, "b") == [(2, "duplicate event id")]
+
+
+def test_a_gzipped_export_cut_short_keeps_what_came_before_the_cut(landing):
+    whole = gzip.compress((EXPORTS / "export-3.json").read_bytes())
+    result = ingest_landing(landing({"segment-export": whole[: len(whole) * 2 // 3]}), KEY)
+    assert result.events.height >= 1 and result.files["read"][0] == (
+        result.files["kept"][0] + result.files["quarantined"][0] + result.files["filtered"][0])
+
+
+@pytest.mark.parametrize("record", [
+    '{"type": "page", "messageId": 5, "userId": "u1", "timestamp": "2026-03-02T10:00:00Z", '
+    '"properties": {"path": "/a"}}',
+    '{"type": "page", "messageId": "m", "userId": "u1", "timestamp": ["2026"], "properties": {"path": "/a"}}',
+    '{"type": "page", "messageId": "m", "userId": "u1", "timestamp": "2026-03-02T10:00:00Z", '
+    '"properties": {"url": 5}}',
+    '{"type": "page", "messageId": "m", "userId": "\\ud800", "timestamp": "2026-03-02T10:00:00Z", "properties": []}',
+])
+def test_fields_of_the_wrong_type_cost_their_record_not_the_file(landing, record):
+    good = '{"type": "page", "messageId": "g", "anonymousId": "a1", "timestamp": "2026-03-02T10:00:00Z", ' \
+           '"properties": {"path": "/s3"}}'
+    result = ingest_landing(landing({"calls": good + "\n" + record + "\n"}), KEY)
+    row = result.files.row(0, named=True)
+    assert row["read"] == 2 and row["kept"] + row["quarantined"] == 2 and "/s3" in result.events["page"].to_list()
+
+
+def test_ga4_event_params_of_the_wrong_shape_cost_their_record(landing):
+    rows = [(EXPORTS / "export-5.json").read_text().splitlines()[0],
+            '{"event_name": "page_view", "user_pseudo_id": "1.2", "event_timestamp": "1772445600000000", '
+            '"event_params": 5}']
+    result = ingest_landing(landing({"ga": "\n".join(rows) + "\n"}), KEY)
+    assert result.files["read"][0] == 2 and result.quarantine["reason"].to_list() == ["missing service"]
+
+
+def test_identifiers_are_replaced_however_they_are_written(landing):
+    record = ('{"type": "page", "messageId": "m1", "userId": 424242, "timestamp": "2026-03-02T10:00:00Z", '
+              '"context": {"traits": {"name": "Zoe Quinn", "phone": "+1 555 0100"}, "ip": "2001:db8::7"}, '
+              '"properties": {"path": "/users/zoe@example.com/keys", "user\\u0049d": "zoe-9"}}')
+    result = ingest_landing(landing({"calls": record + "\n" + record + "\n"}), KEY)
+    raw = result.quarantine["raw"][0]  # the second copy: a repeated messageId
+    for word in ("424242", "Zoe Quinn", "+1 555 0100", "2001:db8::7", "zoe@example.com"):
+        assert word not in raw
+        assert not result.events.select(pl.all().cast(pl.String).str.contains(word, literal=True).any()).row(0)[0]
+    assert result.events["page"][0].startswith("/users/h")  # an e-mail in a path is pseudonymized there too
+
+
+def test_a_duplicate_id_whose_first_copy_is_bad_is_kept(landing):
+    first = '{"type": "page", "messageId": "m1", "userId": "u1", "properties": {"path": "/a"}}'  # no time
+    second = '{"type": "page", "messageId": "m1", "userId": "u1", "timestamp": "2026-03-02T10:00:00Z", ' \
+             '"properties": {"path": "/a"}}'
+    result = ingest_landing(landing({"calls": first + "\n" + second + "\n"}), KEY)
+    assert result.events.height == 1 and _quarantined(result, "calls") == [(1, "missing timestamp")]
+
+
+def test_a_mapped_json_field_no_record_has_is_null(landing):
+    folder = landing({"clicks": '{"who": "v1", "when": "2026-03-02T10:00:00Z", "href": "/rds/list"}\n',
+                      "landing.yaml": "tables:\n  - files: clicks\n    user: who\n    time: when\n"
+                                      "    url: href\n    country: geo\n"})
+    events = ingest_landing(folder, KEY).events
+    assert events.select("service", "page", "country").rows() == [("rds", "/rds/list", None)]
+
+
+def test_notes_that_merely_start_with_billing_are_not_billing(landing):
+    folder = landing({"billing_notes.txt": "costs, as agreed\n",
+                      "events.csv": "user_id,session_id,timestamp,service,page\nu1,s1,1772449200,s3,list\n"})
+    found = {f.name: f.kind for f in discover(folder)}
+    assert found["billing_notes.txt"] == "ignored"

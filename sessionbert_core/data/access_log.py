@@ -143,27 +143,42 @@ def read_page_views(path: Path, name: str, key: bytes) -> ParsedLog:
         .otherwise(pl.col("_path").str.extract(r"^/([^/]+)")),
         page=pl.col("_path"),
     )
-    views = sessions_by_gap(views)
+    views = mark_gap_sessions(views)
     page_views = views.select(
         "user_id", "session_id", pl.col("time").alias("timestamp"), "service", "page",
-        pl.col("_ts").alias("_typed_timestamp"), "_line", "_reason",
+        pl.col("_ts").alias("_typed_timestamp"), "_line", "_reason", "_gap",
         pl.lit(name).alias("_file"), pseudonymized_line(views["_text"], key).alias("_raw"),
     )
     return ParsedLog(page_views, filtered.cast(FILTERED_SCHEMA), len(lines))
 
 
-def sessions_by_gap(views: pl.DataFrame) -> pl.DataFrame:
-    """Rows without a session (valid, with a user and a time `_ts`) get one: a new session after 30 minutes
-    without a page view of the same user, its id from the user and the session's start. Rows that have a
-    session keep it; the order of `_line` is kept."""
+GAP_SESSION = "(by gap)"  # the session of a row whose session is cut later, across files
+
+
+def mark_gap_sessions(views: pl.DataFrame) -> pl.DataFrame:
+    """Rows without a session (valid, with a user and a time `_ts`) marked `_gap`, with a placeholder
+    session: ingestion cuts them into sessions across every file once all are read (`sessions_by_gap`),
+    so a session that runs over two log files (a rotation, CloudTrail's five-minute files) stays one."""
     if "session_id" not in views.columns:
         views = views.with_columns(session_id=pl.lit(None, pl.String))
     needs = (pl.col("_reason").is_null() & pl.col("session_id").is_null() & pl.col("user_id").is_not_null()
              & pl.col("_ts").is_not_null())
-    cut = views.filter(needs).sort("user_id", "_ts", "_line")
+    return views.with_columns(session_id=pl.when(needs).then(pl.lit(GAP_SESSION)).otherwise("session_id"),
+                              _gap=needs)
+
+
+def sessions_by_gap(events: pl.DataFrame) -> pl.DataFrame:
+    """The valid rows marked `_gap`, of every file, cut into sessions: a new one after 30 minutes without
+    a page view of the same user, its id from the user and the session's start. Other rows, and the
+    order of all, are kept."""
+    if "_gap" not in events.columns:
+        return events
+    events = events.with_row_index("_order")
+    needs = pl.col("_gap").fill_null(False) & pl.col("_reason").is_null()
+    cut = events.filter(needs).sort("user_id", "_ts", "_file", "_line")
     gap = pl.col("_ts").diff().over("user_id")
     cut = cut.with_columns(
         _session=(gap.is_null() | (gap > pl.duration(minutes=SESSION_GAP_MINUTES))).cum_sum().over("user_id"))
     cut = cut.with_columns(session_id=pl.format(
         "{}-{}", pl.col("user_id"), pl.col("_ts").min().over("user_id", "_session").dt.epoch("s"))).drop("_session")
-    return pl.concat([cut, views.filter(~needs)], how="diagonal_relaxed").sort("_line")
+    return pl.concat([cut, events.filter(~needs)], how="diagonal_relaxed").sort("_order").drop("_order")

@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from sessionbert_core import storage
+from sessionbert_core.data.access_log import sessions_by_gap
 from sessionbert_core.data.ingest import PAGE_VIEW_KINDS, discover, kept_rows, parse_file, quarantined_rows
 from sessionbert_core.data.serialize import serialize_sessions, split_sessions
 from sessionbert_core.data.validate import BILLING_SCHEMA, kept_events, quarantine_duplicates
@@ -85,8 +86,8 @@ def serialize_buckets(out: Path, seed: int = 0, report: Callable[[str], None] = 
     started = time.perf_counter()
     for index, folder in enumerate(bucket_folders):
         parts = [pl.read_parquet(path) for path in sorted(folder.glob("*.parquet"))]
-        events = quarantine_duplicates(pl.concat(parts, how="diagonal_relaxed").with_columns(
-            _raw=pl.lit("", pl.String)))  # a duplicate's raw text is its first copy's, which is kept
+        events = quarantine_duplicates(sessions_by_gap(pl.concat(parts, how="diagonal_relaxed").with_columns(
+            _raw=pl.lit("", pl.String))))  # a duplicate's raw text is its first copy's, which is kept
         duplicates = quarantined_rows(events, "event")
         if duplicates.height:
             storage.write_parquet(duplicates, out / "quarantine" / f"duplicates-{folder.name}.parquet")

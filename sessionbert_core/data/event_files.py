@@ -11,7 +11,6 @@ too deep, holds a number too long or text that is not Unicode is one quarantine 
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import zlib
 from dataclasses import dataclass
@@ -46,17 +45,34 @@ def _decoded(line: bytes) -> tuple[str, str | None]:
         return line.decode("utf-8", "replace"), line.decode("utf-8", "backslashreplace")
 
 
-def file_bytes(path: Path) -> bytes:
-    """A file's bytes, decompressed when they are gzip's (whatever the file is called)."""
+def file_bytes(path: Path, limit: int | None = None) -> bytes:
+    """A file's bytes (its first `limit` ones), decompressed when they are gzip's, whatever the file is
+    called. A gzip file cut short or corrupt part-way gives what decompressed before the damage: its last
+    record then reads as cut short (and is quarantined as such), the ones before it are kept."""
     with path.open("rb") as handle:
-        gzipped = handle.read(2) == GZIP_MAGIC
-    if not gzipped:
-        return path.read_bytes()
-    try:
-        with gzip.open(path, "rb") as handle:
-            return handle.read()
-    except (OSError, EOFError, zlib.error) as error:
-        raise IngestError(f"{path.name}: cannot be decompressed (gzip): {error}") from error
+        start = handle.read(2)
+        if start != GZIP_MAGIC:
+            handle.seek(0)
+            return handle.read() if limit is None else handle.read(limit)
+        handle.seek(0)
+        inflate, out, size = zlib.decompressobj(wbits=31), [], 0
+        while chunk := handle.read(1 << 20):
+            try:
+                out.append(inflate.decompress(chunk))
+            except zlib.error as error:
+                if not out:
+                    raise IngestError(f"{path.name}: cannot be decompressed (gzip data corrupt from its start: "
+                                      f"{error})") from error
+                break
+            size += len(out[-1])
+            if limit is not None and size >= limit:
+                break
+            if inflate.eof:  # a second gzip member (concatenated files) starts a new stream
+                rest, inflate = inflate.unused_data, zlib.decompressobj(wbits=31)
+                if rest:
+                    out.append(inflate.decompress(rest))
+    data = b"".join(out)
+    return data if limit is None else data[:limit]
 
 
 def physical_lines(data: bytes) -> list[bytes]:

@@ -25,6 +25,7 @@ import polars as pl
 
 from sessionbert_core import storage
 from sessionbert_core.data import access_log, event_files, validate
+from sessionbert_core.data.access_log import sessions_by_gap
 from sessionbert_core.data.event_files import file_bytes
 from sessionbert_core.data.exports import cloudtrail, formats, ga4, mapping, records, segment, snowplow
 from sessionbert_core.data.exports.cloudtrail import Callers
@@ -72,6 +73,11 @@ class ReadOptions:
     """Choices about what to keep of an export (Dagster's IngestConfig sets them)."""
 
     cloudtrail_callers: Callers = "console"  # console, programmatic or all
+
+    def __post_init__(self):
+        if self.cloudtrail_callers not in cloudtrail.CALLERS:
+            raise ValueError(f"cloudtrail_callers must be one of {', '.join(cloudtrail.CALLERS)}, "
+                             f"not {self.cloudtrail_callers!r}")
 
 
 @dataclass(frozen=True)
@@ -167,7 +173,8 @@ def ingest_landing(folder: Path, pseudonym_key: bytes, cache: Path | None = None
         raise IngestError(f"{folder}: no event file or access log could be read: "
                           + "; ".join(problem for _, _, problem in rejected))
     billing_parts = [p.rows for p in parsed if p.kind == "billing"]
-    events = quarantine_duplicates(pl.concat(event_parts, how="diagonal_relaxed"))
+    # sessions by gap and repeated ids across files, once every file is read (a session or an id may span two)
+    events = quarantine_duplicates(sessions_by_gap(pl.concat(event_parts, how="diagonal_relaxed")))
     billing = pl.concat(billing_parts, how="diagonal_relaxed") if billing_parts else None
     filtered = [p.filtered for p in parsed if p.filtered is not None]
     filtered_df = pl.concat(filtered) if filtered else pl.DataFrame(schema=access_log.FILTERED_SCHEMA)
@@ -197,7 +204,7 @@ def parse_file(f: LandingFile, name: str, pseudonym_key: bytes, options: ReadOpt
 
 def _parse_file(f: LandingFile, name: str, pseudonym_key: bytes, options: ReadOptions) -> ParsedFile:
     if f.kind in EXPORT_KINDS:
-        views = read_export(f, name, Pseudonyms(pseudonym_key), options)
+        views = read_export(f, name, pseudonym_key, options)
         return ParsedFile(name, f.kind, validated_events(views.page_views), views.read,
                           views.filtered if views.filtered.height else None)
     if f.kind in ("events", "billing"):
@@ -213,19 +220,19 @@ def _parse_file(f: LandingFile, name: str, pseudonym_key: bytes, options: ReadOp
     raise ValueError(f"{name}: not an ingestible file ({f.kind})")
 
 
-def read_export(f: LandingFile, name: str, pseudonyms: Pseudonyms, options: ReadOptions) -> PageViews:
+def read_export(f: LandingFile, name: str, pseudonym_key: bytes, options: ReadOptions) -> PageViews:
     """An export's records as page views (see `exports`): by its reader, on its bytes or its table."""
     if f.kind in ("snowplow", "mapped"):
         if f.path.stat().st_size == 0:
-            return records.page_views([], name, Counter(), 0)
+            return records.page_views([], name, Counter(), 0, Pseudonyms(pseudonym_key))
         table, read, blank = read_text_table(f.path, name, f.form)
         if f.kind == "mapped":
-            return mapping.read(table, name, f.mapping, pseudonyms, read, blank)
-        return snowplow.read(table, name, pseudonyms, read, blank)
+            return mapping.read(table, name, f.mapping, pseudonym_key, read, blank, f.form)
+        return snowplow.read(table, name, pseudonym_key, read, blank)
     data = file_bytes(f.path)
     if f.kind == "cloudtrail":
-        return cloudtrail.read(data, name, pseudonyms, options.cloudtrail_callers)
-    return (segment.read if f.kind == "segment" else ga4.read)(data, name, pseudonyms)
+        return cloudtrail.read(data, name, pseudonym_key, options.cloudtrail_callers)
+    return (segment.read if f.kind == "segment" else ga4.read)(data, name, pseudonym_key)
 
 
 def probe(f: LandingFile) -> str | None:

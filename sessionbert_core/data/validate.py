@@ -237,14 +237,22 @@ def validate_events(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def quarantine_duplicates(events: pl.DataFrame) -> pl.DataFrame:
-    """A page view repeated (same user, session, time, service, page) is quarantined after its first copy."""
-    key = ["user_id", "session_id", "_ts", "service", "page"]
-    valid = pl.col("_reason").is_null()
+    """A record whose export id (`_event_id`: CloudTrail's eventID, Snowplow's event_id, Segment's messageId)
+    was seen in a valid record before, or a page view repeated (same user, session, time, service, page),
+    is quarantined after its first copy, in any file."""
+    if "_event_id" in events.columns:
+        events = _first_copy_only(events, ["_event_id"], "duplicate event id",
+                                  pl.col("_event_id").is_not_null() & (pl.col("_event_id") != ""))
+    return _first_copy_only(events, ["user_id", "session_id", "_ts", "service", "page"], "duplicate event")
+
+
+def _first_copy_only(events: pl.DataFrame, key: list[str], reason: str, where: pl.Expr | None = None) -> pl.DataFrame:
+    valid = pl.col("_reason").is_null() if where is None else pl.col("_reason").is_null() & where
     first_at = pl.format("{}:{}", pl.col("_file"), pl.col("_line")).filter(valid).first().over(
         pl.when(valid).then(pl.struct(key)))
     duplicate = valid & ~pl.struct(key).is_first_distinct().over(valid)
     return events.with_columns(
-        _reason=pl.when(duplicate).then(pl.lit("duplicate event")).otherwise("_reason"),
+        _reason=pl.when(duplicate).then(pl.lit(reason)).otherwise("_reason"),
         _detail=pl.when(duplicate).then(pl.format("first at {}", first_at)).otherwise("_detail"))
 
 

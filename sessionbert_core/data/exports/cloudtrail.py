@@ -15,12 +15,13 @@ import re
 from collections import Counter
 from typing import Literal, get_args
 
-from sessionbert_core.data.exports.records import PageViews, Pseudonyms, dig, page_views, parsed_object, view
+from sessionbert_core.data.exports.records import PageViews, Pseudonyms, guarded_view, page_views, view
 
 Callers = Literal["console", "programmatic", "all"]
 CALLERS: tuple[str, ...] = get_args(Callers)
-IDENTIFIERS = ("arn", "principalId", "accountId", "userName", "accessKeyId", "sourceIPAddress",
-               "recipientAccountId", "ARN")
+IDENTIFIERS = ("arn", "ARN", "principalId", "accountId", "userName", "accessKeyId", "sourceIPAddress",
+               "recipientAccountId", "roleSessionName", "assumedRoleId", "userId", "identityStoreArn",
+               "credentialId", "vpcEndpointAccountId")
 CONSOLE_AGENTS = re.compile(r"(?i)console\.amazonaws\.com|console\.aws\.amazon\.com|signin\.amazonaws\.com|^Mozilla/")
 START = re.compile(r'^\s*\{\s*"Records"\s*:\s*\[')
 
@@ -29,59 +30,83 @@ def looks_like(head: str) -> bool:
     return bool(START.match(head))
 
 
-def records(text: str) -> tuple[list[tuple[int, dict | None, str]], str | None]:
-    """The objects of the Records array in order, each with its index and its own text; and the text
-    after the last whole record when the file stops inside one (a truncated file), else None."""
+def records(text: str) -> tuple[list[tuple[int, dict | None, str | None, str | None, str]], str | None]:
+    """The Records array's values in order, each as (index, object or None, reason, detail, its own text);
+    and the text after the last whole value when the file stops inside one (cut short), else None. A value
+    that does not parse costs only itself: reading goes on after its closing brace."""
     start = START.match(text)
     if not start:
         return [], text[:200]
     decoder, out, at = json.JSONDecoder(), [], start.end()
     while True:
-        at = _skip(text, at, " \t\r\n,")
+        while at < len(text) and text[at] in " \t\r\n,":
+            at += 1
         if at >= len(text) or text[at] == "]":
             return out, None
         try:
             value, end = decoder.raw_decode(text, at)
-        except (ValueError, RecursionError):
-            return out, text[at:]
-        out.append((len(out) + 1, value if isinstance(value, dict) else None, text[at:end]))
+        except (ValueError, RecursionError) as error:
+            end = _object_end(text, at)
+            if end is None:
+                return out, text[at:]
+            out.append((len(out) + 1, None, "invalid JSON", str(error)[:120], text[at:end]))
+        else:
+            kind = type(value).__name__
+            out.append((len(out) + 1, value, None, None, text[at:end]) if isinstance(value, dict) else
+                       (len(out) + 1, None, "JSON value is not an object", f"a JSON {kind}", text[at:end]))
         at = end
 
 
-def _skip(text: str, at: int, chars: str) -> int:
-    while at < len(text) and text[at] in chars:
-        at += 1
-    return at
+def _object_end(text: str, at: int) -> int | None:
+    """Where the object (or value) starting at `at` ends, by its braces outside strings; None if it never does."""
+    depth, quoted, escaped = 0, False, False
+    for i in range(at, len(text)):
+        char = text[i]
+        if quoted:
+            escaped, quoted = (False, quoted) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            quoted = True
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth <= 0:
+                return i + 1
+        elif char == "," and depth == 0:
+            return i
+    return None
 
 
 def caller(record: dict) -> str:
-    from_console = str(dig(record, "sessionCredentialFromConsole")).lower() == "true"
+    from_console = str(record.get("sessionCredentialFromConsole")).lower() == "true"
     return "console" if from_console or CONSOLE_AGENTS.search(str(record.get("userAgent") or "")) else "programmatic"
 
 
-def read(data: bytes, name: str, pseudonyms: Pseudonyms, callers: str = "console") -> PageViews:
-    pseudonyms.identifier_keys = IDENTIFIERS
+def read(data: bytes, name: str, key: bytes, callers: str = "console") -> PageViews:
+    pseudonyms = Pseudonyms(key, IDENTIFIERS)
     found, rest = records(data.decode("utf-8", "replace").removeprefix("\ufeff"))
     rows, filtered = [], Counter()
-    for index, record, raw in found:
+    for index, record, reason, detail, raw in found:
+        who = caller(record) if record is not None else ""
         if record is None:
-            rows.append(view(index, pseudonyms.scrubbed(raw), *parsed_object(raw)[1:]))
+            rows.append(view(index, pseudonyms.scrubbed(raw), reason, detail))
         elif record.get("eventType") == "AwsServiceEvent":
             filtered["AWS service event"] += 1
-        elif callers != "all" and caller(record) != callers:
-            filtered[f"{caller(record)} call"] += 1
+        elif callers != "all" and who != callers:
+            filtered[f"{who} call"] += 1
         else:
-            rows.append(_view(index, record, raw, pseudonyms))
+            rows.append(guarded_view(lambda i, r, text: _view(i, r, text, pseudonyms), index, record,
+                                     pseudonyms.scrubbed(raw, record)))
     if rest is not None and rest.strip():
         rows.append(view(len(found) + 1, pseudonyms.scrubbed(rest), "truncated record",
                          f"the file ends inside record {len(found) + 1}"))
-    return page_views(rows, name, filtered, len(rows) + sum(filtered.values()), unit="record")
+    return page_views(rows, name, filtered, len(rows) + sum(filtered.values()), pseudonyms)
 
 
 def _view(index: int, record: dict, raw: str, pseudonyms: Pseudonyms) -> dict:
     identity = record.get("userIdentity") if isinstance(record.get("userIdentity"), dict) else {}
     source = record.get("eventSource")
-    return view(index, pseudonyms.scrubbed(raw), event_id=record.get("eventID"),
+    return view(index, raw, event_id=record.get("eventID"),
                 user_id=pseudonyms.of(identity.get("arn") or identity.get("principalId")),
                 timestamp=record.get("eventTime"), page=record.get("eventName"),
                 service=source.split(".", 1)[0] if isinstance(source, str) else source,

@@ -9,24 +9,23 @@ to tell). What none of these is, is ignored, with the reason.
 from __future__ import annotations
 
 import csv
-import gzip
 import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from sessionbert_core.data.access_log import LOG_PATTERN
-from sessionbert_core.data.event_files import BOM, GZIP_MAGIC
+from sessionbert_core.data.event_files import BOM, file_bytes
 from sessionbert_core.data.exports import cloudtrail, ga4, segment, snowplow
 from sessionbert_core.data.exports.mapping import TableMapping
 from sessionbert_core.data.exports.records import parsed_object
+from sessionbert_core.data.validate import BILLING_COLUMNS, EVENT_COLUMNS
+from sessionbert_core.errors import IngestError
 
 HEAD_BYTES = 1 << 16
-EXPORTS = ("cloudtrail", "snowplow", "segment", "ga4", "mapped")
-EVENT_COLUMNS = ("user_id", "session_id", "timestamp", "service", "page")
-UNKNOWN = "not an event file, billing file, access log or known export (CloudTrail, Snowplow, Segment, GA4)"
+UNKNOWN = ("not an event file, billing file, access log or known export (CloudTrail, Snowplow, Segment, GA4); "
+           "a table in another schema is read through a mapping in landing.yaml")
 # what a name's suffix says where the content cannot (a `.json` document is recognized by content only)
 SUFFIX_FORMS = ((".parquet", "parquet"), (".csv", "csv"), (".csv.gz", "csv"), (".jsonl", "jsonl"),
                 (".jsonl.gz", "jsonl"), (".ndjson", "jsonl"), (".ndjson.gz", "jsonl"))
@@ -34,20 +33,15 @@ SUFFIX_FORMS = ((".parquet", "parquet"), (".csv", "csv"), (".csv.gz", "csv"), ("
 
 @dataclass(frozen=True)
 class Recognized:
-    kind: str  # events, billing, access_log, one of EXPORTS, or ignored
+    kind: str  # events, billing, access_log, an export (cloudtrail, snowplow, segment, ga4, mapped) or ignored
     form: str = ""  # parquet, csv, jsonl, json (one document) or log
     reason: str = ""  # why an ignored file is not read
     mapping: TableMapping | None = None
 
 
 def head(path: Path) -> bytes:
-    """The first HEAD_BYTES of the file, decompressed when gzip's; raises when they cannot be."""
-    with path.open("rb") as handle:
-        start = handle.read(HEAD_BYTES)
-    if not start.startswith(GZIP_MAGIC):
-        return start
-    with gzip.open(path, "rb") as handle:
-        return handle.read(HEAD_BYTES)
+    """The first HEAD_BYTES of the file, decompressed when gzip's."""
+    return file_bytes(path, HEAD_BYTES)
 
 
 def recognize(path: Path, name: str, mappings: tuple[TableMapping, ...] = ()) -> Recognized:
@@ -56,13 +50,13 @@ def recognize(path: Path, name: str, mappings: tuple[TableMapping, ...] = ()) ->
     billing = Path(lower).name.startswith("billing")
     try:
         start = head(path)
-    except (OSError, EOFError, zlib.error):  # a broken gzip: the reader names the problem
+    except (OSError, IngestError):  # gzip corrupt from its start: the reader names the problem
         return Recognized("access_log", "log") if lower.endswith(".log.gz") else Recognized("events", "jsonl")
     mapping = next((m for m in mappings if m.matches(name)), None)
     if start.startswith(b"PAR1"):
         return _parquet(path, mapping, billing)
     text = start.decode("utf-8", "replace").removeprefix(BOM)
-    lines = [line for line in text.splitlines()[:50] if line.strip()]
+    lines = [line.rstrip("\r") for line in text.split("\n")[:50] if line.strip()]
     if mapping:
         return Recognized("mapped", "jsonl" if lines and lines[0].lstrip().startswith("{") else "csv",
                           mapping=mapping)
@@ -107,7 +101,7 @@ def _delimited(first: str, by_suffix: str, billing: bool) -> Recognized:
         header = []
     if snowplow.looks_like(header):
         return Recognized("snowplow", "csv")
-    if billing and (by_suffix or len(header) > 1):
+    if billing and (by_suffix or all(c in header for c in BILLING_COLUMNS)):
         return Recognized("billing", by_suffix or "csv")
     if all(c in header for c in EVENT_COLUMNS):
         return Recognized("events", "csv")

@@ -14,6 +14,7 @@ from sessionbert_core.data.exports.records import (
     dig,
     iso_from_epoch,
     json_lines_views,
+    label,
     place,
     url_path,
     view,
@@ -28,21 +29,22 @@ def looks_like(record: dict) -> bool:
 
 def param(record: dict, key: str):
     """The value of one of `event_params`' entries ({key, value: {string_value | int_value | ...}})."""
-    for entry in record.get("event_params") or []:
+    params = record.get("event_params")
+    for entry in params if isinstance(params, list) else []:
         if isinstance(entry, dict) and entry.get("key") == key and isinstance(entry.get("value"), dict):
             return next((v for v in entry["value"].values() if v is not None), None)
     return None
 
 
-def read(data: bytes, name: str, pseudonyms: Pseudonyms) -> PageViews:
-    pseudonyms.identifier_keys = IDENTIFIERS
+def read(data: bytes, name: str, key: bytes) -> PageViews:
+    pseudonyms = Pseudonyms(key, IDENTIFIERS, objects=("user_properties",))
     return json_lines_views(data, name, pseudonyms, _not_a_page_view, lambda line, record, raw: _view(
         line, record, raw, pseudonyms))
 
 
 def _not_a_page_view(record: dict) -> str | None:
     name = record.get("event_name")
-    return None if name == "page_view" else f"{name or 'unnamed'} event (not a page view)"
+    return None if name == "page_view" else f"{label(name)} event (not a page view)"
 
 
 def _view(line: int, record: dict, raw: str, pseudonyms: Pseudonyms) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from sessionbert_core.data.exports.records import ROW_SCHEMA, PageViews, Pseudonyms, page_views
+from sessionbert_core.data.exports.records import ROW_SCHEMA, PageViews, Pseudonyms, page_views, path_of_url
 from sessionbert_core.errors import IngestError
 
 FILE_NAME = "landing.yaml"
@@ -88,34 +88,36 @@ def _mapping(number: int, entry) -> TableMapping:
                         unit, tuple(map(str, identifiers)))
 
 
-def read(table: pl.DataFrame, name: str, mapping: TableMapping, pseudonyms: Pseudonyms, read_count: int,
-         blank: int) -> PageViews:
-    """`table`: every column as text with _line, _reason, _detail, _raw (validate.read_text_table)."""
+REQUIRED = ("user", "time", "url", "page")  # the columns a table must have (an optional one absent is null)
+
+
+def read(table: pl.DataFrame, name: str, mapping: TableMapping, key: bytes, read_count: int, blank: int,
+         form: str) -> PageViews:
+    """`table`: every column as text with _line, _reason, _detail, _raw (validate.read_text_table). In JSON
+    lines an optional field that no record has is null; a table with a header must have every column mapped."""
     columns = mapping.columns
-    missing = {k: c for k, c in columns.items() if c not in table.columns}
+    missing = {k: c for k, c in columns.items() if c not in table.columns and (form != "jsonl" or k in REQUIRED)}
     if missing:
         found = ", ".join(c for c in table.columns if not c.startswith("_")) or "none"
         raise IngestError(f"{name}: {mapping.label()} maps " + ", ".join(f"`{k}` to `{c}`" for k, c in missing.items())
                           + f", which the file does not have (columns found: {found})")
-    pseudonyms.identifier_keys = (columns["user"], *mapping.identifiers)
+    pseudonyms = Pseudonyms(key, (columns["user"], *mapping.identifiers))
 
-    def column(key: str) -> pl.Expr:
-        return pl.col(columns[key]).replace("", None) if key in columns else pl.lit(None, pl.String)
+    def column(name_: str) -> pl.Expr:
+        present = name_ in columns and columns[name_] in table.columns
+        return pl.col(columns[name_]).replace("", None) if present else pl.lit(None, pl.String)
 
-    users = table[columns["user"]]
     time = column("time")
     if mapping.time_unit != "s":
         seconds = time.cast(pl.Float64, strict=False) / PER_SECOND[mapping.time_unit]
         time = pl.when(seconds.is_not_null()).then(seconds.cast(pl.String)).otherwise(time)
-    url = column("url").str.replace(r"^[a-zA-Z][\w+.-]*://[^/]*", "")
     rows = table.select(
-        user_id=users.replace_strict({u: pseudonyms.of(u) for u in users.drop_nulls().unique()}, default=None,
-                                     return_dtype=pl.String),
+        user_id=pseudonyms.column(table[columns["user"]]),
         session_id=column("session"), timestamp=time,
         service=column("service") if "service" in columns else pl.lit(None, pl.String),
-        page=column("page") if "page" in columns else pl.when(url == "").then(pl.lit("/")).otherwise(url),
+        page=column("page") if "page" in columns else path_of_url(column("url")),
         country=column("country"), city=column("city"), _line="_line", _reason="_reason", _detail="_detail",
-        _raw=pl.col("_raw").map_elements(pseudonyms.scrubbed, return_dtype=pl.String),
+        _raw=pseudonyms.table_raws(table),
         _event_id=pl.lit(None, pl.String),
     ).cast(ROW_SCHEMA)
-    return page_views(rows, name, Counter({"blank line": blank} if blank else {}), read_count)
+    return page_views(rows, name, Counter({"blank line": blank} if blank else {}), read_count, pseudonyms)

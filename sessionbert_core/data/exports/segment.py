@@ -15,12 +15,14 @@ from sessionbert_core.data.exports.records import (
     Pseudonyms,
     dig,
     json_lines_views,
+    label,
     place,
     url_path,
     view,
 )
 
-IDENTIFIERS = ("userId", "anonymousId", "ip", "email", "user_id", "anonymous_id")
+IDENTIFIERS = ("userId", "anonymousId", "ip", "email", "user_id", "anonymous_id", "username", "phone",
+               "previousId", "groupId")
 CALLS = ("page", "track", "identify", "screen", "group", "alias")
 
 
@@ -28,14 +30,14 @@ def looks_like(record: dict) -> bool:
     return record.get("type") in CALLS and ("messageId" in record or "anonymousId" in record)
 
 
-def read(data: bytes, name: str, pseudonyms: Pseudonyms) -> PageViews:
-    pseudonyms.identifier_keys = IDENTIFIERS
+def read(data: bytes, name: str, key: bytes) -> PageViews:
+    pseudonyms = Pseudonyms(key, IDENTIFIERS, objects=("traits",))
     return json_lines_views(data, name, pseudonyms, _not_a_page, lambda line, record, raw: _view(
         line, record, raw, pseudonyms))
 
 
 def _not_a_page(record: dict) -> str | None:
-    return None if record.get("type") == "page" else f"{record.get('type') or 'untyped'} call (not a page view)"
+    return None if record.get("type") == "page" else f"{label(record.get('type'))} call (not a page view)"
 
 
 def _view(line: int, record: dict, raw: str, pseudonyms: Pseudonyms) -> dict:

@@ -13,10 +13,11 @@ from collections import Counter
 
 import polars as pl
 
-from sessionbert_core.data.exports.records import ROW_SCHEMA, PageViews, Pseudonyms, page_views
+from sessionbert_core.data.exports.records import ROW_SCHEMA, PageViews, Pseudonyms, label, page_views, path_of_url
 
 SIGNATURE = ("event_id", "collector_tstamp")  # columns every atomic.events export has
-IDENTIFIERS = ("user_id", "domain_userid", "network_userid", "user_ipaddress", "user_fingerprint")
+IDENTIFIERS = ("user_id", "domain_userid", "network_userid", "user_ipaddress", "user_fingerprint",
+               "refr_domain_userid", "ip_address")
 
 
 def looks_like(columns: list[str]) -> bool:
@@ -28,30 +29,24 @@ def _column(frame: pl.DataFrame, *names: str) -> pl.Expr:
     return pl.coalesce(*[c.replace("", None) for c in present]) if present else pl.lit(None, pl.String)
 
 
-def read(table: pl.DataFrame, name: str, pseudonyms: Pseudonyms, read_count: int, blank: int) -> PageViews:
+def read(table: pl.DataFrame, name: str, key: bytes, read_count: int, blank: int) -> PageViews:
     """`table`: every column as text with _line, _reason, _detail, _raw (validate.read_text_table)."""
-    pseudonyms.identifier_keys = IDENTIFIERS
-    kind = _column(table, "event_name", "event")
-    table = table.with_columns(_kind=kind)
+    pseudonyms = Pseudonyms(key, IDENTIFIERS)
+    table = table.with_columns(_kind=_column(table, "event_name", "event"))
     dropped = table.filter(pl.col("_reason").is_null() & (pl.col("_kind").fill_null("") != "page_view"))
-    filtered = Counter({("page_ping heartbeat" if k == "page_ping" else f"{k or 'unnamed'} event (not a page view)"):
-                        n for k, n in dropped.group_by("_kind").len().iter_rows()})
+    filtered = Counter({("page_ping heartbeat" if k == "page_ping" else f"{label(k)} event (not a page view)"): n
+                        for k, n in dropped.group_by("_kind").len().iter_rows()})
     if blank:
         filtered["blank line"] = blank
     kept = table.filter(pl.col("_reason").is_not_null() | (pl.col("_kind") == "page_view"))
-    user = _column(kept, "domain_userid", "user_id")
-    users = kept.select(user.alias("u"))["u"]
     rows = kept.select(
-        user_id=users.replace_strict({u: pseudonyms.of(u) for u in users.drop_nulls().unique()}, default=None,
-                                     return_dtype=pl.String),
+        user_id=pseudonyms.column(kept.select(_column(kept, "domain_userid", "user_id").alias("u"))["u"]),
         session_id=_column(kept, "domain_sessionid"),
         timestamp=_column(kept, "derived_tstamp", "collector_tstamp"),
         service=pl.lit(None, pl.String),
-        page=pl.coalesce(_column(kept, "page_urlpath"),
-                         _column(kept, "page_url").str.replace(r"^[a-zA-Z][\w+.-]*://[^/]*", "")),
+        page=pl.coalesce(_column(kept, "page_urlpath"), path_of_url(_column(kept, "page_url"))),
         country=_column(kept, "geo_country"), city=_column(kept, "geo_city"),
-        _line="_line", _reason="_reason", _detail="_detail",
-        _raw=pl.col("_raw").map_elements(pseudonyms.scrubbed, return_dtype=pl.String),
+        _line="_line", _reason="_reason", _detail="_detail", _raw=pseudonyms.table_raws(kept),
         _event_id=_column(kept, "event_id"),
     ).cast(ROW_SCHEMA)
-    return page_views(rows, name, filtered, read_count)
+    return page_views(rows, name, filtered, read_count, pseudonyms)
