@@ -81,11 +81,24 @@ def check_model_beats_popularity_and_champion(context: dg.AssetCheckExecutionCon
                                   quality_gates.max_drop_from_champion)
     version = registered_model_version(context.instance)
     return dg.AssetCheckResult(passed=verdict.passed, metadata={
-        "reasons": "; ".join(verdict.reasons) or "passed",
+        "reasons": "; ".join(verdict.reasons) or "passed", **_compared(verdict),
         "model_version": version or "unregistered",
         "champion": champion.version if champion is not None else "none",
         "next": "the `champion_model` asset promotes it" if verdict.passed else "the champion stays",
     })
+
+
+def _compared(verdict) -> dict:
+    """The figures the model check compared: a sentence, then each as its own entry (to plot over runs)."""
+    def said(f: dict) -> str:
+        champion = (f", champion {f['champion']:.4f} less {f['allowed_drop']:.4f} allowed" if f["champion"] is not None
+                    else ", no champion yet")
+        return (f"{f['served']} {f['accuracy']:.4f} against popularity {f['popularity']:.4f} plus the margin "
+                f"(needs {f['needed']:.4f})" + champion)
+
+    entries = {f"{head}/{key}": round(value, 4) if isinstance(value, float) else str(value)
+               for head, figures in verdict.figures.items() for key, value in figures.items()}
+    return {"compared": "; ".join(f"{head}: {said(f)}" for head, f in verdict.figures.items()), **entries}
 
 
 @dg.asset_check(asset="recommendation_table", blocking=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from sessionbert_assets import automation
+from sessionbert_assets import automation, schemas
 from sessionbert_assets.assets import (
     evaluation,
     ingestion,
@@ -19,8 +19,10 @@ from sessionbert_assets.assets import (
 from sessionbert_assets.checks import QualityGatesResource, all_checks
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource, artifact_io_manager
 
-all_assets = dg.load_assets_from_modules([source, ingestion, sessions, evaluation, model, operations, personas,
-                                               recommendation, serving])
+# every asset with its owners, code version and (tables) column schema
+all_assets = [schemas.described(asset) for asset in dg.load_assets_from_modules(
+    [source, ingestion, sessions, evaluation, model, operations, personas, recommendation, serving])]
+
 
 def build_definitions(sessionbert: SessionBertResource | None = None) -> dg.Definitions:
     sessionbert = sessionbert or SessionBertResource.from_env()

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import dagster as dg
 import polars as pl
+import polars.selectors
+
+from sessionbert_assets import headlines
 
 _TYPES = {pl.String: "string", pl.Int64: "int", pl.Int32: "int", pl.UInt32: "int", pl.Float64: "float",
           pl.Boolean: "bool"}
 
 
 TABLE_ROWS = 50  # rows a metadata table shows
+SHORT_LIST = 10  # rows of a long list shown in place (the whole list is in the asset's artifact)
 
 
 def table(frame: pl.DataFrame, limit: int = TABLE_ROWS) -> dg.MetadataValue:
-    """A polars frame as a Dagster table (first `limit` rows)."""
-    shown = frame.head(limit)
+    """A polars frame as a Dagster table (first `limit` rows), rates and probabilities to four decimals."""
+    shown = frame.head(limit).with_columns(pl.selectors.float().round(4))
     schema = dg.TableSchema(columns=[dg.TableColumn(name, _TYPES.get(dtype, "string"))
                                      for name, dtype in shown.schema.items()])
     rows = [dg.TableRecord({k: (v if isinstance(v, int | float | str | bool) or v is None else str(v))
@@ -23,21 +27,41 @@ def table(frame: pl.DataFrame, limit: int = TABLE_ROWS) -> dg.MetadataValue:
 
 
 def date_range(frame: pl.DataFrame, column: str) -> str:
+    """`2026-03-02 07:00:00 to 2026-04-30 23:59:59 UTC` (to the second), or `2026-03-02 to 2026-04-30`."""
     if frame.height == 0:
         return "empty"
-    return f"{frame[column].min()} to {frame[column].max()}"
+    low, high = frame[column].min(), frame[column].max()
+    if hasattr(low, "hour"):
+        return f"{low:%Y-%m-%d %H:%M:%S} to {high:%Y-%m-%d %H:%M:%S} UTC"
+    return f"{low} to {high}"
 
 
 def evaluation_metadata(evaluation: dict) -> dict:
-    """A next-activity evaluation as metadata: the scores table, each method's accuracy per head and,
-    where one was chosen, what serves each head and why."""
-    metadata = {"n_sessions": evaluation["n_sessions"], "scores": scores_table(evaluation)}
+    """A next-activity evaluation as metadata: the headline, the scores table, what serves each head and
+    why, and the served accuracy per head (one number each, to plot over runs)."""
+    metadata = {"headline": headlines.next_activity(evaluation), "scores": scores_table(evaluation),
+                "n_sessions": count(evaluation["n_sessions"])}
     for head in ("service", "page"):
-        for method, figures in evaluation.get(head, {}).items():
-            metadata[f"{head}/{method}/accuracy"] = round(figures["accuracy"], 4)
         if head in evaluation.get("served", {}):
             metadata[f"{head}/served"] = served_reason(evaluation, head)
+            metadata[f"{head}/accuracy"] = round(evaluation[head][evaluation["served"][head]]["accuracy"], 4)
     return metadata
+
+
+def headline_first(context: dg.AssetExecutionContext) -> None:
+    """Reserve the first metadata entry for the headline, which the asset writes when it finishes (a later
+    entry of the same name keeps the first one's place)."""
+    context.add_output_metadata({"headline": ""})
+
+
+def count(n: int) -> dg.MetadataValue:
+    """A count as people read it: 468,150."""
+    return dg.MetadataValue.text(f"{int(n):,}")
+
+
+def duration(seconds: float) -> dg.MetadataValue:
+    """Seconds to the second, the unit named: `431 s (7.2 min)`."""
+    return dg.MetadataValue.text(f"{seconds:,.0f} s" + (f" ({seconds / 60:.1f} min)" if seconds >= 120 else ""))
 
 
 def served_reason(evaluation: dict, head: str) -> str:

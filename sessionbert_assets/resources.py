@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import dagster as dg
 import mlflow
@@ -184,17 +185,20 @@ class MlflowResource(dg.ConfigurableResource):
         tags = {"dagster.run_id": context.run_id, "dagster.asset_key": asset, "dagster.job": context.job_name}
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"{asset}-{context.run_id[:8]}", tags=tags) as run:
             yield run
-        context.add_output_metadata({
-            "mlflow_run_id": run.info.run_id,
-            "mlflow_run": self.run_link(home, experiment_id, run.info.run_id),
-        })
+        context.add_output_metadata({"mlflow_run_id": run.info.run_id, **self.run_links(home, experiment_id, run)})
 
-    def run_link(self, home: Path, experiment_id: str, run_id: str) -> dg.MetadataValue:
+    def run_links(self, home: Path, experiment_id: str, run: mlflow.ActiveRun) -> dict[str, dg.MetadataValue]:
+        """`mlflow_run`: the run's page on an http tracking server, else the folder of its artifacts (with the
+        command that opens the store's UI beside it)."""
         uri = self.uri(home)
         if uri.startswith("http"):
-            return dg.MetadataValue.url(f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}")
-        return dg.MetadataValue.text(f"mlflow ui --backend-store-uri {uri} (experiment {experiment_id}, "
-                                     f"run {run_id})")
+            return {"mlflow_run": dg.MetadataValue.url(
+                f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run.info.run_id}")}
+        artifacts = run.info.artifact_uri
+        folder = Path(urlparse(artifacts).path) if artifacts.startswith("file:") else artifacts
+        return {"mlflow_run": dg.MetadataValue.path(str(folder)),
+                "mlflow_ui": dg.MetadataValue.text(f"mlflow ui --backend-store-uri {uri}, then experiment "
+                                                   f"{experiment_id}, run {run.info.run_id}")}
 
     def register(self, run: mlflow.ActiveRun, artifact_path: str, description: str, name: str = "") -> str:
         """A new version of the registered model (`name`, default the next-activity models') from an

@@ -51,7 +51,7 @@ def heat_map(matrix: pl.DataFrame, row: str, title: str):
     return fig
 
 
-def grouped_bars(table: pl.DataFrame, group: str, series: list[str], title: str):
+def grouped_bars(table: pl.DataFrame, group: str, series: list[str], title: str, ylabel: str = ""):
     """One group of bars per row of `table` (named by column `group`), one bar per column in `series`."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
     width = 0.8 / max(len(series), 1)
@@ -60,8 +60,38 @@ def grouped_bars(table: pl.DataFrame, group: str, series: list[str], title: str)
         ax.bar(x + i * width, table[name].fill_null(0.0).to_numpy(), width, label=name)
     ax.set_xticks(x + width * (len(series) - 1) / 2, table[group].to_list(), rotation=20, ha="right", fontsize=8)
     ax.set_title(title, fontsize=9)
+    ax.set_xlabel(group, fontsize=8)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=8)
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(training: list, validation: list, accuracy: list | None = None):
+    """Loss by step (training and validation) and, for fine-tuning, each head's validation accuracy."""
+    panels = 2 if accuracy else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.2), squeeze=False)
+    ax = axes[0][0]
+    for label, points in (("training", training), ("validation", validation)):
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o" if label == "validation" else None,
+                    markersize=3, label=f"{label} loss")
+    ax.set_xlabel("step", fontsize=8)
+    ax.set_ylabel("loss", fontsize=8)
+    ax.set_title("loss by step", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    if accuracy:
+        ax = axes[0][1]
+        for column, label in ((1, "next service"), (2, "next page")):
+            ax.plot([p[0] for p in accuracy], [p[column] for p in accuracy], marker="o", markersize=3, label=label)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("validation accuracy", fontsize=8)
+        ax.set_title("validation accuracy by head", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 

@@ -30,7 +30,10 @@ def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
         if materialization.asset_key == dg.AssetKey(asset):
-            return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+            values = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+            # counts are shown with separators (`468,150`): read back as numbers
+            return {k: int(v.replace(",", "")) if isinstance(v, str) and v.replace(",", "").isdigit() else v
+                    for k, v in values.items()}
     raise KeyError(asset)
 
 

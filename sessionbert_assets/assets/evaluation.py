@@ -25,7 +25,7 @@ def next_activity_baselines(context: dg.AssetExecutionContext, session_splits: p
     test = session_splits.filter(pl.col("split") == "test")
     evaluation = baseline_scores(train, test, ceiling)
     metadata = evaluation_metadata(evaluation)
-    if ceiling is not None and "ceiling" in evaluation["service"]:
+    if ceiling is not None and "ceiling" in evaluation.get("service", {}):
         for head in ("service", "page"):
             gap = evaluation[head]["ceiling"]["accuracy"] - evaluation[head]["markov"]["accuracy"]
             metadata[f"{head}/ceiling_minus_markov"] = round(gap, 4)

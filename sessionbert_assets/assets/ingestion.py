@@ -4,7 +4,7 @@
 import dagster as dg
 import polars as pl
 
-from sessionbert_assets.metadata import TABLE_ROWS, date_range, table
+from sessionbert_assets.metadata import TABLE_ROWS, count, date_range, table
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core.data.exports.cloudtrail import Callers
 from sessionbert_core.data.ingest import IngestError, ReadOptions, UnreadableFiles, ingest_landing
@@ -58,14 +58,14 @@ def raw_sessions(context: dg.AssetExecutionContext, config: IngestConfig, sessio
     rows_read = files.select(pl.col("read").sum()).item()
     yield dg.Output(events, "raw_sessions", metadata=_events_metadata(result, refused))
     yield dg.Output(quarantine, "quarantined_events", metadata={
-        "rows": quarantine.height, "share_of_rows_read": round(quarantine.height / max(rows_read, 1), 6),
+        "rows": count(quarantine.height), "share_of_rows_read": round(quarantine.height / max(rows_read, 1), 4),
         "reasons": table(quarantine.group_by("kind", "reason").agg(rows=pl.len().cast(pl.Int64))
                          .sort("rows", descending=True)),
     })
     yield dg.Output(result.billing, "billing_records", metadata={
-        "rows": result.billing.height,
-        "rows_read": int(files.filter(pl.col("kind") == "billing")["read"].sum()),
-        "users": result.billing["user_id"].n_unique(), "date_range": date_range(result.billing, "date"),
+        "rows": count(result.billing.height),
+        "rows_read": count(files.filter(pl.col("kind") == "billing")["read"].sum()),
+        "users": count(result.billing["user_id"].n_unique()), "date_range": date_range(result.billing, "date"),
         "total_cost": round(float(result.billing["cost"].sum()), 2),
     })
 
@@ -75,14 +75,16 @@ def _events_metadata(result, refused: pl.DataFrame) -> dict:
     events, files = result.events, result.files
     totals = files.filter(pl.col("kind") != "billing").select(pl.col("read", "filtered").sum()).to_dicts()[0]
     return {
-        "page_views": events.height,
-        "sessions": events.select("user_id", "session_id").n_unique(),
-        "users": events["user_id"].n_unique(),
+        "headline": f"{events.height:,} page views in {events.select('user_id', 'session_id').n_unique():,} "
+                    f"sessions of {events['user_id'].n_unique():,} users, {totals['read']:,} records read",
+        "page_views": count(events.height),
+        "sessions": count(events.select("user_id", "session_id").n_unique()),
+        "users": count(events["user_id"].n_unique()),
         "date_range": date_range(events, "timestamp"),
-        "services": events["service"].n_unique(),
-        "activities": events.select("service", "page").n_unique(),
-        "rows_read": totals["read"],
-        "rows_filtered": totals["filtered"],
+        "services": count(events["service"].n_unique()),
+        "activities": count(events.select("service", "page").n_unique()),
+        "rows_read": count(totals["read"]),
+        "rows_filtered": count(totals["filtered"]),
         "files": table(files),
         "files_listed": f"{min(files.height, TABLE_ROWS)} of {files.height} files in the table above"
                         + ("" if files.height <= TABLE_ROWS else "; every file is in this run's log"),

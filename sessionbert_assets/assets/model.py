@@ -15,9 +15,17 @@ from mlflow import MlflowClient
 from transformers import AutoTokenizer
 
 from sessionbert_assets.checks import CHAMPION
-from sessionbert_assets.metadata import evaluation_metadata, registered_model_version, table
+from sessionbert_assets.metadata import (
+    count,
+    duration,
+    evaluation_metadata,
+    figure,
+    headline_first,
+    registered_model_version,
+    table,
+)
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
-from sessionbert_core import storage
+from sessionbert_core import plots, storage
 from sessionbert_core.config import encoder_candidates
 from sessionbert_core.evaluation import gates
 from sessionbert_core.evaluation.choice import CANDIDATES_PER_SOURCE, choose_next_activity
@@ -142,7 +150,7 @@ def pretrained_model(context: dg.AssetExecutionContext, sessionbert: SessionBert
 
 def _encoders_metadata(trained: dict[str, dict], served: str) -> dict:
     rows = [{"encoder": name, "best_validation_loss": round(t["best_validation_loss"], 4), "steps": t["steps"],
-             "epochs": t["epochs"], "parameters": t["parameters"], "seconds": t["seconds"]}
+             "epochs": t["epochs"], "parameters": f"{t['parameters']:,}", "seconds": round(t["seconds"])}
             for name, t in trained.items()]
     return {"encoder": served, "encoders": table(pl.DataFrame(rows)),
             "encoder_rule": "lowest validation loss" if len(trained) > 1 else "the profile's (data ample)"}
@@ -214,6 +222,7 @@ def model_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBert
     Written to model_evaluation.json and MLflow.
     """
     home = sessionbert.home_path
+    headline_first(context)
     precision = compute.report_precision(context)
     model = load_next_activity_model(finetuned_model, precision.device, precision.bf16)
     tok = AutoTokenizer.from_pretrained(finetuned_model)
@@ -243,15 +252,23 @@ def _numbers(summary: dict) -> dict[str, float]:
     return {k: float(v) for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
+def _training_plot(summary: dict) -> dg.MetadataValue:
+    """Loss by step (training and validation) and, when fine-tuning, each head's validation accuracy."""
+    fig = plots.training_curves(summary.get("training_curve") or [], summary.get("validation_curve") or [],
+                                summary.get("validation_accuracy"))
+    entry = figure(fig)
+    plots.close(fig)
+    return entry
+
+
 def _training_metadata(summary: dict, settings: TrainSettings) -> dict:
     return {
-        "steps": summary["steps"], "epochs": summary["epochs"], "seconds": summary["seconds"],
-        "useful_tokens_seen": summary.get("useful_tokens_seen", 0),
-        "validation_curve": table(pl.DataFrame(summary.get("validation_curve") or [], schema=["step", "loss"],
-                                               orient="row")),
+        "steps": count(summary["steps"]), "epochs": summary["epochs"], "training_time": duration(summary["seconds"]),
+        "useful_tokens_seen": count(summary.get("useful_tokens_seen", 0)),
+        "training_plot": _training_plot(summary),
         "best_validation_loss": round(summary["best_validation_loss"] or float("nan"), 4),
-        "useful_tokens_per_second": summary["useful_tokens_per_second"],
-        "parameters": summary["parameters"], "train_sessions": summary["train_sessions"],
+        "useful_tokens_per_second": count(summary["useful_tokens_per_second"]),
+        "parameters": count(summary["parameters"]), "train_sessions": count(summary["train_sessions"]),
         "resumed_from": summary["resumed_from"] or "none", "stopped_early": summary["stopped_early"],
         "device": settings.device, "precision": summary["precision"],
     }

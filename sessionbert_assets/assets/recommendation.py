@@ -9,8 +9,9 @@ import mlflow
 import polars as pl
 from transformers import AutoTokenizer
 
+from sessionbert_assets import headlines
 from sessionbert_assets.assets.source import persona_definitions, world_paths
-from sessionbert_assets.metadata import figure, registered_model_version, table
+from sessionbert_assets.metadata import SHORT_LIST, count, figure, headline_first, registered_model_version, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import plots
 from sessionbert_core.model.networks import load_next_activity_model
@@ -100,12 +101,13 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
         .select("user_id", "rank", "service", "score", "persona", "model_version", "generated_at", "page", "ranker")
     )
     context.add_output_metadata({
-        "users": session_splits["user_id"].n_unique(),
-        "users_with_recommendations": recommendations["user_id"].n_unique(),
+        "users": count(session_splits["user_id"].n_unique()),
+        "users_with_recommendations": count(recommendations["user_id"].n_unique()),
         "ranker": ranker, "ranker_reason": ranker_selection["reason"] if config.ranker == "auto" else "configured",
-        "recommendation_sessions": sessionbert.recommendation_sessions,
-        "most_recommended": table(recommendations.group_by("service").len("users").sort("users", descending=True)),
-        "sample": table(recommendations.head(15).drop("generated_at")),
+        "recommendation_sessions": sessionbert.recommendation_sessions, "model_version": version,
+        "most_recommended": table(recommendations.group_by("service").len("users")
+                                  .sort("users", "service", descending=[True, False]), SHORT_LIST),
+        "sample": table(recommendations.head(15).select("user_id", "rank", "service", "score", "persona", "page")),
     })
     return recommendations
 
@@ -126,6 +128,7 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
     persona ranker's clusters are refitted on seen sessions only. Also the share of recommended
     services that fit the user's persona.
     """
+    headline_first(context)
     world, precision = world_paths(landing_folder), compute.report_precision(context)
     recommenders = _recommenders(sessionbert, precision, landing_folder, finetuned_model, session_splits,
                                  session_embeddings, cluster_sweep, world.root if world else None)
@@ -141,7 +144,8 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
     rows = [{"seen_days": int(d), "method": m, "n_users": e["n_users"], **{k: round(v, 4) for k, v in f.items()}}
             for d, e in evaluation["seen_days"].items() for m, f in e.items() if isinstance(f, dict)]
     frame = pl.DataFrame(rows) if rows else pl.DataFrame({"seen_days": [], "method": []})
-    metadata = {"table": table(frame), "served_ranker": evaluation["served_ranker"]} | _hit_at_k_figures(evaluation)
+    metadata = {"headline": headlines.hit_at_k(evaluation), "served_ranker": evaluation["served_ranker"],
+                **_tables_per_d(frame, evaluation["served_ranker"])} | _hit_at_k_figures(evaluation)
     with mlflow_tracking.run(context, sessionbert.home_path):
         mlflow.log_params(precision.metadata() | {"served_ranker": evaluation["served_ranker"]})
         mlflow.log_metrics({f"D{r['seen_days']}_{r['method']}_{k.replace('@', '_at_')}": r[k]
@@ -182,14 +186,25 @@ def _persona_fit(recommendations: pl.DataFrame, definitions, world) -> dict:
     return fit
 
 
+def _tables_per_d(frame: pl.DataFrame, served: str) -> dict:
+    """One table per number of seen days (`D10`: method, Hit@3, Hit@5, NDCG@5, MRR), best Hit@5 first, the
+    served method marked: each fits a screen."""
+    tables = {}
+    for (d,), rows in frame.partition_by("seen_days", as_dict=True, maintain_order=True).items() if frame.height \
+            else ():
+        shown = rows.sort("hit@5", descending=True).select(
+            "method", serves=pl.when(pl.col("method") == served).then(pl.lit("◀ serves")).otherwise(pl.lit("")),
+            **{k: k for k in ("hit@5", "hit@3", "ndcg@5", "mrr")})
+        tables[f"D{d}"] = table(shown)
+    return tables
+
+
 def _hit_at_k_figures(evaluation: dict) -> dict:
-    """Hit@5 of every method and seen-days count as one metadata entry each (plottable over runs)."""
-    figures = {}
+    """Hit@5 of what serves at each D and the persona fit: one number each, to plot over runs."""
+    figures, served = {}, evaluation.get("served_ranker")
     for d, entry in evaluation["seen_days"].items():
-        figures[f"D{d}/n_users"] = entry["n_users"]
-        for method, found in entry.items():
-            if isinstance(found, dict):
-                figures[f"D{d}/{method}/hit@5"] = round(found["hit@5"], 4)
+        if isinstance(entry.get(served), dict):
+            figures[f"D{d}/served/hit@5"] = round(entry[served]["hit@5"], 4)
     for kind, fit in evaluation.get("persona_fit", {}).items():
         if fit:
             figures[f"persona_fit/{kind}"] = round(fit["share"], 4)
@@ -197,12 +212,14 @@ def _hit_at_k_figures(evaluation: dict) -> dict:
 
 
 def _log_hit_at_k_plot(frame: pl.DataFrame) -> dict:
-    """The bar chart at D = 10, logged to the active MLflow run; its metadata entry (none without rows)."""
-    wide = frame.filter(pl.col("seen_days") == 10).select("method", "hit@3", "hit@5", "ndcg@5", "mrr") \
-        if frame.height else frame
-    if not wide.height:
+    """Hit@5 of every method at every D (one bar per D), logged to the active MLflow run; its metadata
+    entry (none without rows)."""
+    if not frame.height:
         return {}
-    fig = plots.grouped_bars(wide, "method", ["hit@3", "hit@5", "ndcg@5", "mrr"], "Hit@k, D = 10 seen days")
+    wide = frame.with_columns(pl.format("D = {}", "seen_days").alias("D")).pivot(
+        "D", index="method", values="hit@5").sort("method")
+    fig = plots.grouped_bars(wide, "method", [c for c in wide.columns if c != "method"],
+                             "Hit@5 by method and seen days D", ylabel="Hit@5")
     mlflow.log_figure(fig, "hit_at_k.png")
     entry = {"hit_at_k_plot": figure(fig)}
     plots.close(fig)

@@ -4,7 +4,7 @@
 import dagster as dg
 import polars as pl
 
-from sessionbert_assets.metadata import date_range, table
+from sessionbert_assets.metadata import count, date_range, table
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core.data.serialize import serialize_sessions, split_problem, split_sessions
 
@@ -28,8 +28,8 @@ def session_splits(sessionbert: SessionBertResource, raw_sessions: pl.DataFrame,
     )
     words = sessions["text"].str.count_matches(" ") + 1
     return dg.Output(sessions, metadata={
-        "sessions": sessions.height,
-        "users": sessions["user_id"].n_unique(),
+        "sessions": count(sessions.height),
+        "users": count(sessions["user_id"].n_unique()),
         "date_range": date_range(sessions, "day"),
         "splits": table(per_split),
         "mean_words_per_session": round(float(words.mean() or 0), 2),

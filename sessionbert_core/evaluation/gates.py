@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -17,6 +17,7 @@ MAX_DROP_FROM_CHAMPION = 0.02  # accuracy points a new model may lose against th
 class Verdict:
     passed: bool
     reasons: tuple[str, ...]  # why it failed (empty when it passed)
+    figures: dict = field(default_factory=dict)  # what was compared, per head: served, popularity, champion, bounds
 
 
 def quarantine_share(kept_rows: int, quarantined_rows: int) -> float:
@@ -31,21 +32,24 @@ def model_verdict(evaluation: dict, champion: dict | None, margin: float = MARGI
     (`noise_of_difference`), whichever is larger. When Markov or popularity serves because
     SessionBERT lost on validation, that is no failure: the user is served the better method (and
     `served_reason` says why)."""
-    reasons = []
+    reasons, figures = [], {}
     for head in ("service", "page"):
         ours = served_accuracy(evaluation, head)
         if ours is None:
             reasons.append(f"{head}: no figure for what serves")
             continue
         popular = evaluation[head]["popularity"]["accuracy"]
+        figures[head] = {"served": served_method(evaluation, head), "accuracy": ours, "popularity": popular,
+                         "needed": popular + margin, "champion": (champion or {}).get(head)}
         if ours < popular + margin:
             reasons.append(f"{head} accuracy {ours:.4f} of {served_method(evaluation, head)} is below popularity's "
                            f"{popular:.4f} + {margin}")
         allowed = max(max_drop, noise_of_difference(ours, evaluation.get("n_sessions", 0)))
+        figures[head]["allowed_drop"] = allowed
         if champion and head in champion and ours < champion[head] - allowed:
             reasons.append(f"{head} accuracy {ours:.4f} is more than {allowed:.4f} below the champion's "
                            f"{champion[head]:.4f}")
-    return Verdict(not reasons, tuple(reasons))
+    return Verdict(not reasons, tuple(reasons), figures)
 
 
 def noise_of_difference(accuracy: float, n: int) -> float:

@@ -259,9 +259,12 @@ def _run(trainer: Trainer, output_dir: Path, report: Callable[[str], None]) -> d
     best = state.best_metric
     losses = [log["loss"] for log in state.log_history if "loss" in log]
     curve = [[log["step"], round(log["eval_loss"], 5)] for log in state.log_history if "eval_loss" in log]
+    accuracy = [[log["step"], round(log["eval_service_accuracy"], 5), round(log["eval_page_accuracy"], 5)]
+                for log in state.log_history if "eval_service_accuracy" in log]
     return {"steps": state.global_step, "epochs": round(state.epoch or 0.0, 3), "seconds": round(seconds, 2),
             "best_validation_loss": best, "final_training_loss": losses[-1] if losses else None,
-            "validation_curve": curve,
+            "training_curve": [[log["step"], round(log["loss"], 5)] for log in state.log_history if "loss" in log],
+            "validation_curve": curve, "validation_accuracy": accuracy,
             "useful_tokens_seen": int(state.num_input_tokens_seen),
             "useful_tokens_per_second": round(state.num_input_tokens_seen / max(seconds, 1e-9), 1),
             "resumed_from": Path(resume).name if resume else None,
