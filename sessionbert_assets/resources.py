@@ -85,6 +85,16 @@ class SessionBertResource(dg.ConfigurableResource):
             return WorldPaths(self.world_root()).landing
         return Path(self.source).expanduser().resolve()
 
+    def landing(self) -> dict:
+        """Where the landing folder, the synthetic world's ground truth and the persona definitions are: what
+        the `landing_folder` asset makes or lists, read here by the assets that need only where they are
+        (configuration, not data: the lineage draws no edge for it)."""
+        if self.is_synthetic:
+            world = WorldPaths(self.world_root())
+            return {"folder": str(world.landing), "world": str(world.root),
+                    "personas": self.personas or str(world.personas_yaml)}
+        return {"folder": str(self.landing_path()), "world": None, "personas": self.personas or None}
+
     def pseudonym_key(self) -> bytes:
         """SESSIONBERT_PSEUDONYM_KEY, or a random key kept (owner-only) under SESSIONBERT_HOME."""
         key = settings_from_env().pseudonym_key

@@ -20,7 +20,7 @@ class IngestConfig(dg.Config):
 
 
 @dg.multi_asset(
-    group_name="ingestion",
+    group_name="data",
     outs={
         "raw_sessions": dg.AssetOut(kinds={"polars", "parquet"}, description=(
             "Every valid page view (user_id, session_id, timestamp UTC, service, page, country, city, "

@@ -17,7 +17,7 @@ class DriftConfig(dg.Config):
     pretrain_above: float = 0.01  # drift (share of recent page views in unseen activities) that calls for pretraining
 
 
-@dg.asset(group_name="operations", kinds={"python", "json"}, deps=["tokenizer"])
+@dg.asset(group_name="model", kinds={"python", "json"}, deps=["tokenizer"])
 def vocabulary_drift(context: dg.AssetExecutionContext, config: DriftConfig, sessionbert: SessionBertResource,
                      session_splits: pl.DataFrame) -> dict:
     """The share of the last days' page views in activities the current tokenizer was not trained on.

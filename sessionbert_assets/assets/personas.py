@@ -159,7 +159,7 @@ def cluster_centroids(context: dg.AssetExecutionContext, sessionbert: SessionBer
 
 
 @dg.asset(group_name="personas", kinds={"python", "parquet"})
-def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, landing_folder: dict,
+def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
                     session_embeddings: pl.DataFrame, session_splits: pl.DataFrame, cluster_sweep: dict,
                     cluster_centroids: pl.DataFrame) -> pl.DataFrame:
     """Each cluster's persona tag through its tasks (paper 4.3), from the persona definitions YAML.
@@ -170,7 +170,7 @@ def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertR
     tag; personas no cluster carries have "not enough signal". Without definitions every tag is
     empty and the metadata says so.
     """
-    definitions = persona_definitions(landing_folder)
+    definitions = persona_definitions(sessionbert.landing())
     empty_tags = pl.DataFrame({"cluster": cluster_centroids["cluster"], "persona": "", "probability": 0.0})
     summary = {"defined": definitions is not None, "merge_margin": MERGE_MARGIN,
                "formula": "P(p|c) = cos(onehot(p), P(task|c)) / sum over personas"}
@@ -226,7 +226,7 @@ def user_personas(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
 
 @dg.asset(group_name="evaluation", kinds={"scikitlearn", "mlflow", "json"})
 def persona_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
-                       mlflow_tracking: MlflowResource, landing_folder: dict, cluster_sweep: dict,
+                       mlflow_tracking: MlflowResource, cluster_sweep: dict,
                        session_embeddings: pl.DataFrame, session_splits: pl.DataFrame,
                        user_personas: pl.DataFrame) -> dict:
     """Silhouette per k and the representation that served; on the synthetic world ARI and NMI of
@@ -239,8 +239,8 @@ def persona_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBe
                   "silhouette_general_language": cluster_sweep["silhouette"]["general_language"],
                   "n_users": user_personas.height, "representation": cluster_sweep.get("representation", "sessionbert"),
                   "representations": cluster_sweep.get("representations", {})}
-    world = world_paths(landing_folder)
-    definitions = persona_definitions(landing_folder)
+    world = world_paths(sessionbert.landing())
+    definitions = persona_definitions(sessionbert.landing())
     if world is not None:
         truth = load_truth(world.root, "users")
         evaluation |= score_personas(user_personas, truth)

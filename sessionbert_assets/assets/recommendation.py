@@ -48,7 +48,7 @@ def service_descriptions(landing_folder: dict) -> dict[str, str] | None:
 
 @dg.asset(group_name="recommendation", kinds={"pytorch", "json"}, pool="gpu")
 def ranker_selection(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, compute: ComputeResource,
-                     landing_folder: dict, finetuned_model: Path, session_splits: pl.DataFrame,
+                     finetuned_model: Path, session_splits: pl.DataFrame,
                      billing_records: pl.DataFrame, session_embeddings: pl.DataFrame, cluster_sweep: dict) -> dict:
     """Which ranker the recommendation table serves: each one backtested on the validation users.
 
@@ -58,7 +58,7 @@ def ranker_selection(context: dg.AssetExecutionContext, sessionbert: SessionBert
     ranker serves and the metadata says so.
     """
     precision = compute.report_precision(context)
-    recommenders = _recommenders(sessionbert, precision, landing_folder, finetuned_model, session_splits,
+    recommenders = _recommenders(sessionbert, precision, sessionbert.landing(), finetuned_model, session_splits,
                                  session_embeddings, cluster_sweep, None)
     selection = choose_ranker(session_splits, billing_records, recommenders,
                               recent=sessionbert.recommendation_sessions)
@@ -74,7 +74,7 @@ def ranker_selection(context: dg.AssetExecutionContext, sessionbert: SessionBert
 @dg.asset(group_name="recommendation", kinds={"pytorch", "parquet"}, deps=["model_evaluation", "champion_model"],
           pool="gpu")
 def recommendation_table(context: dg.AssetExecutionContext, config: RecommendationConfig,
-                         sessionbert: SessionBertResource, compute: ComputeResource, landing_folder: dict,
+                         sessionbert: SessionBertResource, compute: ComputeResource,
                          finetuned_model: Path, session_splits: pl.DataFrame, billing_records: pl.DataFrame,
                          user_personas: pl.DataFrame, ranker_selection: dict) -> pl.DataFrame:
     """Top-5 services each user has not used yet, from their last 8 sessions (what the product shows).
@@ -89,8 +89,8 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
     """
     ranker = ranker_selection["ranker"] if config.ranker == "auto" else config.ranker
     try:
-        ranked = _rank(ranker, compute.report_precision(context), finetuned_model, landing_folder, session_splits,
-                       billing_records, user_personas, sessionbert.recommendation_sessions)
+        ranked = _rank(ranker, compute.report_precision(context), finetuned_model, sessionbert.landing(),
+                       session_splits, billing_records, user_personas, sessionbert.recommendation_sessions)
     except ValueError as error:
         raise dg.Failure(description=str(error)) from error
     version = registered_model_version(context.instance) or "unregistered"
@@ -114,7 +114,7 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
 
 @dg.asset(group_name="evaluation", kinds={"pytorch", "mlflow", "json"}, pool="gpu")
 def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
-                        compute: ComputeResource, mlflow_tracking: MlflowResource, landing_folder: dict,
+                        compute: ComputeResource, mlflow_tracking: MlflowResource,
                         finetuned_model: Path, session_splits: pl.DataFrame, billing_records: pl.DataFrame,
                         session_embeddings: pl.DataFrame, cluster_sweep: dict,
                         recommendation_table: pl.DataFrame) -> dict:
@@ -129,8 +129,8 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
     services that fit the user's persona.
     """
     headline_first(context)
-    world, precision = world_paths(landing_folder), compute.report_precision(context)
-    recommenders = _recommenders(sessionbert, precision, landing_folder, finetuned_model, session_splits,
+    world, precision = world_paths(sessionbert.landing()), compute.report_precision(context)
+    recommenders = _recommenders(sessionbert, precision, sessionbert.landing(), finetuned_model, session_splits,
                                  session_embeddings, cluster_sweep, world.root if world else None)
     test_users = session_splits.filter(pl.col("split") == "test")["user_id"].unique()
     evaluation = hit_at_k(session_splits, billing_records, recommenders, SEEN_DAYS,
@@ -138,7 +138,7 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
     evaluation["scored_users"] = "test split: users none of whose sessions was trained on"
     served = recommendation_table["ranker"][0] if recommendation_table.height else DEFAULT_RANKER
     evaluation["served_ranker"] = METHOD_OF_RANKER[served]
-    definitions = persona_definitions(landing_folder)
+    definitions = persona_definitions(sessionbert.landing())
     if definitions is not None:
         evaluation["persona_fit"] = _persona_fit(recommendation_table, definitions, world)
     rows = [{"seen_days": int(d), "method": m, "n_users": e["n_users"], **{k: round(v, 4) for k, v in f.items()}}

@@ -24,7 +24,7 @@ SERVED_MODEL = "sessionbert-recommender"  # its name in the MLflow Model Registr
 def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, compute: ComputeResource,
                   mlflow_tracking: MlflowResource, finetuned_model: Path, pretrained_model: Path,
                   session_splits: pl.DataFrame, billing_records: pl.DataFrame, user_personas: pl.DataFrame,
-                  cluster_sweep: dict, landing_folder: dict) -> Path:
+                  cluster_sweep: dict) -> Path:
     """The production model as an MLflow pyfunc: users' recent page views (JSON) in, persona and top-5
     new services out.
 
@@ -45,7 +45,7 @@ def serving_model(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
     vectors = None
     if ranker in ("names", "descriptions"):
         services = json.loads((finetuned_model / "config.json").read_text())["service_labels"]
-        vectors = service_vectors_from_encoder(services, service_descriptions(landing_folder))
+        vectors = service_vectors_from_encoder(services, service_descriptions(sessionbert.landing()))
     target = save_serving_model(home / "serving_model", finetuned_model, pretrained_model,
                                 home / "cluster_centroids.parquet", home / "persona_mapping.parquet", known, settings,
                                 RankingInputs.tables(ranker, session_splits, vectors), home / PERSONA_SPACE)

@@ -9,7 +9,7 @@ from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core.data.serialize import serialize_sessions, split_problem, split_sessions
 
 
-@dg.asset(group_name="sessions", kinds={"polars", "parquet"})
+@dg.asset(group_name="data", kinds={"polars", "parquet"})
 def session_splits(sessionbert: SessionBertResource, raw_sessions: pl.DataFrame,
                    billing_records: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """One row per session: its context sections and activities as text, and its split.

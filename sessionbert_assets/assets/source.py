@@ -14,7 +14,7 @@ from sessionbert_core.world.simulate import generate_world
 from sessionbert_core.world.truth import WorldPaths
 
 
-@dg.asset(group_name="source", kinds={"python", "parquet"})
+@dg.asset(group_name="data", kinds={"python", "parquet"})
 def landing_folder(context: dg.AssetExecutionContext, sessionbert: SessionBertResource) -> dict:
     """The folder of event files, billing files, access logs and exports that ingestion reads.
 
