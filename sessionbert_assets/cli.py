@@ -39,6 +39,8 @@ SUMMARY_KEYS = {
 
 
 def _value(entry: dg.MetadataValue) -> str:
+    if isinstance(entry, dg.MarkdownMetadataValue):  # a headline's lines
+        return entry.md_str.replace("  \n", "\n")
     value = getattr(entry, "value", entry)
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -89,7 +91,7 @@ def run(selection: str | None) -> int:
                 print(f"      {'path':<28} {_value(metadata['path'])}")
             for key in SUMMARY_KEYS.get(name, ()):
                 if key in metadata:
-                    print(f"      {key:<28} {_value(metadata[key])}")
+                    print(f"      {key:<28} " + _value(metadata[key]).replace("\n", "\n" + " " * 35))
         checks = result.get_asset_check_evaluations()
         if checks:
             print("\n  quality gates")

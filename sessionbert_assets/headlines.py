@@ -13,45 +13,56 @@ def _best(figures: dict[str, float], among: tuple[str, ...]) -> tuple[str, float
 
 
 def next_activity(evaluation: dict) -> str:
-    """`service: sessionbert 0.686 serves, best baseline markov 0.555, ceiling 0.716; page: ...` (test
-    accuracy); without a served method (the baselines alone) every baseline is named."""
-    parts = []
+    """Two short lines per head (the UI's value column is about 65 characters wide at 1,600 px):
+
+        service: sessionbert 0.686 serves, ceiling 0.716
+          best baseline markov 0.555
+        page: ...
+        (test accuracy)
+
+    Without a served method (the baselines alone) every baseline is named on the head's line."""
+    lines = []
     for head in HEADS:
         accuracy = {m: f["accuracy"] for m, f in evaluation.get(head, {}).items()}
         if not accuracy:
             continue
         served = evaluation.get("served", {}).get(head)
-        words = [f"{served} {accuracy[served]:.3f} serves"] if served in accuracy else []
-        best = _best(accuracy, BASELINES)
-        if best and served:
-            words.append(f"best baseline {best[0]} {best[1]:.3f}")
-        elif not served:
-            words += [f"{m} {accuracy[m]:.3f}" for m in BASELINES if m in accuracy]
+        words = [f"{served} {accuracy[served]:.3f} serves"] if served in accuracy else [
+            f"{m} {accuracy[m]:.3f}" for m in BASELINES if m in accuracy]
         if "ceiling" in accuracy:
             words.append(f"ceiling {accuracy['ceiling']:.3f}")
-        parts.append(f"{head}: " + ", ".join(words))
-    return "; ".join(parts) + " (test accuracy)" if parts else "no sessions to evaluate"
+        lines.append(f"{head}: " + ", ".join(words))
+        best = _best(accuracy, BASELINES)
+        if best and served in accuracy:
+            lines.append(f"  best baseline {best[0]} {best[1]:.3f}")
+    return "\n".join([*lines, "(test accuracy)"]) if lines else "no sessions to evaluate"
 
 
 def hit_at_k(evaluation: dict) -> str:
-    """`D=6, 51 users: sessionbert 0.598 serves, best baseline popularity 0.714, best sessionbert_persona
-    0.884, oracle 0.931 | D=10 ...` (Hit@5)."""
-    served, parts = evaluation.get("served_ranker"), []
+    """Short lines per number of seen days D (Hit@5):
+
+        D=6, 51 users: sessionbert 0.598 serves, oracle 0.931
+          best baseline popularity 0.714
+          best sessionbert_persona 0.884
+        D=10, ...
+        (Hit@5)
+    """
+    served, lines = evaluation.get("served_ranker"), []
     for d, entry in evaluation.get("seen_days", {}).items():
         hit5 = {m: f["hit@5"] for m, f in entry.items() if isinstance(f, dict)}
         if not hit5:
             continue
         words = [f"{served} {hit5[served]:.3f} serves"] if served in hit5 else []
-        baseline = _best(hit5, BASELINES)
-        if baseline:
-            words.append(f"best baseline {baseline[0]} {baseline[1]:.3f}")
-        best = _best(hit5, tuple(m for m in hit5 if m != "oracle"))
-        if best and best[0] not in (served, baseline and baseline[0]):
-            words.append(f"best {best[0]} {best[1]:.3f}")
         if "oracle" in hit5:
             words.append(f"oracle {hit5['oracle']:.3f}")
-        parts.append(f"D={d}, {entry.get('n_users', 0):,} users: " + ", ".join(words))
-    return " | ".join(parts) + " (Hit@5)" if parts else "no user adopts a service after the seen days"
+        lines.append(f"D={d}, {entry.get('n_users', 0):,} users: " + ", ".join(words))
+        baseline = _best(hit5, BASELINES)
+        others = [f"best baseline {baseline[0]} {baseline[1]:.3f}"] if baseline else []
+        best = _best(hit5, tuple(m for m in hit5 if m != "oracle"))
+        if best and best[0] not in (served, baseline and baseline[0]):
+            others.append(f"best {best[0]} {best[1]:.3f}")
+        lines += [f"  {words}" for words in others]
+    return "\n".join([*lines, "(Hit@5)"]) if lines else "no user adopts a service after the seen days"
 
 
 def personas(evaluation: dict) -> str:

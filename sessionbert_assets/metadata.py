@@ -39,7 +39,7 @@ def date_range(frame: pl.DataFrame, column: str) -> str:
 def evaluation_metadata(evaluation: dict) -> dict:
     """A next-activity evaluation as metadata: the headline, the scores table, what serves each head and
     why, and the served accuracy per head (one number each, to plot over runs)."""
-    metadata = {"headline": headlines.next_activity(evaluation), "scores": scores_table(evaluation),
+    metadata = {"headline": headline(headlines.next_activity(evaluation)), "scores": scores_table(evaluation),
                 "n_sessions": count(evaluation["n_sessions"])}
     for head in ("service", "page"):
         if head in evaluation.get("served", {}):
@@ -48,10 +48,18 @@ def evaluation_metadata(evaluation: dict) -> dict:
     return metadata
 
 
-def headline_first(context: dg.AssetExecutionContext) -> None:
-    """Reserve the first metadata entry for the headline, which the asset writes when it finishes (a later
-    entry of the same name keeps the first one's place)."""
-    context.add_output_metadata({"headline": ""})
+def headline(text: str) -> dg.MetadataValue:
+    """A headline's lines as Markdown line breaks (the UI runs plain text into one line, which a wide
+    table beside it then cuts off); an indented line reads as the one above's continuation."""
+    return dg.MetadataValue.md("  \n".join(("– " + line.strip()) if line.startswith(" ") else line
+                                           for line in text.splitlines()))
+
+
+def headline_first(context: dg.AssetExecutionContext, *then: str) -> None:
+    """Reserve the first metadata entries for the headline and then the entries named (the tables a person
+    checks it against), which the asset writes when it finishes: a later entry of the same name keeps the
+    first one's place, so they open the page above what the resources report."""
+    context.add_output_metadata(dict.fromkeys(("headline", *then), ""))
 
 
 def count(n: int) -> dg.MetadataValue:

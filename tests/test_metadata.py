@@ -16,15 +16,15 @@ def test_the_model_headline_names_what_serves_the_best_baseline_and_the_ceiling(
     evaluation = {"service": _head(sessionbert=0.6861, popularity=0.2, markov=0.5552, ceiling=0.7163),
                   "page": _head(sessionbert=0.4, popularity=0.1, markov=0.45, sessionbert_markov=0.47, ceiling=0.6),
                   "served": {"service": "sessionbert", "page": "sessionbert_markov"}}
-    assert headlines.next_activity(evaluation) == (
-        "service: sessionbert 0.686 serves, best baseline markov 0.555, ceiling 0.716; "
-        "page: sessionbert_markov 0.470 serves, best baseline markov 0.450, ceiling 0.600 (test accuracy)")
+    assert headlines.next_activity(evaluation).splitlines() == [
+        "service: sessionbert 0.686 serves, ceiling 0.716", "  best baseline markov 0.555",
+        "page: sessionbert_markov 0.470 serves, ceiling 0.600", "  best baseline markov 0.450", "(test accuracy)"]
 
 
 def test_the_baselines_headline_names_every_baseline_and_no_ceiling_without_truth():
     evaluation = {"service": _head(popularity=0.2, markov=0.5), "page": _head(popularity=0.1, markov=0.3)}
-    assert headlines.next_activity(evaluation) == ("service: popularity 0.200, markov 0.500; "
-                                                   "page: popularity 0.100, markov 0.300 (test accuracy)")
+    assert headlines.next_activity(evaluation).splitlines() == [
+        "service: popularity 0.200, markov 0.500", "page: popularity 0.100, markov 0.300", "(test accuracy)"]
 
 
 def test_the_hit_at_k_headline_says_when_a_baseline_beats_what_serves():
@@ -34,10 +34,10 @@ def test_the_hit_at_k_headline_says_when_a_baseline_beats_what_serves():
     evaluation = {"served_ranker": "sessionbert", "seen_days": {
         "6": at(sessionbert=0.598, popularity=0.714, markov=0.5, sessionbert_persona=0.884, oracle=0.931),
         "10": at(sessionbert=0.9, popularity=0.7, oracle=0.95)}}
-    assert headlines.hit_at_k(evaluation) == (
-        "D=6, 1,234 users: sessionbert 0.598 serves, best baseline popularity 0.714, best sessionbert_persona 0.884, "
-        "oracle 0.931 | D=10, 1,234 users: sessionbert 0.900 serves, best baseline popularity 0.700, oracle 0.950 "
-        "(Hit@5)")
+    assert headlines.hit_at_k(evaluation).splitlines() == [
+        "D=6, 1,234 users: sessionbert 0.598 serves, oracle 0.931",
+        "  best baseline popularity 0.714", "  best sessionbert_persona 0.884",
+        "D=10, 1,234 users: sessionbert 0.900 serves, oracle 0.950", "  best baseline popularity 0.700", "(Hit@5)"]
 
 
 def test_the_persona_headline_compares_the_served_space_with_the_best_other():

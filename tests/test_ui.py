@@ -42,32 +42,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def dagster_ui(tmp_path, monkeypatch):
-    """`dagster dev` (webserver and daemon, as `make ui` starts them) on tiny, in its own process group."""
+def _dagster_dev(tmp_path: Path, train_first: bool):
+    """`dagster dev` (webserver and daemon, as `make ui` starts them) on tiny, in its own process group;
+    with `train_first`, after `sessionbert run` has materialized the main job into the same instance."""
     port = _free_port()
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)  # restored after the test; prepare() sets it
     dagster_home = prepare(tmp_path / "home")  # the instance `make ui` would use: $SESSIONBERT_HOME/dagster
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSIONBERT_", "DAGSTER_", "MLFLOW_"))}
     env |= {"SESSIONBERT_HOME": str(tmp_path / "home"), "SESSIONBERT_PROFILE": "tiny",
             "DAGSTER_HOME": str(dagster_home)}
+    bin_dir = Path(sys.executable).parent
+    if train_first:
+        trained = subprocess.run([str(bin_dir / "sessionbert"), "run"], cwd=ROOT, env=env, capture_output=True,
+                                 text=True)
+        assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     log = (tmp_path / "dagster-dev.log").open("w")
-    process = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p",
-                                str(port), "-w", "workspace.yaml"], cwd=ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen([str(bin_dir / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w",
+                                "workspace.yaml"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/server_info", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dagster dev did not start: {(tmp_path / 'dagster-dev.log').read_text()[-3000:]}")
-            time.sleep(1)
+        _wait_for(url, process, tmp_path / "dagster-dev.log")
         yield url, tmp_path
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -77,6 +71,32 @@ def dagster_ui(tmp_path, monkeypatch):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+def _wait_for(url: str, process: subprocess.Popen, log: Path, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/server_info", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"dagster dev did not start: {log.read_text()[-3000:]}")
+        time.sleep(1)
+
+
+@pytest.fixture
+def dagster_ui(tmp_path, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)  # restored after the test; prepare() sets it
+    yield from _dagster_dev(tmp_path, train_first=False)
+
+
+@pytest.fixture
+def trained_ui(tmp_path, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    yield from _dagster_dev(tmp_path, train_first=True)
 
 
 def _shown(name: str, labels: set[str]) -> bool:
@@ -135,3 +155,82 @@ def test_the_ui_shows_the_lineage_and_runs_the_data_assets(dagster_ui):
     drift = json.loads((home / "vocabulary_drift.json").read_text())
     assert drift["needs_pretraining"] is True  # nothing trained yet in this home
     print(f"screenshots: {folder / 'lineage.png'}, {folder / 'run.png'}")
+
+
+VIEWPORT = {"width": 1600, "height": 1000}  # the width the UI is read at
+
+
+# the extent of an element's own text inside every box that clips it (a table that scrolls sideways, the
+# page): text cut off at the right of a metadata table, or below the window, is not in view
+_IN_VIEW = """element => {
+    const text = {left: Infinity, top: Infinity, right: -Infinity, bottom: -Infinity, width: 0};
+    const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const range = document.createRange();
+        range.selectNodeContents(node);
+        for (const line of range.getClientRects()) {
+            [text.left, text.top] = [Math.min(text.left, line.left), Math.min(text.top, line.top)];
+            [text.right, text.bottom] = [Math.max(text.right, line.right), Math.max(text.bottom, line.bottom)];
+            text.width = text.right - text.left;
+        }
+    }
+    let [left, top, right, bottom] = [0, 0, window.innerWidth, window.innerHeight];
+    for (let box = element.parentElement; box; box = box.parentElement) {
+        const style = getComputedStyle(box);
+        if (/auto|scroll|hidden|clip/.test(style.overflowX + ' ' + style.overflowY)) {
+            const clip = box.getBoundingClientRect();
+            [left, top] = [Math.max(left, clip.left), Math.max(top, clip.top)];
+            [right, bottom] = [Math.min(right, clip.right), Math.min(bottom, clip.bottom)];
+        }
+    }
+    return text.width > 0 && text.left >= left - 1 && text.top >= top - 1 && text.right <= right + 1
+        && text.bottom <= bottom + 1;
+}"""
+
+
+def _in_view(locator) -> bool:
+    """The element's text lies wholly inside the window as the page opens, cut by no scrolling box."""
+    return locator.evaluate(_IN_VIEW)
+
+
+def _shown_lines(headline: str) -> list[str]:
+    """A headline's lines as the UI shows them (sessionbert_assets.metadata.headline)."""
+    return [("– " + line.strip()) if line.startswith(" ") else line for line in headline.splitlines()]
+
+
+def test_the_evaluation_pages_open_with_their_answer_in_view(trained_ui):
+    """After `sessionbert run`, the asset pages of model_evaluation and hit_at_k_evaluation show, without
+    scrolling at 1,600 px, the headline their artifacts give and (Hit@k) the Hit@5 column of a D table."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from sessionbert_assets import headlines
+
+    url, folder = trained_ui
+    home = folder / "home"
+    expected = {"model_evaluation": headlines.next_activity(json.loads((home / "model_evaluation.json").read_text())),
+                "hit_at_k_evaluation": headlines.hit_at_k(json.loads((home / "hit_at_k_evaluation.json").read_text()))}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport=VIEWPORT)
+        page.set_default_timeout(60_000)
+        page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
+        hidden = []
+        for asset, headline in expected.items():
+            page.goto(f"{url}/assets/{asset}")
+            key = page.get_by_role("cell", name="headline", exact=True).first
+            shown = page.get_by_role("row").filter(has=key).first.get_by_role("cell").last
+            expect(shown).to_be_visible()
+            page.wait_for_timeout(1000)  # the page settles (plots load below the tables)
+            lines = [line.strip() for line in shown.inner_text().splitlines()]
+            assert lines == _shown_lines(headline), asset
+            hidden += [] if _in_view(shown) else [f"{asset}: headline"]
+            if asset == "hit_at_k_evaluation":
+                column = page.get_by_text("hit@5", exact=True).first
+                expect(column).to_be_visible()
+                hidden += [] if _in_view(column) else [f"{asset}: hit@5 column"]
+            page.screenshot(path=str(folder / f"{asset}.png"))
+        if os.environ.get("SESSIONBERT_SCREENSHOTS"):
+            for asset in expected:
+                shutil.copy(folder / f"{asset}.png", Path(os.environ["SESSIONBERT_SCREENSHOTS"]) / f"{asset}.png")
+        browser.close()
+    assert hidden == [], f"out of view at {VIEWPORT['width']} px: {hidden} (screenshots in {folder})"

@@ -222,7 +222,7 @@ def model_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBert
     Written to model_evaluation.json and MLflow.
     """
     home = sessionbert.home_path
-    headline_first(context)
+    headline_first(context, "scores")
     precision = compute.report_precision(context)
     model = load_next_activity_model(finetuned_model, precision.device, precision.bf16)
     tok = AutoTokenizer.from_pretrained(finetuned_model)

@@ -11,7 +11,15 @@ from transformers import AutoTokenizer
 
 from sessionbert_assets import headlines
 from sessionbert_assets.assets.source import persona_definitions, world_paths
-from sessionbert_assets.metadata import SHORT_LIST, count, figure, headline_first, registered_model_version, table
+from sessionbert_assets.metadata import (
+    SHORT_LIST,
+    count,
+    figure,
+    headline,
+    headline_first,
+    registered_model_version,
+    table,
+)
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import plots
 from sessionbert_core.model.networks import load_next_activity_model
@@ -128,7 +136,7 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
     persona ranker's clusters are refitted on seen sessions only. Also the share of recommended
     services that fit the user's persona.
     """
-    headline_first(context)
+    headline_first(context, *(f"D{d}" for d in SEEN_DAYS))
     world, precision = world_paths(sessionbert.landing()), compute.report_precision(context)
     recommenders = _recommenders(sessionbert, precision, sessionbert.landing(), finetuned_model, session_splits,
                                  session_embeddings, cluster_sweep, world.root if world else None)
@@ -144,7 +152,7 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
     rows = [{"seen_days": int(d), "method": m, "n_users": e["n_users"], **{k: round(v, 4) for k, v in f.items()}}
             for d, e in evaluation["seen_days"].items() for m, f in e.items() if isinstance(f, dict)]
     frame = pl.DataFrame(rows) if rows else pl.DataFrame({"seen_days": [], "method": []})
-    metadata = {"headline": headlines.hit_at_k(evaluation), "served_ranker": evaluation["served_ranker"],
+    metadata = {"headline": headline(headlines.hit_at_k(evaluation)), "served_ranker": evaluation["served_ranker"],
                 **_tables_per_d(frame, evaluation["served_ranker"])} | _hit_at_k_figures(evaluation)
     with mlflow_tracking.run(context, sessionbert.home_path):
         mlflow.log_params(precision.metadata() | {"served_ranker": evaluation["served_ranker"]})
@@ -188,8 +196,8 @@ def _persona_fit(recommendations: pl.DataFrame, definitions, world) -> dict:
 
 def _tables_per_d(frame: pl.DataFrame, served: str) -> dict:
     """One table per number of seen days (`D10`: method, Hit@3, Hit@5, NDCG@5, MRR), best Hit@5 first, the
-    served method marked: each fits a screen."""
-    tables = {}
+    served method marked: each fits a screen. A D without scored users says so."""
+    tables = {f"D{d}": dg.MetadataValue.text("no scored user adopts a service after these days") for d in SEEN_DAYS}
     for (d,), rows in frame.partition_by("seen_days", as_dict=True, maintain_order=True).items() if frame.height \
             else ():
         shown = rows.sort("hit@5", descending=True).select(
