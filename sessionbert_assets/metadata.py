@@ -37,9 +37,9 @@ def date_range(frame: pl.DataFrame, column: str) -> str:
 
 
 def evaluation_metadata(evaluation: dict) -> dict:
-    """A next-activity evaluation as metadata: the headline, the scores table, what serves each head and
+    """A next-activity evaluation as metadata: the headline, a scores table per head, what serves each head and
     why, and the served accuracy per head (one number each, to plot over runs)."""
-    metadata = {"headline": headline(headlines.next_activity(evaluation)), "scores": scores_table(evaluation),
+    metadata = {"headline": headline(headlines.next_activity(evaluation)), **scores_tables(evaluation),
                 "n_sessions": count(evaluation["n_sessions"])}
     for head in ("service", "page"):
         if head in evaluation.get("served", {}):
@@ -84,17 +84,21 @@ def served_reason(evaluation: dict, head: str) -> str:
             f"{validation['sessionbert']:.4f}")
 
 
-def scores_table(evaluation: dict) -> dg.MetadataValue:
-    """A next-activity evaluation as a table: method by head and metric, the validation accuracy that
-    chose what serves beside the test figures."""
-    rows = []
-    for head in ("service", "page"):
+def scores_tables(evaluation: dict) -> dict:
+    """A next-activity evaluation as one table per head (`service`, `page`), best test accuracy first: the
+    method, whether it serves, the test figures and the validation accuracy that chose what serves. Each
+    fits the UI's value column at 1,600 px."""
+    tables = {}
+    for head in headlines.HEADS:
         validation = evaluation.get("validation", {}).get(head, {})
-        for method, figures in evaluation.get(head, {}).items():
-            rows.append({"head": head, "method": method, **{k: round(v, 4) for k, v in figures.items()},
-                         "validation_accuracy": validation.get(method),
-                         "served": evaluation.get("served", {}).get(head) == method})
-    return table(pl.DataFrame(rows)) if rows else dg.MetadataValue.text("no sessions to evaluate")
+        served = evaluation.get("served", {}).get(head)
+        rows = [{"method": method, "serves": "◀ serves" if method == served else "",
+                 **{k: round(v, 4) for k, v in figures.items()},
+                 **({"validation": validation.get(method)} if validation else {})}
+                for method, figures in evaluation.get(head, {}).items()]
+        if rows:
+            tables[head] = table(pl.DataFrame(rows).sort("accuracy", descending=True))
+    return tables or {"scores": dg.MetadataValue.text("no sessions to evaluate")}
 
 
 def figure(fig) -> dg.MetadataValue:

@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from transformers import AutoTokenizer
 
 from sessionbert_assets.checks import CHAMPION
+from sessionbert_assets.headlines import HEADS
 from sessionbert_assets.metadata import (
     count,
     duration,
@@ -222,7 +223,7 @@ def model_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBert
     Written to model_evaluation.json and MLflow.
     """
     home = sessionbert.home_path
-    headline_first(context, "scores")
+    headline_first(context, *HEADS)
     precision = compute.report_precision(context)
     model = load_next_activity_model(finetuned_model, precision.device, precision.bf16)
     tok = AutoTokenizer.from_pretrained(finetuned_model)
