@@ -193,17 +193,12 @@ def _in_view(locator) -> bool:
     return locator.evaluate(_IN_VIEW)
 
 
-def _shown_lines(headline: str) -> list[str]:
-    """A headline's lines as the UI shows them (sessionbert_assets.metadata.headline)."""
-    return [("– " + line.strip()) if line.startswith(" ") else line for line in headline.splitlines()]
-
-
 def test_the_evaluation_pages_open_with_their_answer_in_view(trained_ui):
     """After `sessionbert run`, the asset pages of model_evaluation and hit_at_k_evaluation show, without
     scrolling at 1,600 px, the headline their artifacts give and (Hit@k) the Hit@5 column of a D table."""
     from playwright.sync_api import expect, sync_playwright
 
-    from sessionbert_assets import headlines
+    from sessionbert_assets import headlines, metadata
 
     url, folder = trained_ui
     home = folder / "home"
@@ -222,7 +217,7 @@ def test_the_evaluation_pages_open_with_their_answer_in_view(trained_ui):
             expect(shown).to_be_visible()
             page.wait_for_timeout(1000)  # the page settles (plots load below the tables)
             lines = [line.strip() for line in shown.inner_text().splitlines()]
-            assert lines == _shown_lines(headline), asset
+            assert lines == metadata.headline(headline).md_str.split("  \n"), asset  # as the asset wrote them
             hidden += [] if _in_view(shown) else [f"{asset}: headline"]
             if asset == "hit_at_k_evaluation":
                 column = page.get_by_text("hit@5", exact=True).first

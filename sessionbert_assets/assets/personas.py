@@ -239,8 +239,8 @@ def persona_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBe
                   "silhouette_general_language": cluster_sweep["silhouette"]["general_language"],
                   "n_users": user_personas.height, "representation": cluster_sweep.get("representation", "sessionbert"),
                   "representations": cluster_sweep.get("representations", {})}
-    world = world_paths(sessionbert.landing())
-    definitions = persona_definitions(sessionbert.landing())
+    landing = sessionbert.landing()
+    world, definitions = world_paths(landing), persona_definitions(landing)
     if world is not None:
         truth = load_truth(world.root, "users")
         evaluation |= score_personas(user_personas, truth)
