@@ -32,7 +32,7 @@ SUMMARY_KEYS = {
     "persona_mapping": ("not_enough_signal", "personas"),
     "persona_evaluation": ("headline", "nmi"),
     "ranker_selection": ("ranker", "reason"),
-    "recommendation_table": ("users", "users_with_recommendations", "ranker", "ranker_reason"),
+    "recommendation_table": ("users", "users_recommended", "ranker", "ranker_reason"),
     "serving_model": ("registered_model", "serve"),
     "hit_at_k_evaluation": ("headline", "persona_fit/true"),
 }

@@ -16,10 +16,15 @@ TABLE_ROWS = 50  # rows a metadata table shows
 SHORT_LIST = 10  # rows of a long list shown in place (the whole list is in the asset's artifact)
 
 
-def table(frame: pl.DataFrame, limit: int = TABLE_ROWS) -> dg.MetadataValue:
-    """A polars frame as a Dagster table (first `limit` rows), rates and probabilities to four decimals."""
+SERVES = " ◀"  # after the name of what serves (or the k chosen) in a table: a column of its own would widen it
+
+
+def table(frame: pl.DataFrame, limit: int = TABLE_ROWS, descriptions: dict[str, str] | None = None) -> dg.MetadataValue:
+    """A polars frame as a Dagster table (first `limit` rows), rates and probabilities to four decimals, with
+    the columns' `descriptions` (the UI's *Show schema*) where a short header needs one."""
     shown = frame.head(limit).with_columns(pl.selectors.float().round(4))
-    schema = dg.TableSchema(columns=[dg.TableColumn(name, _TYPES.get(dtype, "string"))
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, _TYPES.get(dtype, "string"),
+                                                    description=(descriptions or {}).get(name))
                                      for name, dtype in shown.schema.items()])
     rows = [dg.TableRecord({k: (v if isinstance(v, int | float | str | bool) or v is None else str(v))
                             for k, v in row.items()}) for row in shown.to_dicts()]
@@ -84,20 +89,28 @@ def served_reason(evaluation: dict, head: str) -> str:
             f"{validation['sessionbert']:.4f}")
 
 
+SCORE_COLUMNS = {"accuracy": "accuracy", "f1_weighted": "f1 w", "f1_macro": "f1 m"}
+SCORE_DESCRIPTIONS = {"method": "◀ marks the method that serves this head (chosen on validation)",
+                      "accuracy": "test accuracy", "f1 w": "test F1, weighted by class support",
+                      "f1 m": "test F1, macro average over classes",
+                      "val acc": "validation accuracy: what chose the method that serves"}
+
+
 def scores_tables(evaluation: dict) -> dict:
     """A next-activity evaluation as one table per head (`service`, `page`), best test accuracy first: the
-    method, whether it serves, the test figures and the validation accuracy that chose what serves. Each
-    fits the UI's value column at 1,600 px."""
+    method (◀ after what serves), the test figures and the validation accuracy that chose what serves.
+    Short headers, described in the schema, so each fits the UI's value column at 1,600 px."""
     tables = {}
     for head in headlines.HEADS:
         validation = evaluation.get("validation", {}).get(head, {})
         served = evaluation.get("served", {}).get(head)
-        rows = [{"method": method, "serves": "◀ serves" if method == served else "",
-                 **{k: round(v, 4) for k, v in figures.items()},
-                 **({"validation": validation.get(method)} if validation else {})}
+        rows = [{"method": method + (SERVES if method == served else ""),
+                 **{SCORE_COLUMNS.get(k, k): round(v, 4) for k, v in figures.items()},
+                 **({"val acc": validation.get(method)} if validation else {})}
                 for method, figures in evaluation.get(head, {}).items()]
         if rows:
-            tables[head] = table(pl.DataFrame(rows).sort("accuracy", descending=True))
+            tables[head] = table(pl.DataFrame(rows).sort("accuracy", descending=True),
+                                 descriptions=SCORE_DESCRIPTIONS)
     return tables or {"scores": dg.MetadataValue.text("no sessions to evaluate")}
 
 

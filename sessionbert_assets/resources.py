@@ -155,10 +155,17 @@ class ComputeResource(dg.ConfigurableResource):
         return resolve_precision(self.resolved_device(), self.precision)
 
     def report_precision(self, context: dg.AssetExecutionContext) -> Precision:
-        """The resolved precision, with the probe's figures in the asset's metadata (each asset logs
-        `precision.metadata()` to its own MLflow run too)."""
+        """The resolved precision, with the probe's figures in the asset's metadata as one line (each asset
+        logs `precision.metadata()`, a figure a param, to its own MLflow run too)."""
         precision = self.resolved_precision()
-        context.add_output_metadata(precision.metadata())
+        figures = precision.metadata()
+        probe = [f"{name} {figures[f'precision_probe_{name}_gflops']:,.1f} GFLOP/s" for name in ("bf16", "fp32")
+                 if f"precision_probe_{name}_gflops" in figures]
+        native = {True: "bf16 native", False: "bf16 not native"}.get(figures.get("precision_native_bf16"))
+        context.add_output_metadata({key: figures[key] for key in ("precision", "precision_requested",
+                                                                   "precision_reason") if key in figures}
+                                    | ({"precision_probe": ", ".join(probe + [native] * bool(native))}
+                                       if probe or native else {}))
         return precision
 
     def train_settings(self, plan: TrainingPlan, stage: str, seed: int, max_length: int) -> TrainSettings:
@@ -198,15 +205,16 @@ class MlflowResource(dg.ConfigurableResource):
         context.add_output_metadata({"mlflow_run_id": run.info.run_id, **self.run_links(home, experiment_id, run)})
 
     def run_links(self, home: Path, experiment_id: str, run: mlflow.ActiveRun) -> dict[str, dg.MetadataValue]:
-        """`mlflow_run`: the run's page on an http tracking server, else the folder of its artifacts (with the
-        command that opens the store's UI beside it)."""
-        uri = self.uri(home)
+        """`mlflow_run`: a link named `run 1a2b3c4d` to the run's page on an http tracking server, else to the
+        folder of its artifacts (a `file:` link, with the command that opens the store's UI beside it). A link
+        with a short name: a full URL or path, which the UI does not break, widens every table of the page."""
+        uri, short = self.uri(home), f"run {run.info.run_id[:8]}"
         if uri.startswith("http"):
-            return {"mlflow_run": dg.MetadataValue.url(
-                f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run.info.run_id}")}
+            page = f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run.info.run_id}"
+            return {"mlflow_run": dg.MetadataValue.md(f"[{short}]({page})")}
         artifacts = run.info.artifact_uri
-        folder = Path(urlparse(artifacts).path) if artifacts.startswith("file:") else artifacts
-        return {"mlflow_run": dg.MetadataValue.path(str(folder)),
+        folder = Path(urlparse(artifacts).path).as_uri() if artifacts.startswith("file:") else artifacts
+        return {"mlflow_run": dg.MetadataValue.md(f"[{short}]({folder}) (its artifacts)"),
                 "mlflow_ui": dg.MetadataValue.text(f"mlflow ui --backend-store-uri {uri}, then experiment "
                                                    f"{experiment_id}, run {run.info.run_id}")}
 

@@ -69,32 +69,5 @@ def grouped_bars(table: pl.DataFrame, group: str, series: list[str], title: str,
     return fig
 
 
-def training_curves(training: list, validation: list, accuracy: list | None = None):
-    """Loss by step (training and validation) and, for fine-tuning, each head's validation accuracy."""
-    panels = 2 if accuracy else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.2), squeeze=False)
-    ax = axes[0][0]
-    for label, points in (("training", training), ("validation", validation)):
-        if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o" if label == "validation" else None,
-                    markersize=3, label=f"{label} loss")
-    ax.set_xlabel("step", fontsize=8)
-    ax.set_ylabel("loss", fontsize=8)
-    ax.set_title("loss by step", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    if accuracy:
-        ax = axes[0][1]
-        for column, label in ((1, "next service"), (2, "next page")):
-            ax.plot([p[0] for p in accuracy], [p[column] for p in accuracy], marker="o", markersize=3, label=label)
-        ax.set_xlabel("step", fontsize=8)
-        ax.set_ylabel("validation accuracy", fontsize=8)
-        ax.set_title("validation accuracy by head", fontsize=9)
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
 def close(fig) -> None:
     plt.close(fig)

@@ -84,11 +84,13 @@ def test_evaluation_assets_open_with_their_headline(trained):
     hit = _materialized(result, "hit_at_k_evaluation")
     assert {"D6", "D10", "D12"} <= set(hit) and "table" not in hit  # one table per D, each a screen wide
     columns = [c.name for c in hit["D10"].schema.columns]
-    assert columns[:3] == ["method", "serves", "hit@5"]
+    assert columns[:2] == ["method", "hit@5"]
+    assert [r.data["method"] for r in hit["D10"].records if r.data["method"].endswith(" ◀")] == [
+        hit["served_ranker"].value + " ◀"]  # what serves marked
     assert not [k for k in hit if k.count("/") == 2 and "/served/" not in k]  # no single entry per method
     sweep = _materialized(result, "cluster_sweep")
-    chosen = [r.data["k"] for r in sweep["silhouette"].records if r.data["chosen"]]
-    assert chosen == [sweep["k"].value]
+    chosen = [r.data["k"] for r in sweep["silhouette"].records if r.data["k"].endswith(" ◀")]
+    assert chosen == [f"{sweep['k'].value} ◀"]
 
 
 def test_the_model_check_shows_what_it_compared(trained):
@@ -100,16 +102,35 @@ def test_the_model_check_shows_what_it_compared(trained):
     assert {"service/accuracy", "service/popularity", "service/needed", "page/allowed_drop"} <= set(metadata)
 
 
-def test_an_mlflow_run_is_a_path_to_its_artifacts_on_a_local_store(trained):
+def test_an_mlflow_run_links_to_its_artifacts_on_a_local_store(trained):
+    import re
     from pathlib import Path
+    from urllib.parse import unquote, urlparse
 
     _, result = trained
-    entry = _materialized(result, "hit_at_k_evaluation")["mlflow_run"]
-    assert isinstance(entry, dg.PathMetadataValue) and Path(entry.path).is_dir()
+    metadata = _materialized(result, "hit_at_k_evaluation")
+    entry = metadata["mlflow_run"]
+    name, target = re.fullmatch(r"\[(run \w{8})\]\((file:[^)]+)\) \(its artifacts\)", entry.md_str).groups()
+    assert Path(unquote(urlparse(target).path)).is_dir() and name == f"run {metadata['mlflow_run_id'].value[:8]}"
 
 
-def test_the_model_assets_plot_their_training(trained):
+def _svg(entry: dg.MetadataValue) -> str:
+    """The SVG of an inline chart, which the UI shows in place only under 1,000 characters of Markdown."""
+    import base64
+
+    assert len(entry.md_str) < 1000 and "](data:image/svg+xml;base64," in entry.md_str, entry.md_str[:80]
+    return base64.b64decode(entry.md_str.split("base64,")[1].rstrip(")")).decode()
+
+
+def test_the_assets_plot_in_place(trained):
     _, result = trained
     for asset in ("pretrained_model", "finetuned_model"):
-        plot = _materialized(result, asset)["training_plot"]
-        assert plot.md_str.startswith("![figure](data:image/png;base64,") and len(plot.md_str) > 5_000, asset
+        svg = _svg(_materialized(result, asset)["loss_by_step"])
+        assert svg.count("<polyline") == 2 and ">training<" in svg and ">validation<" in svg, asset
+    accuracy = _svg(_materialized(result, "finetuned_model")["validation_accuracy_by_step"])
+    assert ">service<" in accuracy and ">page<" in accuracy
+    sweep = _materialized(result, "cluster_sweep")
+    silhouette = _svg(sweep["silhouette_plot"])
+    assert silhouette.count("<polyline") >= 2 and "<circle" in silhouette  # the chosen k circled
+    hit = _materialized(result, "hit_at_k_evaluation")
+    assert f">{hit['served_ranker'].value}<" in _svg(hit["hit_at_k_plot"])

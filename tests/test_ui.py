@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -94,9 +95,11 @@ def dagster_ui(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def trained_ui(tmp_path, monkeypatch):
+def trained_ui(monkeypatch):
+    """The UI over a trained home whose path is as long as a usual one (`/tmp/sb-1a2b3c4d/home`, not pytest's
+    80 characters): the UI does not break a path, so a long home widens every metadata table."""
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    yield from _dagster_dev(tmp_path, train_first=True)
+    yield from _dagster_dev(Path(tempfile.mkdtemp(prefix="sb-")), train_first=True)
 
 
 def _shown(name: str, labels: set[str]) -> bool:
@@ -188,6 +191,17 @@ _IN_VIEW = """element => {
 }"""
 
 
+# the metadata cells whose right edge passes the box that clips them: a table wider than the page's pane
+_CUT_CELLS = """() => [...document.querySelectorAll('td')].filter(cell => {
+    let right = window.innerWidth;
+    for (let box = cell.parentElement; box; box = box.parentElement) {
+        if (/auto|scroll|hidden|clip/.test(getComputedStyle(box).overflowX))
+            right = Math.min(right, box.getBoundingClientRect().right);
+    }
+    return cell.getBoundingClientRect().right > right + 1;
+}).map(cell => cell.innerText.slice(0, 40))"""
+
+
 def _in_view(locator) -> bool:
     """The element's text lies wholly inside the window as the page opens, cut by no scrolling box."""
     return locator.evaluate(_IN_VIEW)
@@ -195,7 +209,8 @@ def _in_view(locator) -> bool:
 
 def test_the_evaluation_pages_open_with_their_answer_in_view(trained_ui):
     """After `sessionbert run`, the asset pages of model_evaluation and hit_at_k_evaluation show, without
-    scrolling at 1,600 px, the headline their artifacts give and (Hit@k) the Hit@5 column of a D table."""
+    scrolling at 1,600 px, the headline their artifacts give and (Hit@k) the Hit@5 column of a D table; and
+    no asset page's metadata runs past the right of its pane."""
     from playwright.sync_api import expect, sync_playwright
 
     from sessionbert_assets import headlines, metadata
@@ -224,8 +239,15 @@ def test_the_evaluation_pages_open_with_their_answer_in_view(trained_ui):
                 expect(column).to_be_visible()
                 hidden += [] if _in_view(column) else [f"{asset}: hit@5 column"]
             page.screenshot(path=str(folder / f"{asset}.png"))
+        cut = {}
+        for asset in [*CONTRACT, "cluster_sweep", "tokenizer", "serving_model", "persona_evaluation"]:
+            page.goto(f"{url}/assets/{asset}")
+            expect(page.get_by_role("cell", name="path", exact=True).first).to_be_visible()
+            page.wait_for_timeout(500)
+            cut |= {asset: cells} if (cells := page.evaluate(_CUT_CELLS)) else {}
         if os.environ.get("SESSIONBERT_SCREENSHOTS"):
             for asset in expected:
                 shutil.copy(folder / f"{asset}.png", Path(os.environ["SESSIONBERT_SCREENSHOTS"]) / f"{asset}.png")
         browser.close()
     assert hidden == [], f"out of view at {VIEWPORT['width']} px: {hidden} (screenshots in {folder})"
+    assert cut == {}, f"metadata cut off at the right at {VIEWPORT['width']} px: {cut}"

@@ -14,19 +14,20 @@ import polars as pl
 from mlflow import MlflowClient
 from transformers import AutoTokenizer
 
+from sessionbert_assets.charts import line_chart
 from sessionbert_assets.checks import CHAMPION
 from sessionbert_assets.headlines import HEADS
 from sessionbert_assets.metadata import (
+    SERVES,
     count,
     duration,
     evaluation_metadata,
-    figure,
     headline_first,
     registered_model_version,
     table,
 )
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
-from sessionbert_core import plots, storage
+from sessionbert_core import storage
 from sessionbert_core.config import encoder_candidates
 from sessionbert_core.evaluation import gates
 from sessionbert_core.evaluation.choice import CANDIDATES_PER_SOURCE, choose_next_activity
@@ -101,9 +102,24 @@ def tokenizer(context: dg.AssetExecutionContext, sessionbert: SessionBertResourc
         "unknown_token_rate": round(best["unknown_token_rate"], 6),
         "mean_tokens_per_session": round(best["mean_tokens_per_session"], 2),
         "activities_as_one_token": round(best["activities_as_one_token"], 4),
-        "comparison": table(pl.DataFrame(comparison).with_columns(pl.col(pl.Float64).round(4))),
+        "comparison": _tokenizer_table(comparison),
     })
     return target
+
+
+TOKENIZER_COLUMNS = {"kind": "kind", "vocabulary_size": "vocabulary", "unknown_token_rate": "unknown",
+                     "mean_tokens_per_session": "tokens", "activities_as_one_token": "one token"}
+TOKENIZER_DESCRIPTIONS = {"kind": "the tokenizer trained (◀ the one chosen)", "vocabulary": "its vocabulary size",
+                          "unknown": "share of validation tokens unknown to it",
+                          "tokens": "mean tokens per validation session",
+                          "one token": "share of validation activities it keeps as one token"}
+
+
+def _tokenizer_table(comparison: list[dict]) -> dg.MetadataValue:
+    """The tokenizers compared, short headers (described in the schema) so the table fits at 1,600 px."""
+    rows = [{TOKENIZER_COLUMNS[k]: (f"{v}{SERVES}" if k == "kind" and row["chosen"] else v)
+             for k, v in row.items() if k in TOKENIZER_COLUMNS} for row in comparison]
+    return table(pl.DataFrame(rows), descriptions=TOKENIZER_DESCRIPTIONS)
 
 
 @dg.asset(group_name="model", kinds={"pytorch", "huggingface", "mlflow"}, pool="gpu", retry_policy=TRAINING_RETRIES)
@@ -253,20 +269,24 @@ def _numbers(summary: dict) -> dict[str, float]:
     return {k: float(v) for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-def _training_plot(summary: dict) -> dg.MetadataValue:
-    """Loss by step (training and validation) and, when fine-tuning, each head's validation accuracy."""
-    fig = plots.training_curves(summary.get("training_curve") or [], summary.get("validation_curve") or [],
-                                summary.get("validation_accuracy"))
-    entry = figure(fig)
-    plots.close(fig)
-    return entry
+def _training_charts(summary: dict) -> dict:
+    """Loss by step (training and validation) and, when fine-tuning, each head's validation accuracy by step,
+    as charts the UI shows in place (every logged point is in the MLflow run's metrics)."""
+    charts = {"loss_by_step": line_chart({"training": summary.get("training_curve") or [],
+                                          "validation": summary.get("validation_curve") or []}, "step", "loss")}
+    if summary.get("validation_accuracy"):
+        accuracy = summary["validation_accuracy"]
+        charts["validation_accuracy_by_step"] = line_chart(
+            {"service": [(p[0], p[1]) for p in accuracy], "page": [(p[0], p[2]) for p in accuracy]},
+            "step", "validation accuracy")
+    return charts
 
 
 def _training_metadata(summary: dict, settings: TrainSettings) -> dict:
     return {
         "steps": count(summary["steps"]), "epochs": summary["epochs"], "training_time": duration(summary["seconds"]),
         "useful_tokens_seen": count(summary.get("useful_tokens_seen", 0)),
-        "training_plot": _training_plot(summary),
+        **_training_charts(summary),
         "best_validation_loss": round(summary["best_validation_loss"] or float("nan"), 4),
         "useful_tokens_per_second": count(summary["useful_tokens_per_second"]),
         "parameters": count(summary["parameters"]), "train_sessions": count(summary["train_sessions"]),

@@ -12,7 +12,8 @@ import polars as pl
 
 from sessionbert_assets import headlines
 from sessionbert_assets.assets.source import persona_definitions, world_paths
-from sessionbert_assets.metadata import count, duration, figure, headline_first, table
+from sessionbert_assets.charts import line_chart
+from sessionbert_assets.metadata import SERVES, count, duration, figure, headline_first, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import plots, storage
 from sessionbert_core.personas.embed import (
@@ -104,9 +105,19 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
         mlflow.log_metrics({f"held_out_gain_{name}": c["held_out_gain"] for name, c in
                             result["representations"]["candidates"].items() if c["held_out_gain"] is not None})
         mlflow.log_figure(fig, "silhouette.png")
-    context.add_output_metadata(sweep_metadata(result, found.curves) | {"silhouette_plot": figure(fig)})
+    context.add_output_metadata(sweep_metadata(result, found.curves) | {"silhouette_plot": _silhouette_chart(
+        found.curves, result)})
     plots.close(fig)
     return result
+
+
+def _silhouette_chart(curves: dict[str, dict[int, float]], result: dict) -> dg.MetadataValue:
+    """The silhouette against k, the chosen space's line first and the chosen k circled (all lines in the
+    MLflow run's silhouette.png)."""
+    first = [name for name in (result["representation"], "sessionbert") if name in curves][:1]
+    ordered = first + [name for name in curves if name not in first]
+    return line_chart({name.replace("_", " "): sorted(curves[name].items()) for name in ordered}, "k", "silhouette",
+                      mark_x=result["k"])
 
 
 def _log_curves(curves: dict[str, dict[int, float]]) -> None:
@@ -116,6 +127,11 @@ def _log_curves(curves: dict[str, dict[int, float]]) -> None:
             mlflow.log_metric(f"silhouette_{name}", value, step=k)
 
 
+SPACE_HEADERS = {"sessionbert_same_users": "same users", "general_language": "general"}  # short: the table fits
+SPACE_DESCRIPTIONS = {"k": "clusters (◀ the k chosen)", "same users": "sessionbert on the users the baseline embedded",
+                      "general": "the general-language baseline (all-MiniLM-L6-v2) on those users"}
+
+
 def sweep_metadata(result: dict, curves: dict) -> dict:
     """The chosen k and space first, then the candidates and the silhouette per k (the chosen k marked)."""
     return {"headline": headlines.cluster_sweep(result)} | {
@@ -123,9 +139,10 @@ def sweep_metadata(result: dict, curves: dict) -> dict:
         "users": count(result["n_users"]),
         "representations": table(pl.DataFrame([{"representation": name, **c} for name, c in
                                                 result["representations"]["candidates"].items()])),
-        "silhouette": table(pl.DataFrame([{"k": k, "chosen": "◀ chosen" if k == result["k"] else "",
-                                           **{n: c.get(k, float("nan")) for n, c in curves.items()}}
-                                          for k in K_RANGE])),
+        "silhouette": table(pl.DataFrame([{"k": f"{k}{SERVES if k == result['k'] else ''}",
+                                           **{SPACE_HEADERS.get(n, n): c.get(k, float("nan"))
+                                              for n, c in curves.items()}} for k in K_RANGE]),
+                            descriptions=SPACE_DESCRIPTIONS),
     }
 
 
@@ -200,11 +217,12 @@ def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertR
 
 
 def _tasks_by_cluster(tasks: pl.DataFrame) -> pl.DataFrame:
-    """Each cluster's three likeliest tasks, `task 0.412`, a row per cluster (the whole matrix is in the run)."""
+    """Each cluster's three likeliest tasks in one column, `task 0.412, task 0.201, ...` (a line the UI wraps
+    between tasks), a row per cluster (the whole matrix is in the run)."""
     names = [c for c in tasks.columns if c != "cluster"]
-    return pl.DataFrame([{"cluster": row["cluster"], **{f"top {i + 1}": f"{name} {row[name]:.3f}" for i, name in
-                                                        enumerate(sorted(names, key=lambda n: -(row[n] or 0))[:3])}}
-                         for row in tasks.iter_rows(named=True)])
+    return pl.DataFrame([{"cluster": row["cluster"], "top 3 tasks": ", ".join(
+        f"{name} {row[name]:.3f}" for name in sorted(names, key=lambda n: -(row[n] or 0))[:3])}
+        for row in tasks.iter_rows(named=True)])
 
 
 @dg.asset(group_name="personas", kinds={"python", "parquet"})

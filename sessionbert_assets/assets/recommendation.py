@@ -11,10 +11,11 @@ from transformers import AutoTokenizer
 
 from sessionbert_assets import headlines
 from sessionbert_assets.assets.source import persona_definitions, world_paths
+from sessionbert_assets.charts import line_chart
 from sessionbert_assets.metadata import (
+    SERVES,
     SHORT_LIST,
     count,
-    figure,
     headline,
     headline_first,
     registered_model_version,
@@ -110,14 +111,26 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
     )
     context.add_output_metadata({
         "users": count(session_splits["user_id"].n_unique()),
-        "users_with_recommendations": count(recommendations["user_id"].n_unique()),
+        "users_recommended": count(recommendations["user_id"].n_unique()),
         "ranker": ranker, "ranker_reason": ranker_selection["reason"] if config.ranker == "auto" else "configured",
-        "recommendation_sessions": sessionbert.recommendation_sessions, "model_version": version,
+        "last_sessions": sessionbert.recommendation_sessions, "model_version": version,
         "most_recommended": table(recommendations.group_by("service").len("users")
                                   .sort("users", "service", descending=[True, False]), SHORT_LIST),
-        "sample": table(recommendations.head(15).select("user_id", "rank", "service", "score", "persona", "page")),
+        "sample": table(_sample(recommendations), descriptions=SAMPLE_DESCRIPTIONS),
     })
     return recommendations
+
+
+SAMPLE_DESCRIPTIONS = {"service (page)": "the service recommended and, in brackets, its landing page",
+                       "score": "the ranker's score", "persona": "the user's persona tag"}
+
+
+def _sample(recommendations: pl.DataFrame) -> pl.DataFrame:
+    """The first three users' rows, narrow enough for the UI: the landing page beside its service (the table
+    file holds it as `service;page`)."""
+    page = pl.col("page").str.split(";").list.last()
+    return recommendations.head(15).select(
+        "user_id", "rank", (pl.col("service") + " (" + page + ")").alias("service (page)"), "score", "persona")
 
 
 @dg.asset(group_name="evaluation", kinds={"pytorch", "mlflow", "json"}, pool="gpu")
@@ -158,7 +171,7 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
         mlflow.log_params(precision.metadata() | {"served_ranker": evaluation["served_ranker"]})
         mlflow.log_metrics({f"D{r['seen_days']}_{r['method']}_{k.replace('@', '_at_')}": r[k]
                             for r in rows for k in ("hit@3", "hit@5", "ndcg@5", "mrr")})
-        metadata |= _log_hit_at_k_plot(frame)
+        metadata |= _log_hit_at_k_plot(frame, evaluation["served_ranker"])
     context.add_output_metadata(metadata)
     return evaluation
 
@@ -195,15 +208,15 @@ def _persona_fit(recommendations: pl.DataFrame, definitions, world) -> dict:
 
 
 def _tables_per_d(frame: pl.DataFrame, served: str) -> dict:
-    """One table per number of seen days (`D10`: method, Hit@3, Hit@5, NDCG@5, MRR), best Hit@5 first, the
-    served method marked: each fits a screen. A D without scored users says so."""
+    """One table per number of seen days (`D10`: method, Hit@5, Hit@3, NDCG@5, MRR), best Hit@5 first, the
+    served method marked ◀: each fits a screen. A D without scored users says so."""
     tables = {f"D{d}": dg.MetadataValue.text("no scored user adopts a service after these days") for d in SEEN_DAYS}
     for (d,), rows in frame.partition_by("seen_days", as_dict=True, maintain_order=True).items() if frame.height \
             else ():
         shown = rows.sort("hit@5", descending=True).select(
-            "method", serves=pl.when(pl.col("method") == served).then(pl.lit("◀ serves")).otherwise(pl.lit("")),
-            **{k: k for k in ("hit@5", "hit@3", "ndcg@5", "mrr")})
-        tables[f"D{d}"] = table(shown)
+            pl.when(pl.col("method") == served).then(pl.col("method") + SERVES).otherwise("method").alias("method"),
+            "hit@5", "hit@3", "ndcg@5", "mrr")
+        tables[f"D{d}"] = table(shown, descriptions={"method": "◀ marks the ranker that serves (chosen on validation)"})
     return tables
 
 
@@ -219,9 +232,9 @@ def _hit_at_k_figures(evaluation: dict) -> dict:
     return figures
 
 
-def _log_hit_at_k_plot(frame: pl.DataFrame) -> dict:
-    """Hit@5 of every method at every D (one bar per D), logged to the active MLflow run; its metadata
-    entry (none without rows)."""
+def _log_hit_at_k_plot(frame: pl.DataFrame, served: str) -> dict:
+    """Hit@5 of every method at every D (one bar per D), logged to the active MLflow run; the metadata entry
+    (a chart in place; none without rows)."""
     if not frame.height:
         return {}
     wide = frame.with_columns(pl.format("D = {}", "seen_days").alias("D")).pivot(
@@ -229,6 +242,14 @@ def _log_hit_at_k_plot(frame: pl.DataFrame) -> dict:
     fig = plots.grouped_bars(wide, "method", [c for c in wide.columns if c != "method"],
                              "Hit@5 by method and seen days D", ylabel="Hit@5")
     mlflow.log_figure(fig, "hit_at_k.png")
-    entry = {"hit_at_k_plot": figure(fig)}
     plots.close(fig)
-    return entry
+    return {"hit_at_k_plot": _hit_at_k_chart(frame, served)}
+
+
+def _hit_at_k_chart(frame: pl.DataFrame, served: str) -> dg.MetadataValue:
+    """Hit@5 against D in place: what serves first, then the methods with the best mean Hit@5 (as many as
+    fit; every method is in the MLflow run's hit_at_k.png)."""
+    best = frame.group_by("method").agg(pl.col("hit@5").mean()).sort("hit@5", "method", descending=[True, False])
+    order = [served] * (served in best["method"]) + [m for m in best["method"] if m != served]
+    return line_chart({m: frame.filter(pl.col("method") == m).sort("seen_days").select("seen_days", "hit@5").rows()
+                       for m in order}, "seen days D", "Hit@5")

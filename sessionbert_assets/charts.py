@@ -1,0 +1,80 @@
+"""Line charts the Dagster UI shows in place: an SVG as a data URI in a Markdown entry of under 1,000 characters.
+
+The UI renders a Markdown entry inline only below 1,000 characters; a longer one (a matplotlib PNG) hides
+behind a *Show Markdown* button. A chart here keeps its lines, their names, the axes' names and ranges, and
+drops points (evenly, the last kept) and then the last series until it fits; the full figure goes to MLflow.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+import dagster as dg
+
+INLINE_LIMIT = 1000  # characters of Markdown the UI renders in place
+COLORS = ("#17b", "#e71", "#2a2", "#c22")
+WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 300, 150, 30, 190, 8, 126  # SVG's default size; names at the right
+
+Points = Sequence[tuple[float, float]]
+
+
+def line_chart(series: dict[str, Points], x_label: str, y_label: str, mark_x: float | None = None,
+               max_points: int = 16) -> dg.MetadataValue:
+    """`series` (name: (x, y) points, first the one that matters most) as an inline chart; `mark_x` circles
+    each line's point at that x (the chosen k)."""
+    shown = {name: list(points) for name, points in list(series.items())[:len(COLORS)] if points}
+    if not shown:
+        return dg.MetadataValue.text("nothing to plot")
+    while True:
+        markdown = f"![{y_label} by {x_label}](data:image/svg+xml;base64," \
+                   f"{base64.b64encode(_svg(shown, x_label, y_label, mark_x, max_points).encode()).decode()})"
+        if len(markdown) < INLINE_LIMIT or (max_points <= 2 and len(shown) == 1):
+            return dg.MetadataValue.md(markdown)
+        if max_points > (6 if len(shown) > 1 else 2):  # lines of 6 points, then fewer lines, then fewer points
+            max_points = max(max_points * 2 // 3, 2)
+        else:
+            shown.popitem()
+            max_points = 16
+
+
+def _thin(points: list[tuple[float, float]], n: int, mark_x: float | None) -> list[tuple[float, float]]:
+    """`n` points evenly spaced, the first, the last and the marked one among them."""
+    if len(points) <= n:
+        return points
+    step = (len(points) - 1) / (n - 1)
+    kept = {round(i * step) for i in range(n)} | {i for i, (x, _) in enumerate(points) if x == mark_x}
+    return [points[i] for i in sorted(kept)]
+
+
+def _svg(series: dict[str, list], x_label: str, y_label: str, mark_x: float | None, max_points: int) -> str:
+    xs = [x for points in series.values() for x, _ in points]
+    ys = [y for points in series.values() for _, y in points if y == y]  # NaN is no point
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = (min(ys), max(ys)) if ys else (0.0, 1.0)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+
+    def at(x: float, y: float) -> tuple[int, int]:
+        return (round(LEFT + (x - x0) / (x1 - x0) * (RIGHT - LEFT)),
+                round(BOTTOM - (y - y0) / (y1 - y0) * (BOTTOM - TOP)))
+
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' font-size='10'>"  # no size: 300 x 150
+             f"<path d='M{LEFT} {TOP}V{BOTTOM}H{RIGHT}' stroke='#666' fill='none'/>"
+             f"<text y='{TOP + 4}'>{y1:.3g}</text><text y='{BOTTOM}'>{y0:.3g}</text>"
+             f"<text x='{LEFT}' y='{HEIGHT - 8}'>{x0:g}</text><text x='{RIGHT}' y='{HEIGHT - 8}' text-anchor='end'>"
+             f"{x1:g}</text><text x='{(LEFT + RIGHT) // 2}' y='{HEIGHT - 8}' text-anchor='middle'>{x_label}</text>"
+             f"<text x='{LEFT + 4}' y='{TOP + 8}'>{y_label}</text><g fill='none' stroke-width='2'>"]
+    for points, color in zip(series.values(), COLORS, strict=False):
+        kept = [(x, y) for x, y in _thin(points, max_points, mark_x) if y == y]
+        line = " ".join(",".join(map(str, at(x, y))) for x, y in kept)
+        parts.append(f"<polyline stroke='{color}' points='{line}'/>")
+        parts += ["<circle stroke='{}' r='4' cx='{}' cy='{}'/>".format(color, *at(x, y))
+                  for x, y in kept if x == mark_x]
+    parts.append("</g>")
+    parts += [f"<text x='{RIGHT + 6}' y='{TOP + 10 + 13 * i}' fill='{color}'>{_escape(name)}</text>"
+              for i, (name, color) in enumerate(zip(series, COLORS, strict=False))]
+    return "".join(parts) + "</svg>"
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
