@@ -131,6 +131,6 @@ def test_the_assets_plot_in_place(trained):
     assert ">service<" in accuracy and ">page<" in accuracy
     sweep = _materialized(result, "cluster_sweep")
     silhouette = _svg(sweep["silhouette_plot"])
-    assert silhouette.count("<polyline") >= 2 and "<circle" in silhouette  # the chosen k circled
+    assert silhouette.count("<polyline") >= 1 and "<circle" in silhouette  # the chosen space first, its k circled
     hit = _materialized(result, "hit_at_k_evaluation")
     assert f">{hit['served_ranker'].value}<" in _svg(hit["hit_at_k_plot"])
