@@ -105,19 +105,18 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
         mlflow.log_metrics({f"held_out_gain_{name}": c["held_out_gain"] for name, c in
                             result["representations"]["candidates"].items() if c["held_out_gain"] is not None})
         mlflow.log_figure(fig, "silhouette.png")
-    context.add_output_metadata(sweep_metadata(result, found.curves) | {"silhouette_plot": _silhouette_chart(
-        found.curves, result)})
+    context.add_output_metadata(sweep_metadata(result, found.curves) | _silhouette_chart(found.curves, result))
     plots.close(fig)
     return result
 
 
-def _silhouette_chart(curves: dict[str, dict[int, float]], result: dict) -> dg.MetadataValue:
+def _silhouette_chart(curves: dict[str, dict[int, float]], result: dict) -> dict:
     """The silhouette against k, the chosen space's line first and the chosen k circled (all lines in the
     MLflow run's silhouette.png)."""
     first = [name for name in (result["representation"], "sessionbert") if name in curves][:1]
     ordered = first + [name for name in curves if name not in first]
-    return line_chart({name.replace("_", " "): sorted(curves[name].items()) for name in ordered}, "k", "silhouette",
-                      mark_x=result["k"])
+    return {"silhouette_plot": line_chart({name.replace("_", " "): sorted(curves[name].items()) for name in ordered},
+                                          "k", "silhouette", mark_x=result["k"])}
 
 
 def _log_curves(curves: dict[str, dict[int, float]]) -> None:
