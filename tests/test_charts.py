@@ -22,3 +22,24 @@ def test_the_marked_point_survives_thinning():
     svg = _svg(line_chart({"sessionbert": curve, "tfidf": curve}, "k", "silhouette", mark_x=5))
     assert svg.count("<circle") >= 1
     assert line_chart({}, "k", "silhouette").value == "nothing to plot"
+
+
+def test_a_heat_map_fits_in_place_and_its_cells_are_the_values():
+    import io
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from sessionbert_assets.charts import heat_map
+
+    values = {f"persona {p}": [((p + 1) * (c + 3)) % 11 / 10 for c in range(12)] for p in range(6)}
+    entry = heat_map(values, 12, "P(persona | cluster)")
+    svg = _svg(entry)
+    assert len(entry.md_str) < INLINE_LIMIT and ">persona 5<" in svg and ">012345678901<" in svg
+    png = re.search(r"data:image/png;base64,([^']+)'", svg).group(1)
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(png))))
+    assert pixels.shape == (6, 12)  # a pixel a cell, a row a persona
+    assert np.array_equal(pixels, np.round(235 * (1 - np.array(list(values.values())))))  # darker is higher
+    many = {f"a persona with a long name {p}": [0.5] * 60 for p in range(40)}
+    assert heat_map(many, 60, "P(persona | cluster)") is None  # the caller's PNG then

@@ -202,6 +202,13 @@ _CUT_CELLS = """() => [...document.querySelectorAll('td')].filter(cell => {
 }).map(cell => cell.innerText.slice(0, 40))"""
 
 
+# the charts an asset page draws in place (an SVG in its metadata, not a PNG behind *Show Markdown*)
+INLINE_CHARTS = {"pretrained_model": 1, "finetuned_model": 2, "cluster_sweep": 1, "persona_mapping": 1,
+                 "hit_at_k_evaluation": 1}
+_INLINE_CHARTS = """() => [...document.querySelectorAll('img[src^="data:image/svg+xml"]')]
+    .filter(img => img.complete && img.naturalWidth > 0 && img.getBoundingClientRect().width > 0).length"""
+
+
 def _in_view(locator) -> bool:
     """The element's text lies wholly inside the window as the page opens, cut by no scrolling box."""
     return locator.evaluate(_IN_VIEW)
@@ -209,8 +216,8 @@ def _in_view(locator) -> bool:
 
 def test_the_evaluation_pages_open_with_their_answer_in_view(trained_ui):
     """After `sessionbert run`, the asset pages of model_evaluation and hit_at_k_evaluation show, without
-    scrolling at 1,600 px, the headline their artifacts give and (Hit@k) the Hit@5 column of a D table; and
-    no asset page's metadata runs past the right of its pane."""
+    scrolling at 1,600 px, the headline their artifacts give and (Hit@k) the Hit@5 column of a D table; no
+    asset page's metadata runs past the right of its pane; and the curves and the heat map are drawn in place."""
     from playwright.sync_api import expect, sync_playwright
 
     from sessionbert_assets import headlines, metadata
@@ -239,15 +246,18 @@ def test_the_evaluation_pages_open_with_their_answer_in_view(trained_ui):
                 expect(column).to_be_visible()
                 hidden += [] if _in_view(column) else [f"{asset}: hit@5 column"]
             page.screenshot(path=str(folder / f"{asset}.png"))
-        cut = {}
+        cut, unseen = {}, {}
         for asset in [*CONTRACT, "cluster_sweep", "tokenizer", "serving_model", "persona_evaluation"]:
             page.goto(f"{url}/assets/{asset}")
             expect(page.get_by_role("cell", name="path", exact=True).first).to_be_visible()
             page.wait_for_timeout(500)
             cut |= {asset: cells} if (cells := page.evaluate(_CUT_CELLS)) else {}
+            drawn = page.evaluate(_INLINE_CHARTS)
+            unseen |= {asset: drawn} if drawn < INLINE_CHARTS.get(asset, 0) else {}
         if os.environ.get("SESSIONBERT_SCREENSHOTS"):
             for asset in expected:
                 shutil.copy(folder / f"{asset}.png", Path(os.environ["SESSIONBERT_SCREENSHOTS"]) / f"{asset}.png")
         browser.close()
     assert hidden == [], f"out of view at {VIEWPORT['width']} px: {hidden} (screenshots in {folder})"
     assert cut == {}, f"metadata cut off at the right at {VIEWPORT['width']} px: {cut}"
+    assert unseen == {}, f"inline charts drawn (of {INLINE_CHARTS}): {unseen}"

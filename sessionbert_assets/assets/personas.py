@@ -12,7 +12,7 @@ import polars as pl
 
 from sessionbert_assets import headlines
 from sessionbert_assets.assets.source import persona_definitions, world_paths
-from sessionbert_assets.charts import line_chart
+from sessionbert_assets.charts import HEAT_MAP_SCALE, heat_map, line_chart
 from sessionbert_assets.metadata import SERVES, count, duration, figure, headline_first, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import plots, storage
@@ -202,17 +202,29 @@ def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertR
     tasks, probabilities, tags, unsupported = found.tasks, found.probabilities, found.tags, found.not_enough_signal
     mapping = tags.join(probabilities, on="cluster", how="left").sort("cluster")
     storage.write_json(summary | {"not_enough_signal": unsupported}, sessionbert.home_path / "persona_mapping.json")
-    fig = plots.heat_map(probabilities.sort("cluster"), "cluster", "P(persona | cluster)")
     context.add_output_metadata({
         "mapping": table(tags),
         "mapping_note": "a merged tag (`A + B`) holds personas within 5% of the best; its probability is their sum, "
-                        "the heat map shows each persona's own",
+                        f"the heat map shows each persona's own: a row a persona, a column a cluster "
+                        f"({HEAT_MAP_SCALE})",
         "not_enough_signal": ", ".join(unsupported) or "every persona is carried by a cluster",
-        "persona_probabilities": figure(fig),
+        "persona_probabilities": _heat_map(probabilities.sort("cluster")),
         "task_probabilities": table(_tasks_by_cluster(tasks)),
     })
-    plots.close(fig)
     return mapping
+
+
+def _heat_map(probabilities: pl.DataFrame) -> dg.MetadataValue:
+    """P(persona | cluster), a row per persona, in place; a PNG behind *Show Markdown* when too many to fit."""
+    personas = [c for c in probabilities.columns if c != "cluster"]
+    inline = heat_map({p: probabilities[p].to_list() for p in personas}, probabilities.height, "P(persona | cluster)")
+    if inline is not None:
+        return inline
+    fig = plots.heat_map(probabilities, "cluster", "P(persona | cluster)")
+    try:
+        return figure(fig)
+    finally:
+        plots.close(fig)
 
 
 def _tasks_by_cluster(tasks: pl.DataFrame) -> pl.DataFrame:
