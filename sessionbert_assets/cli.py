@@ -9,6 +9,7 @@ import time
 import dagster as dg
 
 from sessionbert_assets.instance import prepare
+from sessionbert_assets.metadata import duration
 from sessionbert_core.config import settings_from_env
 from sessionbert_core.data.ingest import EXPORT_KINDS
 
@@ -42,7 +43,11 @@ def _value(entry: dg.MetadataValue) -> str:
     if isinstance(entry, dg.MarkdownMetadataValue):  # a headline's lines
         return entry.md_str.replace("  \n", "\n")
     value = getattr(entry, "value", entry)
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int) or value.is_integer():  # counts: 1,609, not 1609 or 3.0000
+        return f"{int(value):,}"
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4g}"  # 1,883.7 and 34.87, 0.9118
 
 
 def _precision_line(events: list[dg.DagsterEvent]) -> str:
@@ -78,7 +83,7 @@ def run(selection: str | None) -> int:
         result = job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=keys)
         elapsed = time.perf_counter() - started
         print(f"\nSessionBERT run {result.run_id} on source={settings.source} profile={settings.profile}: "
-              f"{'succeeded' if result.success else 'FAILED'} in {elapsed:.1f} s")
+              f"{'succeeded' if result.success else 'FAILED'} in {duration(elapsed).value}")
         print(f"artifacts: {settings.home}   Dagster instance: {settings_from_env().dagster_home}")
         materializations = result.get_asset_materialization_events()
         print(_precision_line(materializations) + "\n")
