@@ -1,8 +1,9 @@
-"""Line charts the Dagster UI shows in place: an SVG as a data URI in a Markdown entry of under 1,000 characters.
+"""Charts the Dagster UI shows in place: an SVG as a data URI in a Markdown entry of under 1,000 characters.
 
 The UI renders a Markdown entry inline only below 1,000 characters; a longer one (a matplotlib PNG) hides
-behind a *Show Markdown* button. A chart here keeps its lines, their names, the axes' names and ranges, and
+behind a *Show Markdown* button. A line chart keeps its lines, their names, the axes' names and ranges, and
 drops points (evenly, the last kept) and then the last series until it fits; the full figure goes to MLflow.
+A heat map is a pixel a cell, drawn large, with its row names; when it cannot fit, the caller shows a PNG.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from PIL import Image
 INLINE_LIMIT = 1000  # characters of Markdown the UI renders in place
 COLORS = ("#17b", "#e71", "#2a2", "#c22")
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 300, 150, 30, 190, 8, 126  # SVG's default size; names at the right
+
+HEAT_MAP_SCALE = "pale 0, black 1, white no value"
 
 Points = Sequence[tuple[float, float]]
 
@@ -83,29 +86,37 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-HEAT_MAP_SCALE = "pale 0, black 1"
-
-
 def heat_map(rows: dict[str, Sequence[float]], n_columns: int, title: str) -> dg.MetadataValue | None:
     """A grid of `rows` (name: a value in [0, 1] per column), darker is higher (0 a pale grey, so that an
-    empty cell still shows, 1 black), the row names at its left and the columns numbered above from 0 (the
-    last digit when there are more than 10); None when it is over the limit. The caller says what the
-    columns are and the scale (`HEAT_MAP_SCALE`) in a note beside it: the chart has no room for words."""
-    for width in (21, 12):  # row names cut shorter when the whole is over the limit
-        svg = _grid([name[:width] for name in rows], list(rows.values()), n_columns)
+    empty cell still shows, 1 black, no value white), the row names at its left and the columns numbered
+    above from 0 (the last digit when there are more than 10). The caller says what the columns are and
+    the scale (`HEAT_MAP_SCALE`) beside it: the chart has no room for words. None when it does not fit:
+    over the limit, wider than the chart, or row names that only a cut shorter than theirs would fit and
+    that the cut makes alike."""
+    if not rows or n_columns == 0:
+        return dg.MetadataValue.text("nothing to plot")
+    for width in (None, 21, 12):  # the names whole, then cut shorter while the whole is over the limit
+        names = [name[:width] for name in rows]
+        if len(set(names)) < len(names):
+            continue
+        svg = _grid(names, list(rows.values()), n_columns)
         markdown = f"![{title}](data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()})"
-        if len(markdown) < INLINE_LIMIT:
+        if svg and len(markdown) < INLINE_LIMIT:
             return dg.MetadataValue.md(markdown)
     return None
 
 
 def _grid(names: list[str], rows: list[Sequence[float]], n_columns: int) -> str:
-    """The cells are one greyscale PNG, a pixel each, drawn large and unsmoothed: 100 bytes for any size."""
-    values = np.nan_to_num(np.array([list(v) for v in rows], dtype=float).reshape(len(rows), n_columns))
-    png = io.BytesIO()
-    Image.fromarray(np.round(235 * (1 - np.clip(values, 0, 1))).astype(np.uint8), "L").save(png, "PNG", optimize=True)
+    """The cells are one greyscale PNG, a pixel each, drawn large and unsmoothed (some 100-150 bytes for
+    the grids that fit); "" when the columns at their narrowest run past the chart's width."""
+    values = np.array([list(v) for v in rows], dtype=float).reshape(len(rows), n_columns)
+    grey = np.where(np.isnan(values), 255, np.round(235 * (1 - np.clip(np.nan_to_num(values), 0, 1))))
     left, top, row = 6 * max(map(len, names), default=1) + 4, 14, 14
-    cell = max(min((WIDTH - left) // max(n_columns, 1), 40), 8)
+    cell = max(min((WIDTH - left) // n_columns, 40), 8)
+    if left + cell * n_columns > WIDTH:
+        return ""
+    png = io.BytesIO()
+    Image.fromarray(grey.astype(np.uint8), "L").save(png, "PNG", optimize=True)
     bottom = top + row * len(rows)
     numbers = " ".join(str(left + j * cell + cell // 2 - 3) for j in range(n_columns))
     parts = [f"<svg xmlns='http://www.w3.org/2000/svg' font-size='10' width='{WIDTH}' height='{bottom + 2}'>",

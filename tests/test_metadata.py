@@ -140,7 +140,7 @@ def test_the_run_summary_prints_numbers_for_people():
     """Counts with separators and no decimals, rates to 4 significant digits, large figures to one decimal."""
     from sessionbert_assets.cli import _value
 
-    shown = [_value(dg.MetadataValue.float(v)) for v in (3.0, 34.87, 1883.7, 0.91183, 0.0)]
-    assert shown == ["3", "34.87", "1,883.7", "0.9118", "0"]
+    shown = [_value(dg.MetadataValue.float(v)) for v in (3.0, 34.87, 1883.7, 0.91183, 0.0, -1883.7, float("nan"))]
+    assert shown == ["3", "34.87", "1,883.7", "0.9118", "0", "-1,883.7", "nan"]
     assert [_value(v) for v in (dg.MetadataValue.int(468150), 1609, True, "wordpiece")] == [
         "468,150", "1,609", "True", "wordpiece"]

@@ -204,25 +204,27 @@ def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertR
     storage.write_json(summary | {"not_enough_signal": unsupported}, sessionbert.home_path / "persona_mapping.json")
     context.add_output_metadata({
         "mapping": table(tags),
-        "mapping_note": "a merged tag (`A + B`) holds personas within 5% of the best; its probability is their sum, "
-                        f"the heat map shows each persona's own: a row a persona, a column a cluster "
-                        f"({HEAT_MAP_SCALE})",
+        **_heat_map(probabilities.sort("cluster")),
         "not_enough_signal": ", ".join(unsupported) or "every persona is carried by a cluster",
-        "persona_probabilities": _heat_map(probabilities.sort("cluster")),
         "task_probabilities": table(_tasks_by_cluster(tasks)),
     })
     return mapping
 
 
-def _heat_map(probabilities: pl.DataFrame) -> dg.MetadataValue:
-    """P(persona | cluster), a row per persona, in place; a PNG behind *Show Markdown* when too many to fit."""
+def _heat_map(probabilities: pl.DataFrame) -> dict:
+    """P(persona | cluster) in place, a row per persona; a PNG behind *Show Markdown*, a row per cluster, when
+    too many to fit. The note beside it says which, and that a merged tag sums its personas."""
+    merged = "a merged tag (`A + B`) holds personas within 5% of the best; its probability is their sum, the " \
+             "heat map shows each persona's own: "
     personas = [c for c in probabilities.columns if c != "cluster"]
     inline = heat_map({p: probabilities[p].to_list() for p in personas}, probabilities.height, "P(persona | cluster)")
     if inline is not None:
-        return inline
+        return {"mapping_note": merged + f"a row a persona, a column a cluster ({HEAT_MAP_SCALE})",
+                "persona_probabilities": inline}
     fig = plots.heat_map(probabilities, "cluster", "P(persona | cluster)")
     try:
-        return figure(fig)
+        return {"mapping_note": merged + "a row a cluster, a column a persona, each cell's value written in it",
+                "persona_probabilities": figure(fig)}
     finally:
         plots.close(fig)
 

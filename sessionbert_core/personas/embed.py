@@ -29,8 +29,8 @@ def general_language_encoder() -> Path:
     return Path(get_model_path())
 
 
-# all-MiniLM-L6-v2 (384 wide, ~110 tokens a text) runs fastest with SDPA in bf16 on CPU too, unlike
-# SessionBERT: 78.9 against 58.6 texts/s on a Zen 4 (benchmarks/NOTES.md)
+# all-MiniLM-L6-v2 (384 wide, ~110 tokens a text) ran faster with SDPA in bf16 on CPU too, unlike
+# SessionBERT: 78.9 against 58.6 texts/s on a Zen 4, the one bf16 CPU it was measured on (benchmarks/NOTES.md)
 GENERAL_LANGUAGE_ATTENTION = "sdpa"
 
 
