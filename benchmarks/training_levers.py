@@ -16,6 +16,7 @@ alone: two trainings on two cores slow each other down.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from dataclasses import replace
@@ -31,13 +32,12 @@ from sessionbert_core.model.precision import resolve_precision
 def measure(home: Path, profile, stage: str, batch: int, compiled: bool, sessions: int) -> dict:
     plan = replace(profile.training, batch_size=batch, min_steps=0)  # one epoch slice, not the profile's floor
     arguments = train.TrainingArguments
-    patch = mock.patch.object(train, "TrainingArguments", lambda *a, **k: arguments(*a, **k, torch_compile=True))
+    compiling = mock.patch.object(train, "TrainingArguments",
+                                  lambda *a, **k: arguments(*a, **k, torch_compile=True))
     started = time.perf_counter()
-    if compiled:
-        with patch:
-            result = timed_training(home, replace(profile, training=plan), stage, sessions, steps_to_skip=20)
-    else:
-        result = timed_training(home, replace(profile, training=plan), stage, sessions)
+    with compiling if compiled else contextlib.nullcontext():
+        result = timed_training(home, replace(profile, training=plan), stage, sessions,
+                                steps_to_skip=20 if compiled else 3)
     return {"stage": stage, "batch_size": batch, "torch_compile": compiled,
             "wall_seconds": round(time.perf_counter() - started, 1), **result}
 

@@ -33,8 +33,7 @@ def line_chart(series: dict[str, Points], x_label: str, y_label: str, mark_x: fl
     if not shown:
         return dg.MetadataValue.text("nothing to plot")
     while True:
-        markdown = f"![{y_label} by {x_label}](data:image/svg+xml;base64," \
-                   f"{base64.b64encode(_svg(shown, x_label, y_label, mark_x, max_points).encode()).decode()})"
+        markdown = _markdown(f"{y_label} by {x_label}", _svg(shown, x_label, y_label, mark_x, max_points))
         if len(markdown) < INLINE_LIMIT or (max_points <= 2 and len(shown) == 1):
             return dg.MetadataValue.md(markdown)
         if max_points > (6 if len(shown) > 1 else 2):  # lines of 6 points, then fewer lines, then fewer points
@@ -86,6 +85,11 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _markdown(alt: str, svg: str) -> str:
+    """The Markdown entry of an SVG: an image whose source is the SVG itself, base64-encoded."""
+    return f"![{alt}](data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()})"
+
+
 def heat_map(rows: dict[str, Sequence[float]], n_columns: int, title: str) -> dg.MetadataValue | None:
     """A grid of `rows` (name: a value in [0, 1] per column), darker is higher (0 a pale grey, so that an
     empty cell still shows, 1 black, no value white), the row names at its left and the columns numbered
@@ -95,34 +99,38 @@ def heat_map(rows: dict[str, Sequence[float]], n_columns: int, title: str) -> dg
     that the cut makes alike."""
     if not rows or n_columns == 0:
         return dg.MetadataValue.text("nothing to plot")
+    png = _cells_png(list(rows.values()), n_columns)
     for width in (None, 21, 12):  # the names whole, then cut shorter while the whole is over the limit
         names = [name[:width] for name in rows]
         if len(set(names)) < len(names):
             continue
-        svg = _grid(names, list(rows.values()), n_columns)
-        markdown = f"![{title}](data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()})"
-        if svg and len(markdown) < INLINE_LIMIT:
+        svg = _grid(names, png, n_columns)
+        if svg and len(markdown := _markdown(title, svg)) < INLINE_LIMIT:
             return dg.MetadataValue.md(markdown)
     return None
 
 
-def _grid(names: list[str], rows: list[Sequence[float]], n_columns: int) -> str:
-    """The cells are one greyscale PNG, a pixel each, drawn large and unsmoothed (some 100-150 bytes for
-    the grids that fit); "" when the columns at their narrowest run past the chart's width."""
+def _cells_png(rows: list[Sequence[float]], n_columns: int) -> str:
+    """The cells as one greyscale PNG, a pixel each (some 100-150 bytes for the grids that fit), base64."""
     values = np.array([list(v) for v in rows], dtype=float).reshape(len(rows), n_columns)
     grey = np.where(np.isnan(values), 255, np.round(235 * (1 - np.clip(np.nan_to_num(values), 0, 1))))
+    png = io.BytesIO()
+    Image.fromarray(grey.astype(np.uint8), "L").save(png, "PNG", optimize=True)
+    return base64.b64encode(png.getvalue()).decode()
+
+
+def _grid(names: list[str], png: str, n_columns: int) -> str:
+    """The cells' PNG drawn large and unsmoothed beside the row names; "" when the columns at their
+    narrowest run past the chart's width."""
     left, top, row = 6 * max(map(len, names), default=1) + 4, 14, 14
     cell = max(min((WIDTH - left) // n_columns, 40), 8)
     if left + cell * n_columns > WIDTH:
         return ""
-    png = io.BytesIO()
-    Image.fromarray(grey.astype(np.uint8), "L").save(png, "PNG", optimize=True)
-    bottom = top + row * len(rows)
+    bottom = top + row * len(names)
     numbers = " ".join(str(left + j * cell + cell // 2 - 3) for j in range(n_columns))
     parts = [f"<svg xmlns='http://www.w3.org/2000/svg' font-size='10' width='{WIDTH}' height='{bottom + 2}'>",
              f"<image x='{left}' y='{top}' width='{cell * n_columns}' height='{bottom - top}' preserveAspectRatio="
-             f"'none' image-rendering='pixelated' href='data:image/png;base64,"
-             f"{base64.b64encode(png.getvalue()).decode()}'/>",
+             f"'none' image-rendering='pixelated' href='data:image/png;base64,{png}'/>",
              *(f"<text y='{top + i * row + 11}'>{_escape(name)}</text>" for i, name in enumerate(names)),
              f"<text x='{numbers}' y='11'>{''.join(str(j % 10) for j in range(n_columns))}</text>"]
     return "".join(parts) + "</svg>"

@@ -172,3 +172,12 @@ def test_attention_is_eager_only_under_bf16_on_cpu(hardware):
     assert attention_implementation("cpu", bf16=False) == "sdpa"
     hardware(native=False)  # stub: emulated bf16, so auto resolves to fp32
     assert attention_implementation("cpu") == "sdpa"
+
+
+def test_the_general_language_encoder_keeps_sdpa_under_bf16_on_cpu():
+    """all-MiniLM-L6-v2 ran faster with SDPA in bf16 too (benchmarks/NOTES.md): it does not follow
+    SessionBERT's eager attention there."""
+    from sessionbert_core.personas.embed import load_general_language_encoder
+
+    encoder, _ = load_general_language_encoder("cpu", bf16=True)
+    assert encoder.config._attn_implementation == "sdpa"

@@ -29,11 +29,6 @@ def general_language_encoder() -> Path:
     return Path(get_model_path())
 
 
-# all-MiniLM-L6-v2 (384 wide, ~110 tokens a text) ran faster with SDPA in bf16 on CPU too, unlike
-# SessionBERT: 78.9 against 58.6 texts/s on a Zen 4, the one bf16 CPU it was measured on (benchmarks/NOTES.md)
-GENERAL_LANGUAGE_ATTENTION = "sdpa"
-
-
 def load_encoder(folder: Path, device: str = "cpu", bf16: bool | None = None,
                  attention: str | None = None) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
     """A BERT encoder (the bare model of any saved checkpoint) and its tokenizer. `attention` None:
@@ -41,6 +36,14 @@ def load_encoder(folder: Path, device: str = "cpu", bf16: bool | None = None,
     model = AutoModel.from_pretrained(folder, attn_implementation=attention or attention_implementation(device, bf16))
     model = model.to(device).eval()
     return model, AutoTokenizer.from_pretrained(folder)
+
+
+def load_general_language_encoder(device: str = "cpu",
+                                  bf16: bool | None = None) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
+    """all-MiniLM-L6-v2 and its tokenizer, with SDPA attention on every device: unlike SessionBERT it ran
+    faster so in bf16 on CPU too (384 wide, ~110 tokens a text: 78.9 against 58.6 texts/s on a Zen 4, the
+    one bf16 CPU it was measured on; benchmarks/NOTES.md)."""
+    return load_encoder(general_language_encoder(), device, bf16, attention="sdpa")
 
 
 @torch.inference_mode()
@@ -119,7 +122,7 @@ def general_language_user_vectors(sessions: pl.DataFrame, users: list[str], n_re
                                   bf16: bool | None = None, batch_size: int = 64) -> tuple[list[str], np.ndarray]:
     """The baseline of the paper's Figure 2: all-MiniLM-L6-v2 (mean pooling, as it was trained) on the
     same session texts, for the given users' last `n_recent` sessions, as user vectors."""
-    encoder, tokenizer = load_encoder(general_language_encoder(), device, bf16, GENERAL_LANGUAGE_ATTENTION)
+    encoder, tokenizer = load_general_language_encoder(device, bf16)
     recent = recent_sessions(sessions.filter(pl.col("user_id").is_in(users)), n_recent)
     vectors = embed_texts(encoder, tokenizer, recent["text"].to_list(), "mean", batch_size, 256, bf16)
     return user_vectors(recent.select("user_id", "session_id", "start").with_columns(

@@ -81,14 +81,9 @@ def service_vectors(services: list[str], descriptions: dict[str, str] | None,
 def service_vectors_from_encoder(services: list[str], descriptions: dict[str, str] | None, device: str = "cpu",
                                  bf16: bool | None = None) -> dict[str, dict[str, np.ndarray]]:
     """`service_vectors` under the general-language encoder all-MiniLM-L6-v2 (from its installed package)."""
-    from sessionbert_core.personas.embed import (
-        GENERAL_LANGUAGE_ATTENTION,
-        embed_texts,
-        general_language_encoder,
-        load_encoder,
-    )
+    from sessionbert_core.personas.embed import embed_texts, load_general_language_encoder
 
-    encoder, tokenizer = load_encoder(general_language_encoder(), device, bf16, GENERAL_LANGUAGE_ATTENTION)
+    encoder, tokenizer = load_general_language_encoder(device, bf16)
     return service_vectors(services, descriptions, partial(embed_texts, encoder, tokenizer, pooling="mean", bf16=bf16))
 
 
