@@ -18,6 +18,7 @@ from sessionbert_assets.assets import (
 )
 from sessionbert_assets.checks import QualityGatesResource, all_checks
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource, artifact_io_manager
+from sessionbert_assets.spark import SparkResource
 
 # every asset with its owners, code version and (tables) column schema
 all_assets = [schemas.described(asset) for asset in dg.load_assets_from_modules(
@@ -37,6 +38,9 @@ def build_definitions(sessionbert: SessionBertResource | None = None) -> dg.Defi
                    # external training (compute launcher `pipes`, or DDP): a subprocess here; on Kubernetes
                    # a PipesK8sClient in its place (docs/kubernetes.md)
                    "training_pipes": dg.PipesSubprocessClient(),
+                   # SESSIONBERT_ENGINE=spark: the Spark job of session_splits, a local spark-submit here
+                   # (PipesEMRClient or PipesDatabricksClient in its place on a cluster: README, Spark)
+                   "spark": SparkResource(), "spark_pipes": dg.PipesSubprocessClient(),
                    "io_manager": artifact_io_manager},
     )
 

@@ -53,6 +53,9 @@ class SessionBertResource(dg.ConfigurableResource):
     personas: str = Field(default=ENV.personas or "",
                           description="SESSIONBERT_PERSONAS: persona definitions YAML ('' = the world's)")
     seed: int = Field(default=ENV.seed, description="SESSIONBERT_SEED: seed of the world, the splits and training")
+    engine: str = Field(default=ENV.engine,
+                        description="SESSIONBERT_ENGINE: polars (in the step's process) or spark (a Spark job "
+                                    "through Dagster Pipes: the `spark` resource) for sessions, text and splits")
     # one setting for the table, its Hit@k evaluation, the ranker backtest and the served model alike
     recommendation_sessions: int = Field(default=RECENT_SESSIONS, ge=1,
                                          description="sessions of a user a recommendation reads, latest first "
@@ -61,7 +64,8 @@ class SessionBertResource(dg.ConfigurableResource):
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SessionBertResource:
         s = settings_from_env(env)
-        return cls(home=str(s.home), source=s.source, profile=s.profile, personas=s.personas or "", seed=s.seed)
+        return cls(home=str(s.home), source=s.source, profile=s.profile, personas=s.personas or "", seed=s.seed,
+                   engine=s.engine)
 
     @property
     def home_path(self) -> Path:
@@ -262,8 +266,9 @@ class ArtifactIOManager(dg.IOManager):
         if folder.is_dir():  # a model or tokenizer in save_pretrained format
             return folder
         parquet = self._path(context, ".parquet")
-        if parquet.exists():
-            return pl.read_parquet(parquet)
+        if parquet.exists():  # lazily for an input typed pl.LazyFrame: the step reads what its query needs
+            lazy = getattr(context.dagster_type, "typing_type", None) is pl.LazyFrame
+            return pl.scan_parquet(parquet) if lazy else pl.read_parquet(parquet)
         record = self._path(context, ".json")
         if record.exists():
             return json.loads(record.read_text())

@@ -125,6 +125,9 @@ class Settings:
     num_processes: int = 1  # SESSIONBERT_NUM_PROCESSES
     mlflow_tracking_uri: str = ""  # MLFLOW_TRACKING_URI ("": SQLite under the home)
     dagster_home: str = ""  # DAGSTER_HOME ("": $SESSIONBERT_HOME/dagster)
+    engine: str = "polars"  # SESSIONBERT_ENGINE: what sessionizes, serializes and splits (polars or spark)
+    spark_master: str = "local[*]"  # SESSIONBERT_SPARK_MASTER: the Spark master (sc://host:15002 is Spark Connect)
+    java_home: str = ""  # JAVA_HOME, the Java runtime Spark runs on ("": the java on PATH)
 
 
 def default_home(env: dict[str, str] | None = None) -> Path:
@@ -162,6 +165,9 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         num_processes=int(env.get("SESSIONBERT_NUM_PROCESSES") or 1),
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or "",
         dagster_home=env.get("DAGSTER_HOME") or "",
+        engine=env.get("SESSIONBERT_ENGINE") or "polars",
+        spark_master=env.get("SESSIONBERT_SPARK_MASTER") or "local[*]",
+        java_home=env.get("JAVA_HOME") or "",
     )
 
 

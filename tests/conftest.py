@@ -10,6 +10,7 @@ import pytest
 from sessionbert_assets.checks import QualityGatesResource, all_checks
 from sessionbert_assets.definitions import all_assets
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource, artifact_io_manager
+from sessionbert_assets.spark import SparkResource
 from sessionbert_core.config import get_profile
 from sessionbert_core.world.simulate import generate_world
 from sessionbert_core.world.truth import WorldPaths
@@ -39,7 +40,8 @@ def materialize_all(home: Path, source: str, selection=None, gates: QualityGates
     sessionbert = SessionBertResource(home=str(home), source=source, profile="tiny", seed=0, **settings)
     resources = {"sessionbert": sessionbert, "io_manager": artifact_io_manager, "compute": compute or ComputeResource(),
                  "mlflow_tracking": MlflowResource(tracking_uri=""), "quality_gates": gates or QualityGatesResource(),
-                 "training_pipes": dg.PipesSubprocessClient()}
+                 "training_pipes": dg.PipesSubprocessClient(), "spark": SparkResource(master="local[2]"),
+                 "spark_pipes": dg.PipesSubprocessClient()}
     return dg.materialize([*all_assets, *all_checks], selection=selection, resources=resources,
                           instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False,
                           run_config=run_config)

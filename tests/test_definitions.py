@@ -12,6 +12,7 @@ from conftest import APACHE_LOGS
 
 from sessionbert_assets.definitions import all_assets, build_definitions, defs
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource, artifact_io_manager
+from sessionbert_assets.spark import SparkResource
 
 DATA_ASSETS = {"landing_folder", "raw_sessions", "quarantined_events", "billing_records", "session_splits",
                "next_activity_baselines"}
@@ -21,7 +22,8 @@ def _materialize(tmp_path, source: str = "synthetic", selection=DATA_ASSETS) -> 
     """Materialize on tiny into tmp_path/home (the data assets by default: no training)."""
     sessionbert = SessionBertResource(home=str(tmp_path / "home"), source=source, profile="tiny")
     resources = {"sessionbert": sessionbert, "io_manager": artifact_io_manager, "compute": ComputeResource(),
-                 "mlflow_tracking": MlflowResource(tracking_uri=""), "training_pipes": dg.PipesSubprocessClient()}
+                 "mlflow_tracking": MlflowResource(tracking_uri=""), "training_pipes": dg.PipesSubprocessClient(),
+                 "spark": SparkResource(), "spark_pipes": dg.PipesSubprocessClient()}
     return dg.materialize(all_assets, selection=list(selection), resources=resources,
                           instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
 

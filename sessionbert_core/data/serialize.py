@@ -20,6 +20,9 @@ MAX_DAILY_SERVICES = 8
 MAX_DAILY_PAGES = 10
 TOP_BILLED = 3
 
+SPLITS = pl.Enum(["train", "validation", "test"])
+SPLIT_PROPORTIONS = (5.9, 1.9, 1.1)  # the paper's train : validation : test
+
 SESSION_SCHEMA = {
     "user_id": pl.String, "session_id": pl.String, "day": pl.Date, "start": pl.Datetime("us", "UTC"),
     "n_activities": pl.UInt32, "context": pl.String, "activities": pl.List(pl.String), "text": pl.String,
@@ -141,7 +144,7 @@ def _billed_before(sessions: pl.DataFrame, billing: pl.DataFrame) -> pl.DataFram
 
 
 def split_sessions(sessions: pl.DataFrame, seed: int = 0,
-                   proportions: tuple[float, float, float] = (5.9, 1.9, 1.1)) -> pl.DataFrame:
+                   proportions: tuple[float, float, float] = SPLIT_PROPORTIONS) -> pl.DataFrame:
     """Assign each user's sessions to train, validation or test in the paper's proportions, deterministically.
 
     Users are drawn whole: test and validation each hold every session of a held-out share of
@@ -163,7 +166,7 @@ def split_sessions(sessions: pl.DataFrame, seed: int = 0,
     user_draw = pl.col("user_id").map_elements(unit, return_dtype=pl.Float64)
     split = (pl.when(user_draw >= test_cut).then(pl.lit("test"))
              .when(user_draw >= validation_cut).then(pl.lit("validation")).otherwise(pl.lit("train")))
-    return sessions.with_columns(split=split.cast(pl.Enum(["train", "validation", "test"])))
+    return sessions.with_columns(split=split.cast(SPLITS))
 
 
 def split_problem(sessions: pl.DataFrame) -> str | None:
