@@ -17,6 +17,7 @@ materializes shows them as `refreshed_because` metadata.
 
 import dagster as dg
 
+from sessionbert_assets.partitions import LANDING_FILES, range_tags, registered
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core.data.ingest import IngestError, cached_files
 from sessionbert_core.data.landing_watch import look
@@ -24,6 +25,8 @@ from sessionbert_core.data.landing_watch import look
 TRIGGER, REASON = "sessionbert/trigger", "sessionbert/reason"
 # automated runs must not stop on one bad file: it is quarantined and reported instead
 TOLERANT = {"ops": {"raw_sessions": {"config": {"unreadable_files": "quarantine"}}}}
+TOLERANT_FILES = {"ops": {op: {"config": {"unreadable_files": "quarantine"}}
+                          for op in ("landing_files", "raw_sessions")}}
 
 INGESTION = dg.AssetSelection.assets("landing_folder", "raw_sessions", "quarantined_events", "billing_records",
                                      "session_splits")
@@ -35,10 +38,10 @@ main_job = dg.define_asset_job(
 )
 ingest_job = dg.define_asset_job(
     "ingest_new_data",
-    selection=INGESTION | dg.AssetSelection.assets("vocabulary_drift"),
-    config=TOLERANT,
-    description="New files in: ingestion (only new files are parsed), sessions and the vocabulary drift that "
-                "decides how much to retrain.",
+    selection=INGESTION | dg.AssetSelection.assets("landing_files", "vocabulary_drift"),
+    config=TOLERANT_FILES,
+    description="New files in: their landing_files partitions (each file read alone), ingestion (only new files "
+                "are parsed), sessions and the vocabulary drift that decides how much to retrain.",
 )
 finetune_job = dg.define_asset_job(
     "finetune_and_refresh",
@@ -69,11 +72,15 @@ daily_refresh = dg.ScheduleDefinition(
     description="Every day at 05:00 UTC: user personas and recommendations from the current models.")
 # off by default: new data already retrains through the sensors, and this repeats pretraining
 # (11 minutes on 2 cores for `small`, hours on a GPU at paper scale) whether or not anything changed
-weekly_retrain = dg.ScheduleDefinition(
-    name="weekly_retrain", job=main_job, cron_schedule="0 3 * * 0", run_config=TOLERANT,
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    tags={TRIGGER: "schedule", REASON: "weekly full retrain, Sundays 03:00 UTC"},
-    description="Sundays at 03:00 UTC: the whole graph, pretraining included.")
+@dg.schedule(name="weekly_retrain", job=main_job, cron_schedule="0 3 * * 0",
+             default_status=dg.DefaultScheduleStatus.STOPPED,
+             description="Sundays at 03:00 UTC: the whole graph, pretraining included, over every registered file.")
+def weekly_retrain(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    files = range_tags(registered(context.instance))
+    if not files:
+        return dg.SkipReason("no landing file registered yet: materialize landing_folder (or `make run`) first")
+    return dg.RunRequest(run_config=TOLERANT_FILES, tags={TRIGGER: "schedule", REASON: "weekly full retrain, "
+                                                           "Sundays 03:00 UTC", **files})
 
 
 @dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -102,8 +109,16 @@ def new_data_sensor(context: dg.SensorEvaluationContext, sessionbert: SessionBer
     reason = f"{len(seen.new)} new file(s): {_names(sorted(seen.new))}"
     if seen.rejected:
         reason += f"; refused: {_names(sorted(seen.rejected))}"
-    request = dg.RunRequest(run_key=seen.run_key, tags={TRIGGER: "new_data", REASON: reason})
-    return dg.SensorResult(run_requests=[request], cursor=seen.cursor)
+    # the new files become landing_files partitions (the ones gone are forgotten), and one run reads them
+    known = registered(context.instance)
+    added = [name for name in sorted(seen.new) if name not in known]
+    gone = [name for name in seen.removed if name in known]
+    ordered = [name for name in known if name not in gone] + added
+    request = dg.RunRequest(run_key=seen.run_key, run_config=TOLERANT_FILES,
+                            tags={TRIGGER: "new_data", REASON: reason, **range_tags(ordered, list(seen.new))})
+    changes = [LANDING_FILES.build_add_request(added)] * bool(added)
+    changes += [LANDING_FILES.build_delete_request(gone)] * bool(gone)
+    return dg.SensorResult(run_requests=[request], cursor=seen.cursor, dynamic_partitions_requests=changes)
 
 
 @dg.asset_sensor(asset_key=dg.AssetKey("vocabulary_drift"), jobs=[finetune_job, full_retrain_job],

@@ -14,8 +14,10 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import Field
 
-from sessionbert_assets.metadata import registered_model_version
+from sessionbert_assets.metadata import registered_model_version, table
+from sessionbert_assets.partitions import LANDING_FILES
 from sessionbert_assets.resources import MlflowResource, SessionBertResource
+from sessionbert_core.data.ingest import cached_outcome, content_digest, discover
 from sessionbert_core.evaluation import gates
 from sessionbert_core.model.tokenizer import measure
 from sessionbert_core.recommend.ranking import used_services
@@ -44,6 +46,33 @@ def check_quarantine_share(raw_sessions: pl.DataFrame, quarantined_events: pl.Da
     return dg.AssetCheckResult(passed=share <= quality_gates.quarantine_share_limit,
                                metadata={"share": round(share, 6), "limit": quality_gates.quarantine_share_limit,
                                          "quarantined": quarantined_events.height})
+
+
+@dg.asset_check(asset="landing_files", blocking=True, partitions_def=LANDING_FILES,
+                description="Each file's rows are all accounted for: read = valid + quarantined + filtered, counted "
+                            "again from its stored parse. Each file's quarantine share is shown beside it (the limit "
+                            "itself holds for the whole ingest, on raw_sessions).")
+def check_files_are_conserved(context: dg.AssetCheckExecutionContext, sessionbert: SessionBertResource,
+                              quality_gates: QualityGatesResource) -> dg.AssetCheckResult:
+    files = {f.name: f for f in discover(sessionbert.landing_path())}
+    rows, broken, missing = [], [], []
+    for key in context.partition_keys:
+        if key not in files or files[key].kind in ("ignored", "mapping"):
+            continue
+        outcome = cached_outcome(sessionbert.home_path / "ingest_cache", key, content_digest(files[key].path))
+        if outcome is None:  # refused (unreadable), so nothing is cached: raw_sessions quarantines it whole
+            missing.append(key)
+            continue
+        share = gates.quarantine_share(outcome["valid"], outcome["quarantined"])
+        rows.append({"file": key, **outcome, "quarantine_share": round(share, 4)})
+        if outcome["read"] != outcome["valid"] + outcome["quarantined"] + outcome["filtered"]:
+            broken.append(key)
+    over = [row["file"] for row in rows if row["quarantine_share"] > quality_gates.quarantine_share_limit]
+    return dg.AssetCheckResult(passed=not broken, metadata={
+        "files": table(pl.DataFrame(rows)) if rows else "none", "not_conserved": ", ".join(broken) or "none",
+        "refused_files": ", ".join(missing) or "none",
+        "files_over_the_quarantine_limit": ", ".join(over) or "none",
+        "quarantine_share_limit": quality_gates.quarantine_share_limit})
 
 
 @dg.asset_check(asset="tokenizer", blocking=True, additional_ins={"session_splits": dg.AssetIn()},
@@ -111,5 +140,5 @@ def check_recommendations_are_new_and_few(recommendation_table: pl.DataFrame, se
                                                               "rows": recommendation_table.height})
 
 
-all_checks = [check_quarantine_share, check_unknown_token_rate, check_model_beats_popularity_and_champion,
-              check_recommendations_are_new_and_few]
+all_checks = [check_files_are_conserved, check_quarantine_share, check_unknown_token_rate,
+              check_model_beats_popularity_and_champion, check_recommendations_are_new_and_few]

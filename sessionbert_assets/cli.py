@@ -10,6 +10,7 @@ import dagster as dg
 
 from sessionbert_assets.instance import prepare
 from sessionbert_assets.metadata import duration
+from sessionbert_assets.partitions import execute_over_files
 from sessionbert_core.config import settings_from_env
 from sessionbert_core.data.ingest import EXPORT_KINDS
 
@@ -77,27 +78,34 @@ def run(selection: str | None) -> int:
     from sessionbert_assets.definitions import defs  # after DAGSTER_HOME is set
 
     job = defs.resolve_job_def("sessionbert_main")
-    keys = _selected_keys(defs, selection) if selection else None
+    keys = _selected_keys(defs, selection) if selection else sorted(defs.resolve_asset_graph().get_all_asset_keys())
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=keys)
+        results = execute_over_files(job, instance, keys)  # landing_folder first: it registers the files
+        result = results[-1]
         elapsed = time.perf_counter() - started
-        print(f"\nSessionBERT run {result.run_id} on source={settings.source} profile={settings.profile}: "
-              f"{'succeeded' if result.success else 'FAILED'} in {duration(elapsed).value}")
+        print(f"\nSessionBERT run {', '.join(r.run_id for r in results)} on source={settings.source} "
+              f"profile={settings.profile}: {'succeeded' if result.success else 'FAILED'} in {duration(elapsed).value}")
         print(f"artifacts: {settings.home}   Dagster instance: {settings_from_env().dagster_home}")
-        materializations = result.get_asset_materialization_events()
+        materializations = [e for r in results for e in r.get_asset_materialization_events()]
         print(_precision_line(materializations) + "\n")
+        files = [e for e in materializations if e.partition is not None]  # landing_files: one per file
+        if files:
+            print(f"  {files[0].asset_key.to_user_string()}\n      {'partitions':<28} {len(files):,} file(s), each "
+                  "read alone")
         for event in materializations:
             materialization = event.event_specific_data.materialization
             name = materialization.asset_key.to_user_string()
             metadata = materialization.metadata
+            if event.partition is not None:
+                continue
             print(f"  {name}")
             if "path" in metadata:
                 print(f"      {'path':<28} {_value(metadata['path'])}")
             for key in SUMMARY_KEYS.get(name, ()):
                 if key in metadata:
                     print(f"      {key:<28} " + _value(metadata[key]).replace("\n", "\n" + " " * 35))
-        checks = result.get_asset_check_evaluations()
+        checks = [c for r in results for c in r.get_asset_check_evaluations()]
         if checks:
             print("\n  quality gates")
             for check in checks:

@@ -9,6 +9,7 @@ import pytest
 
 from sessionbert_assets.checks import QualityGatesResource, all_checks
 from sessionbert_assets.definitions import all_assets
+from sessionbert_assets.partitions import config_for, runs_over_files
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource, artifact_io_manager
 from sessionbert_assets.spark import SparkResource
 from sessionbert_core.config import get_profile
@@ -42,9 +43,51 @@ def materialize_all(home: Path, source: str, selection=None, gates: QualityGates
                  "mlflow_tracking": MlflowResource(tracking_uri=""), "quality_gates": gates or QualityGatesResource(),
                  "training_pipes": dg.PipesSubprocessClient(), "spark": SparkResource(master="local[2]"),
                  "spark_pipes": dg.PipesSubprocessClient()}
-    return dg.materialize([*all_assets, *all_checks], selection=selection, resources=resources,
-                          instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False,
-                          run_config=run_config)
+    return materialize_runs([*all_assets, *all_checks], selection, resources,
+                            instance or dg.DagsterInstance.ephemeral(), run_config=run_config)
+
+
+class Runs:
+    """The runs of one materialization (landing_folder first when it registers the files the rest reads:
+    `partitions.runs_over_files`), read as one result; anything else is the last run's."""
+
+    def __init__(self, results: list[dg.ExecuteInProcessResult]):
+        self.results = results
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self.results)
+
+    @property
+    def all_events(self) -> list:
+        return [e for r in self.results for e in r.all_events]
+
+    def get_asset_materialization_events(self) -> list:
+        return [e for r in self.results for e in r.get_asset_materialization_events()]
+
+    def get_asset_check_evaluations(self) -> list:
+        return [c for r in self.results for c in r.get_asset_check_evaluations()]
+
+    def __getattr__(self, name: str):
+        return getattr(self.results[-1], name)
+
+
+def materialize_runs(definitions: list, selection, resources: dict, instance: dg.DagsterInstance,
+                     run_config: dict | None = None) -> Runs:
+    """`dg.materialize` of `selection` (None: everything) in the runs the landing_files partitions need."""
+    checks = [d for d in definitions if isinstance(d, dg.AssetChecksDefinition)]
+    graph = dg.Definitions(assets=[d for d in definitions if d not in checks], asset_checks=checks,
+                           resources=resources).resolve_asset_graph()
+    chosen = (dg.AssetSelection.all() if selection is None
+              else dg.AssetSelection.from_coercible(selection).required_multi_asset_neighbors())
+    keys = sorted(chosen.resolve(graph))
+    results = []
+    for run_keys, tags in runs_over_files(keys, instance):
+        results.append(dg.materialize(definitions, selection=run_keys, resources=resources, instance=instance,
+                                      raise_on_error=False, run_config=config_for(run_config, run_keys), tags=tags))
+        if not results[-1].success:
+            break
+    return Runs(results)
 
 
 @pytest.fixture

@@ -12,8 +12,16 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from sessionbert_assets.automation import REASON, TRIGGER, new_data_sensor, retrain_sensor
+from sessionbert_assets.automation import (
+    REASON,
+    TOLERANT_FILES,
+    TRIGGER,
+    ingest_job,
+    new_data_sensor,
+    retrain_sensor,
+)
 from sessionbert_assets.definitions import build_definitions
+from sessionbert_assets.partitions import RANGE_END, RANGE_START, execute_over_files
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core.model.tokenizer import KNOWN_ACTIVITIES, vocabulary_drift
 
@@ -22,11 +30,23 @@ HEADER = "user_id,session_id,timestamp,service,page\n"
 ROWS = "u1,s1,2026-03-02T10:00:00Z,compute,instances\nu1,s1,2026-03-02T10:01:00Z,compute,launch\n"
 
 
-def _tick(landing, cursor: str | None = None, home=None) -> dg.SensorResult:
+def _tick(landing, cursor: str | None = None, home=None, instance: dg.DagsterInstance | None = None
+          ) -> dg.SensorResult:
     home = home or landing.parent / "home"
     resource = SessionBertResource(home=str(home), source=str(landing), profile="tiny")
-    context = dg.build_sensor_context(cursor=cursor, resources={"sessionbert": resource})
+    context = dg.build_sensor_context(cursor=cursor, resources={"sessionbert": resource},
+                                      instance=instance or dg.DagsterInstance.ephemeral())
     return new_data_sensor.evaluate_tick(context)
+
+
+def _apply(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
+    """What the daemon does with a tick's partition requests: the files it adds or forgets."""
+    for change in result.dynamic_partitions_requests or []:
+        if isinstance(change, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(change.partitions_def_name, list(change.partition_keys))
+        else:
+            for key in change.partition_keys:
+                instance.delete_dynamic_partition(change.partitions_def_name, key)
 
 
 def _write(path, text: str, mtime: int) -> None:
@@ -87,14 +107,17 @@ def test_a_bad_file_is_reported_and_does_not_block_a_good_one(landing, tmp_path)
     many = "".join(f"u1,s1,2026-03-02T10:{m:02d}:00Z,compute,page{m}\n" for m in range(40))
     _write(folder / "events-good.csv", HEADER + many, 1_000)  # a refused file counts as one quarantined row
     _write(folder / "events-bad.csv", "user_id,when\nu1,yesterday\n", 1_000)
-    result = _tick(folder, _tick(folder).cursor)
+    instance = dg.DagsterInstance.ephemeral()
+    result = _tick(folder, _tick(folder).cursor, instance=instance)
     [request] = result.run_requests
     assert "events-good.csv" in request.tags[REASON] and "refused: events-bad.csv" in request.tags[REASON]
     # the run it asks for ingests the good file and quarantines the bad one as a file
     sessionbert = SessionBertResource(home=str(tmp_path / "home"), source=str(folder), profile="tiny")
     job = build_definitions(sessionbert).resolve_job_def("ingest_new_data")
-    run = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
-                                 asset_selection=INGESTED)
+    _apply(instance, result)
+    run = job.execute_in_process(instance=instance, raise_on_error=False, tags=request.tags,
+                                 run_config=request.run_config,
+                                 asset_selection=[*INGESTED, dg.AssetKey("landing_files")])
     assert run.success
     quarantine = pl.read_parquet(tmp_path / "home" / "quarantined_events.parquet")
     assert quarantine.filter(pl.col("kind") == "file")["source_file"].to_list() == ["events-bad.csv"]
@@ -146,6 +169,14 @@ def retrained_home(trained, tmp_path):
     return copy
 
 
+def _ingest(sessionbert: SessionBertResource, instance: dg.DagsterInstance, tags: dict) -> bool:
+    """`ingest_new_data` over every file of the landing folder (landing_folder first: it registers them)."""
+    defs = build_definitions(sessionbert)
+    keys = sorted(ingest_job.selection.resolve(defs.resolve_asset_graph()))
+    return all(r.success for r in execute_over_files(defs.resolve_job_def(ingest_job.name), instance, keys,
+                                                      run_config=TOLERANT_FILES, tags=tags))
+
+
 def _new_day_file(home, folder) -> None:
     """A new day of traffic: the last day's sessions again, a day later, under new session ids."""
     raw = pl.read_parquet(home / "raw_sessions.parquet")
@@ -160,21 +191,31 @@ def test_new_data_reaches_a_refined_model_and_a_refreshed_table(retrained_home):
     defs = build_definitions(sessionbert)
     instance = dg.DagsterInstance.ephemeral()
     landing = sessionbert.landing_path()
-    cursor = new_data_sensor.evaluate_tick(dg.build_sensor_context(resources={"sessionbert": sessionbert})).cursor
+    cursor = new_data_sensor.evaluate_tick(dg.build_sensor_context(resources={"sessionbert": sessionbert},
+                                                                   instance=instance)).cursor
     _new_day_file(home, landing)
     for _ in range(2):  # seen, then settled
-        tick = new_data_sensor.evaluate_tick(dg.build_sensor_context(cursor=cursor,
+        tick = new_data_sensor.evaluate_tick(dg.build_sensor_context(cursor=cursor, instance=instance,
                                                                      resources={"sessionbert": sessionbert}))
         cursor = tick.cursor
     [request] = tick.run_requests
     assert "events-next-day.parquet" in request.tags[REASON]
+    assert request.tags[RANGE_START] == request.tags[RANGE_END] == "events-next-day.parquet"  # its partition
+    _apply(instance, tick)
     served = home / "recommendation_table.parquet"
     before = served.stat().st_mtime_ns
-    ingest = defs.resolve_job_def("ingest_new_data").execute_in_process(instance=instance, tags=request.tags)
+    ingest = defs.resolve_job_def("ingest_new_data").execute_in_process(instance=instance, tags=request.tags,
+                                                                        run_config=request.run_config)
     assert ingest.success
+    parsed = [e.partition for e in ingest.get_asset_materialization_events()
+              if e.asset_key == dg.AssetKey("landing_files")]
+    assert parsed == ["events-next-day.parquet"]  # only the new file's partition ran, and it parsed the file
+    assert next(e for e in ingest.get_asset_materialization_events() if e.partition == parsed[0]
+                ).event_specific_data.materialization.metadata["state"].value == "parsed"
     raw = next(e for e in ingest.get_asset_materialization_events() if e.asset_key == dg.AssetKey("raw_sessions"))
     metadata = raw.event_specific_data.materialization.metadata
-    assert metadata["files_parsed"].value == 1 and metadata["files_from_cache"].value > 1  # incremental
+    # incremental: the new file's partition parsed it, and raw_sessions found every file in the cache
+    assert metadata["files_parsed"].value == 0 and metadata["files_from_cache"].value > 2
     assert "events-next-day.parquet" in metadata["refreshed_because"].value
     drift = json.loads((home / "vocabulary_drift.json").read_text())
     assert drift["needs_pretraining"] is False and drift["drift"] < 0.01  # the same activities, a day later
@@ -196,8 +237,7 @@ def test_no_pretrained_model_means_a_full_retrain(retrained_home):
     shutil.rmtree(home / "pretrained_model")
     sessionbert = SessionBertResource(home=str(home), source="synthetic", profile="tiny", seed=0)
     instance = dg.DagsterInstance.ephemeral()
-    job = build_definitions(sessionbert).resolve_job_def("ingest_new_data")
-    assert job.execute_in_process(instance=instance, tags={TRIGGER: "new_data", REASON: "test"}).success
+    assert _ingest(sessionbert, instance, {TRIGGER: "new_data", REASON: "test"})
     [request] = retrain_sensor.evaluate_tick(dg.build_sensor_context(instance=instance)).run_requests
     assert request.job_name == "full_retrain" and "pretrain" in request.tags[REASON]
 
@@ -208,8 +248,7 @@ def test_drift_past_the_threshold_calls_for_pretraining(retrained_home):
     (home / "tokenizer" / KNOWN_ACTIVITIES).write_text(json.dumps(known[: len(known) // 2]))  # half now unseen
     sessionbert = SessionBertResource(home=str(home), source="synthetic", profile="tiny", seed=0)
     instance = dg.DagsterInstance.ephemeral()
-    job = build_definitions(sessionbert).resolve_job_def("ingest_new_data")
-    assert job.execute_in_process(instance=instance, tags={TRIGGER: "new_data", REASON: "test"}).success
+    assert _ingest(sessionbert, instance, {TRIGGER: "new_data", REASON: "test"})
     drift = json.loads((home / "vocabulary_drift.json").read_text())
     assert drift["drift"] > 0.01 and drift["needs_pretraining"] is True
     [request] = retrain_sensor.evaluate_tick(dg.build_sensor_context(instance=instance)).run_requests
@@ -219,7 +258,6 @@ def test_drift_past_the_threshold_calls_for_pretraining(retrained_home):
 def test_a_run_not_started_by_new_data_retrains_nothing(retrained_home):
     sessionbert = SessionBertResource(home=str(retrained_home), source="synthetic", profile="tiny", seed=0)
     instance = dg.DagsterInstance.ephemeral()
-    assert build_definitions(sessionbert).resolve_job_def("ingest_new_data").execute_in_process(
-        instance=instance).success
+    assert _ingest(sessionbert, instance, {})
     result = retrain_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
     assert not result.run_requests and "not by new data" in result.skip_message

@@ -8,14 +8,15 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from conftest import APACHE_LOGS
+from conftest import APACHE_LOGS, materialize_runs
 
 from sessionbert_assets.definitions import all_assets, build_definitions, defs
+from sessionbert_assets.partitions import execute_over_files
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource, artifact_io_manager
 from sessionbert_assets.spark import SparkResource
 
-DATA_ASSETS = {"landing_folder", "raw_sessions", "quarantined_events", "billing_records", "session_splits",
-               "next_activity_baselines"}
+DATA_ASSETS = {"landing_folder", "landing_files", "raw_sessions", "quarantined_events", "billing_records",
+               "session_splits", "next_activity_baselines"}
 
 
 def _materialize(tmp_path, source: str = "synthetic", selection=DATA_ASSETS) -> dg.ExecuteInProcessResult:
@@ -24,8 +25,7 @@ def _materialize(tmp_path, source: str = "synthetic", selection=DATA_ASSETS) -> 
     resources = {"sessionbert": sessionbert, "io_manager": artifact_io_manager, "compute": ComputeResource(),
                  "mlflow_tracking": MlflowResource(tracking_uri=""), "training_pipes": dg.PipesSubprocessClient(),
                  "spark": SparkResource(), "spark_pipes": dg.PipesSubprocessClient()}
-    return dg.materialize(all_assets, selection=list(selection), resources=resources,
-                          instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    return materialize_runs(all_assets, list(selection), resources, dg.DagsterInstance.ephemeral())
 
 
 def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
@@ -110,11 +110,10 @@ def test_run_config_override_moves_every_artifact(tmp_path):
     home = tmp_path / "override"
     job = build_definitions(SessionBertResource(home=str(tmp_path / "default"), source="synthetic",
                                                 profile="small")).resolve_job_def("sessionbert_main")
-    result = job.execute_in_process(
-        asset_selection=[dg.AssetKey(name) for name in DATA_ASSETS],
-        run_config={"resources": {"sessionbert": {"config": {"home": str(home), "profile": "tiny"}}}},
-        instance=dg.DagsterInstance.ephemeral())
-    assert result.success
+    results = execute_over_files(job, dg.DagsterInstance.ephemeral(), [dg.AssetKey(name) for name in DATA_ASSETS],
+                                 run_config={"resources": {"sessionbert": {"config": {"home": str(home),
+                                                                                      "profile": "tiny"}}}})
+    assert len(results) == 2 and all(result.success for result in results)
     assert (home / "raw_sessions.parquet").exists() and (home / "next_activity_baselines.json").exists()
     assert not (tmp_path / "default").exists()
 

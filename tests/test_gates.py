@@ -13,6 +13,7 @@ from conftest import materialize_all
 from sessionbert_assets.automation import daily_refresh, weekly_retrain
 from sessionbert_assets.checks import QualityGatesResource
 from sessionbert_assets.definitions import defs
+from sessionbert_assets.partitions import RANGE_END, RANGE_START
 from sessionbert_core.evaluation import gates
 
 
@@ -56,8 +57,8 @@ def test_quarantine_share_counts_kept_and_quarantined_rows():
 def test_every_gate_passes_on_tiny_and_the_model_becomes_champion(trained):
     home, result = trained
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert evaluations == {"check_quarantine_share": True, "check_unknown_token_rate": True,
-                           "check_model_beats_popularity_and_champion": True,
+    assert evaluations == {"check_files_are_conserved": True, "check_quarantine_share": True,
+                           "check_unknown_token_rate": True, "check_model_beats_popularity_and_champion": True,
                            "check_recommendations_are_new_and_few": True}
     with sqlite3.connect(home / "mlflow.db") as db:
         aliases = db.execute("select name, alias, version from registered_model_aliases").fetchall()
@@ -79,10 +80,15 @@ def test_a_failing_model_gate_leaves_the_served_table_untouched(trained):
 
 
 def test_schedules_request_the_refresh_and_the_retraining():
-    context = dg.build_schedule_context(scheduled_execution_time=None)
-    for schedule, job in ((daily_refresh, "refresh_recommendations"), (weekly_retrain, "sessionbert_main")):
-        requests = schedule.evaluate_tick(context).run_requests
-        assert len(requests) == 1 and schedule.job_name == job
+    with dg.instance_for_test() as instance:  # an instance with a reference, as a schedule's tick needs
+        context = dg.build_schedule_context(scheduled_execution_time=None, instance=instance)
+        assert "no landing file registered" in weekly_retrain.evaluate_tick(context).skip_message
+        instance.add_dynamic_partitions("landing_files", ["billing-00000.parquet", "events-00000.parquet"])
+        for schedule, job in ((daily_refresh, "refresh_recommendations"), (weekly_retrain, "sessionbert_main")):
+            requests = schedule.evaluate_tick(context).run_requests
+            assert len(requests) == 1 and schedule.job_name == job
+    assert (requests[0].tags[RANGE_START], requests[0].tags[RANGE_END]) == ("billing-00000.parquet",
+                                                                           "events-00000.parquet")
     assert daily_refresh.default_status == dg.DefaultScheduleStatus.RUNNING
     assert weekly_retrain.default_status == dg.DefaultScheduleStatus.STOPPED
     refresh = defs.resolve_job_def("refresh_recommendations")

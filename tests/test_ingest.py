@@ -8,7 +8,8 @@ import json
 import polars as pl
 import pytest
 
-from sessionbert_core.data.ingest import IngestError, discover, ingest_landing, probe
+from sessionbert_core.data.ingest import IngestError, discover, ingest_landing
+from sessionbert_core.data.landing_watch import probe
 
 KEY = b"test-key"
 HEADER = "user_id,session_id,timestamp,service,page,country,city,billing_tier\n"

@@ -10,8 +10,8 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from sessionbert_core.data.ingest import IngestError, discover, ingest_landing, probe
-from sessionbert_core.data.landing_watch import look
+from sessionbert_core.data.ingest import IngestError, discover, ingest_landing
+from sessionbert_core.data.landing_watch import look, probe
 
 KEY = b"test-key"
 HEADER = "user_id,session_id,timestamp,service,page\n"

@@ -139,15 +139,24 @@ def test_the_ui_shows_the_lineage_and_runs_the_data_assets(dagster_ui):
         assert set(CONTRACT) <= set(nodes)
         assert [(a, b) for a, b in LINEAGE if a not in nodes[b]] == []
 
-        # launch the data assets' job from its page, as a user would, and follow the run to success
-        page.goto(f"{url}/locations/sessionbert/jobs/ingest_new_data")
-        page.get_by_role("button", name="Materialize all").click()
-        confirm = page.get_by_role("button", name="Confirm")  # "upstream tokenizer not materialized yet"
-        confirm.click()
+        # as a user would: materialize landing_folder (it registers each file as a landing_files partition),
+        # then launch the data assets' job over every file from its page, and follow the backfill to success
+        page.goto(f"{url}/assets/landing_folder")
+        page.get_by_role("button", name="Materialize").first.click()
         toast = page.locator("a[href*='/runs/']", has_text="View").first  # "Launched run ... View"
         expect(toast).to_be_visible()
         page.goto(url + toast.get_attribute("href"))
         expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=180_000)
+        page.goto(f"{url}/locations/sessionbert/jobs/ingest_new_data")
+        page.get_by_role("button", name="Materialize all").click()
+        page.get_by_role("button", name="Confirm").click()  # "upstream tokenizer not materialized yet"
+        page.get_by_role("button", name="All", exact=True).click()  # every registered file
+        expect(page.get_by_text("2 partitions")).to_be_visible()  # the tiny world's events and billing files
+        page.get_by_role("button", name="Launch backfill").click()
+        backfill = page.locator("a[href*='/runs/b/']", has_text="View").first
+        expect(backfill).to_be_visible()
+        page.goto(url + backfill.get_attribute("href"))
+        expect(page.get_by_text("100% completed")).to_be_visible(timeout=300_000)  # ("Succeeded" heads a column)
         page.screenshot(path=str(folder / "run.png"))
         if os.environ.get("SESSIONBERT_SCREENSHOTS"):  # e.g. docs/ui, to refresh the README's pictures
             for name in ("lineage.png", "run.png"):

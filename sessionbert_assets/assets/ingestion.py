@@ -5,9 +5,18 @@ import dagster as dg
 import polars as pl
 
 from sessionbert_assets.metadata import TABLE_ROWS, count, date_range, table
+from sessionbert_assets.partitions import LANDING_FILES
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core.data.exports.cloudtrail import Callers
-from sessionbert_core.data.ingest import IngestError, ReadOptions, UnreadableFiles, ingest_landing
+from sessionbert_core.data.ingest import (
+    IngestError,
+    ParseCache,
+    ParsedFile,
+    ReadOptions,
+    UnreadableFiles,
+    discover,
+    ingest_landing,
+)
 
 
 class IngestConfig(dg.Config):
@@ -17,6 +26,48 @@ class IngestConfig(dg.Config):
     # CloudTrail: which callers' actions are page views (console: people in the web console; programmatic:
     # the CLI, SDKs and tools; all: both)
     cloudtrail_callers: Callers = "console"
+
+
+@dg.asset(group_name="data", partitions_def=LANDING_FILES, backfill_policy=dg.BackfillPolicy.single_run(),
+          deps=["landing_folder"], kinds={"polars", "parquet"})
+def landing_files(context: dg.AssetExecutionContext, config: IngestConfig, sessionbert: SessionBertResource) -> None:
+    """Each file of the landing folder read and validated alone: one partition per file, registered by
+    `landing_folder` and by the new-data sensor, so a new file is one new partition and memory holds one file.
+
+    The parse (valid rows, quarantined rows with file, line and reason, filtered rows) is kept in
+    `$SESSIONBERT_HOME/ingest_cache` by content, where `raw_sessions` combines the files. Each partition
+    shows its file's `read = valid + quarantined + filtered`; duplicates across files are found later, by
+    `raw_sessions`. A file that cannot be read fails its partition (or, with `unreadable_files: quarantine`,
+    is reported there and quarantined by `raw_sessions`).
+    """
+    files = {f.name: f for f in discover(sessionbert.landing_path())}
+    store = ParseCache(sessionbert.home_path / "ingest_cache", sessionbert.pseudonym_key(),
+                       ReadOptions(config.cloudtrail_callers))
+    for key in context.partition_keys:
+        f = files.get(key)
+        if f is None or f.kind in ("ignored", "mapping"):
+            context.add_asset_metadata({"state": "not in the landing folder now"}, partition_key=key)
+            continue
+        try:
+            parsed = store.parse(f, key)
+        except IngestError as error:
+            if config.unreadable_files == "fail":
+                raise dg.Failure(description=str(error)) from error
+            context.log.warning(f"file refused (it becomes a quarantine row of raw_sessions): {error}")
+            context.add_asset_metadata({"state": "refused", "problem": str(error), "kind": f.kind},
+                                       partition_key=key)
+            continue
+        context.add_asset_metadata(file_metadata(parsed), partition_key=key)
+
+
+def file_metadata(parsed: ParsedFile) -> dict:
+    """One file's figures: what it was read as and where each row it holds went."""
+    quarantined = int(parsed.rows["_reason"].is_not_null().sum())
+    filtered = int(parsed.filtered["rows"].sum()) if parsed.filtered is not None else 0
+    return {"state": "from cache" if parsed.from_cache else "parsed", "kind": parsed.kind,
+            "read": parsed.read, "valid": parsed.rows.height - quarantined,  # numbers: the UI plots them by file
+            "quarantined": quarantined, "filtered": filtered,
+            "quarantine_share": round(quarantined / max(parsed.read, 1), 4)}
 
 
 @dg.multi_asset(
@@ -30,6 +81,7 @@ class IngestConfig(dg.Config):
         "billing_records": dg.AssetOut(kinds={"polars", "parquet"}, description=(
             "Valid billing rows (user_id, date, service, cost) from billing*.parquet|csv|jsonl.")),
     },
+    deps=["landing_files"],
 )
 def raw_sessions(context: dg.AssetExecutionContext, config: IngestConfig, sessionbert: SessionBertResource,
                  landing_folder: dict):
@@ -39,7 +91,9 @@ def raw_sessions(context: dg.AssetExecutionContext, config: IngestConfig, sessio
     For every file `read = kept + quarantined + filtered`; a file that cannot be read, or lacks a
     required column, fails the run with its name (or, with `unreadable_files: quarantine`, becomes a
     quarantine row). Client hosts of access logs are pseudonymized. Incremental: each file's parse
-    is kept under `$SESSIONBERT_HOME/ingest_cache` by content, so only new or changed files are read.
+    is kept under `$SESSIONBERT_HOME/ingest_cache` by content (what the `landing_files` partitions
+    write), so only files no partition has parsed yet are read here; duplicates and sessions by gap
+    are found here, over every file.
     """
     try:
         result = ingest_landing(landing_folder["folder"], sessionbert.pseudonym_key(),

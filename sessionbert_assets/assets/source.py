@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from sessionbert_assets.partitions import sync
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core.data.ingest import IngestError, discover
 from sessionbert_core.personas.mapping import PersonaDefinitions, load_definitions
@@ -21,6 +22,7 @@ def landing_folder(context: dg.AssetExecutionContext, sessionbert: SessionBertRe
     With `SESSIONBERT_SOURCE=synthetic` this generates the synthetic cloud console (deterministic for
     the profile and seed; regenerated only when they change), whose ground truth stays beside it,
     outside the landing folder. Otherwise it lists the user's folder, which is never modified.
+    Each file it lists becomes a `landing_files` partition (a file gone from the folder is forgotten there).
     """
     if sessionbert.is_synthetic:
         world = generate_world(sessionbert.world_root(), sessionbert.profile_settings.world, sessionbert.seed)
@@ -37,11 +39,13 @@ def landing_folder(context: dg.AssetExecutionContext, sessionbert: SessionBertRe
     except IngestError as error:
         raise dg.Failure(description=str(error)) from error
     kinds = Counter(f.kind for f in files)  # what each file was recognized as, by its content
+    partitions = sync(context.instance, [f.name for f in files if f.kind not in ("ignored", "mapping")])
     context.add_output_metadata({
         "folder": dg.MetadataValue.path(str(folder)),
         "synthetic": sessionbert.is_synthetic,
         **{f"files/{k}": v for k, v in sorted(kinds.items())},
         "bytes": sum(f.path.stat().st_size for f in files if f.kind != "ignored"),
+        "landing_files_partitions": len(partitions),
         **extra,
     })
     return {"folder": str(folder), "world": truth, "personas": personas or None,

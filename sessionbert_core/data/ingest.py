@@ -42,7 +42,6 @@ from sessionbert_core.data.validate import (
     quarantine_duplicates,
     read_table,
     read_text_table,
-    schema_problem,
     validated_billing,
     validated_events,
 )
@@ -235,37 +234,6 @@ def read_export(f: LandingFile, name: str, pseudonym_key: bytes, options: ReadOp
     return (segment.read if f.kind == "segment" else ga4.read)(data, name, pseudonym_key)
 
 
-def probe(f: LandingFile) -> str | None:
-    """A cheap look at a file's header: the problem that would make ingestion refuse it, or None.
-
-    It reads the schema (Parquet), the header line (CSV) or the first bytes (the rest), never the whole
-    file, so a watcher can call it on every new file. Exports, JSON lines and access logs are read record
-    by record: their bad records are quarantined, never the file.
-    """
-    required, optional = (BILLING_COLUMNS, ()) if f.kind == "billing" else (EVENT_COLUMNS, OPTIONAL_COLUMNS)
-    try:
-        start = formats.head(f.path)
-        if f.kind not in ("events", "billing") or not start or f.form not in ("parquet", "csv"):
-            return None
-        if f.form == "parquet":
-            schema = pl.Schema(pl.read_parquet_schema(f.path))
-            columns = list(schema)
-            problem = schema_problem(f.name, schema, required, optional)
-            if problem:
-                return problem
-        else:
-            columns = event_files.csv_header(start.split(b"\n", 1)[0], f.name)
-    except IngestError as error:
-        return str(error)
-    except Exception as error:  # polars/pyarrow/gzip raise many types for a corrupt file
-        return f"{f.name}: cannot be read as {(f.form or f.kind).upper()}: {error_line(error)}"
-    missing = [c for c in required if c not in columns]
-    if missing:
-        found = ", ".join(columns) or "none"
-        return f"{f.name}: missing required column(s) {', '.join(missing)} (columns found: {found})"
-    return None
-
-
 @dataclass(frozen=True)
 class ParsedFile:
     name: str
@@ -296,14 +264,22 @@ class ParseCache:
             digest.update(part.encode() + b"\0")
         return digest.hexdigest()[:32]
 
+    def cached(self, f: LandingFile, name: str, content: str | None = None) -> ParsedFile | None:
+        """The file's parse as kept in the cache for its present content, or None when it is not there."""
+        key = self.key(f, name, content or content_digest(f.path))
+        entry = self.folder / key
+        if not (entry / "meta.json").exists():
+            return None
+        meta = json.loads((entry / "meta.json").read_text())
+        filtered = pl.read_parquet(entry / "filtered.parquet") if meta["filtered"] else None
+        return ParsedFile(name, f.kind, pl.read_parquet(entry / "rows.parquet"), meta["read"], filtered, key, True)
+
     def parse(self, f: LandingFile, name: str) -> ParsedFile:
         content = content_digest(f.path)
+        if found := self.cached(f, name, content):
+            return found
         key = self.key(f, name, content)
         entry = self.folder / key
-        if (entry / "meta.json").exists():
-            meta = json.loads((entry / "meta.json").read_text())
-            filtered = pl.read_parquet(entry / "filtered.parquet") if meta["filtered"] else None
-            return ParsedFile(name, f.kind, pl.read_parquet(entry / "rows.parquet"), meta["read"], filtered, key, True)
         result = parse_file(f, name, self.pseudonym_key, self.options)
         staging = storage.staging_folder(entry)
         storage.write_parquet(result.rows, staging / "rows.parquet")
@@ -330,6 +306,22 @@ def cached_files(folder: Path) -> set[tuple[str, str]]:
         if "sha256" in record:
             found.add((record["name"], record["sha256"]))
     return found
+
+
+def cached_outcome(folder: Path, name: str, digest: str) -> dict | None:
+    """Where the rows of one cached parse went (read, valid, quarantined, filtered), counted from its stored
+    rows, for the file `name` with content `digest`; None when no parse of that content is cached."""
+    for meta_path in sorted(Path(folder).glob("*/meta.json")):
+        meta = json.loads(meta_path.read_text())
+        if (meta.get("name"), meta.get("sha256")) != (name, digest):
+            continue
+        reasons = pl.scan_parquet(meta_path.parent / "rows.parquet").select(
+            valid=pl.col("_reason").is_null().sum(), quarantined=pl.col("_reason").is_not_null().sum()).collect()
+        filtered = (pl.scan_parquet(meta_path.parent / "filtered.parquet").select(pl.col("rows").sum()).collect()
+                    .item() if meta["filtered"] else 0)
+        return {"read": meta["read"], "valid": int(reasons["valid"][0]),
+                "quarantined": int(reasons["quarantined"][0]), "filtered": int(filtered or 0)}
+    return None
 
 
 def content_digest(path: Path) -> str:

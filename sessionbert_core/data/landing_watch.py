@@ -16,7 +16,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sessionbert_core.data.ingest import content_digest, discover, probe
+import polars as pl
+
+from sessionbert_core.data import event_files
+from sessionbert_core.data.exports import formats
+from sessionbert_core.data.ingest import LandingFile, content_digest, discover
+from sessionbert_core.data.validate import BILLING_COLUMNS, EVENT_COLUMNS, OPTIONAL_COLUMNS, error_line, schema_problem
+from sessionbert_core.errors import IngestError
 
 
 @dataclass(frozen=True)
@@ -69,3 +75,34 @@ def look(folder: Path, cursor: str | None, already_ingested: set[tuple[str, str]
                                                ).hexdigest()[:24]
     cursor = json.dumps({"seen": next_seen, "pending": next_pending}, sort_keys=True)
     return Look(new, rejected, sorted(waiting), removed, cursor, run_key)
+
+
+def probe(f: LandingFile) -> str | None:
+    """A cheap look at a file's header: the problem that would make ingestion refuse it, or None.
+
+    It reads the schema (Parquet), the header line (CSV) or the first bytes (the rest), never the whole
+    file, so a watcher can call it on every new file. Exports, JSON lines and access logs are read record
+    by record: their bad records are quarantined, never the file.
+    """
+    required, optional = (BILLING_COLUMNS, ()) if f.kind == "billing" else (EVENT_COLUMNS, OPTIONAL_COLUMNS)
+    try:
+        start = formats.head(f.path)
+        if f.kind not in ("events", "billing") or not start or f.form not in ("parquet", "csv"):
+            return None
+        if f.form == "parquet":
+            schema = pl.Schema(pl.read_parquet_schema(f.path))
+            columns = list(schema)
+            problem = schema_problem(f.name, schema, required, optional)
+            if problem:
+                return problem
+        else:
+            columns = event_files.csv_header(start.split(b"\n", 1)[0], f.name)
+    except IngestError as error:
+        return str(error)
+    except Exception as error:  # polars/pyarrow/gzip raise many types for a corrupt file
+        return f"{f.name}: cannot be read as {(f.form or f.kind).upper()}: {error_line(error)}"
+    missing = [c for c in required if c not in columns]
+    if missing:
+        found = ", ".join(columns) or "none"
+        return f"{f.name}: missing required column(s) {', '.join(missing)} (columns found: {found})"
+    return None
