@@ -51,8 +51,9 @@ class Runs:
     """The runs of one materialization (landing_folder first when it registers the files the rest reads:
     `partitions.runs_over_files`), read as one result; anything else is the last run's."""
 
-    def __init__(self, results: list[dg.ExecuteInProcessResult]):
+    def __init__(self, results: list[dg.ExecuteInProcessResult], instance: dg.DagsterInstance):
         self.results = results
+        self.instance = instance  # the results hold the instance weakly: it lives as long as they are read
 
     @property
     def success(self) -> bool:
@@ -75,19 +76,19 @@ class Runs:
 def materialize_runs(definitions: list, selection, resources: dict, instance: dg.DagsterInstance,
                      run_config: dict | None = None) -> Runs:
     """`dg.materialize` of `selection` (None: everything) in the runs the landing_files partitions need."""
-    checks = [d for d in definitions if isinstance(d, dg.AssetChecksDefinition)]
-    graph = dg.Definitions(assets=[d for d in definitions if d not in checks], asset_checks=checks,
-                           resources=resources).resolve_asset_graph()
+    # resolved over the asset definitions alone: building a Definitions here would load it against whatever
+    # instance an earlier test left as Dagster's current one
+    assets = [d for d in definitions if not isinstance(d, dg.AssetChecksDefinition)]
     chosen = (dg.AssetSelection.all() if selection is None
               else dg.AssetSelection.from_coercible(selection).required_multi_asset_neighbors())
-    keys = sorted(chosen.resolve(graph))
+    keys = sorted(chosen.resolve(assets))
     results = []
     for run_keys, tags in runs_over_files(keys, instance):
         results.append(dg.materialize(definitions, selection=run_keys, resources=resources, instance=instance,
                                       raise_on_error=False, run_config=config_for(run_config, run_keys), tags=tags))
         if not results[-1].success:
             break
-    return Runs(results)
+    return Runs(results, instance)
 
 
 @pytest.fixture
