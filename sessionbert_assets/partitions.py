@@ -19,15 +19,14 @@ RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_p
 
 def sync(instance: dg.DagsterInstance, names: list[str]) -> list[str]:
     """Register the files present and forget the ones gone; the partitions, in registration order."""
-    registered = instance.get_dynamic_partitions(LANDING_FILES.name)
-    present = set(names)
-    for gone in [key for key in registered if key not in present]:
+    before, present = registered(instance), set(names)
+    for gone in [key for key in before if key not in present]:
         instance.delete_dynamic_partition(LANDING_FILES.name, gone)
-    known = set(registered)
+    known = set(before)
     added = [name for name in names if name not in known]
     if added:
         instance.add_dynamic_partitions(LANDING_FILES.name, added)
-    return instance.get_dynamic_partitions(LANDING_FILES.name)
+    return [key for key in before if key in present] + added
 
 
 def range_tags(ordered: list[str], wanted: list[str] | None = None) -> dict[str, str]:
