@@ -35,7 +35,7 @@ serve: setup
 	$(BIN)/sessionbert serve --port $(SERVE_PORT) $(if $(SERVE_WORKERS),--workers $(SERVE_WORKERS))
 
 # performance (benchmarks/perf.py): ceilings, MFU, padding, per-asset time and memory, scaling; BENCH_SECTIONS
-# may add paper_data (the paper's 9M sessions through the bucketed data path, ~20 min)
+# may add paper_data (the paper's 7.4M sessions through the data assets, about 30 min on 2 cores)
 BENCH_PROFILE ?= small
 BENCH_SECTIONS ?= ceilings pipeline training inference scaling
 bench: setup

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.perf import machine
 from sessionbert_core.config import get_profile
-from sessionbert_core.data.ingest import ingest_landing
+from sessionbert_core.data.combine import ingest_landing
 from sessionbert_core.world.exports import FORMATS, render
 from sessionbert_core.world.simulate import generate_world
 

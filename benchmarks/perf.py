@@ -2,7 +2,7 @@
 
     python -m benchmarks.perf --profile small                  # everything (`make bench`)
     python -m benchmarks.perf --sections ceilings training inference
-    python -m benchmarks.perf --sections paper_data           # the paper's 9M sessions: generated, ingested, split
+    python -m benchmarks.perf --sections paper_data           # the paper's 7.4M sessions through the data assets
 
 Sections (each prints its rows; one table at the end; JSON in benchmarks/results/perf-<profile>.json):
 
@@ -21,9 +21,11 @@ Sections (each prints its rows; one table at the end; JSON in benchmarks/results
 - scaling: ingestion, serialization, a training epoch, embedding, clustering and recommendation at
   1x, 2x and 4x the profile's users, each stage in its own process: seconds, peak memory, and the
   working memory (peak over what the process held once its inputs were loaded, minus its output);
-- paper_data (only when named): the `paper` profile's world (200k users, about 9M sessions) generated,
-  ingested and serialized in user buckets (`sessionbert_core.data.bulk`), each stage in its own process:
-  seconds, peak memory, rows, and what it wrote.
+- paper_data (only when named): the data assets of the `paper` profile (200k users, 7.4M sessions) through
+  the asset graph, each materialized by `sessionbert run --select` in its own process (landing_folder
+  generating the world, landing_files parsing each file alone, raw_sessions combining them in parts of
+  users, session_splits serializing part by part): seconds, peak memory, what each wrote, and the rows.
+  `--paper-profile small` rehearses it on a small world.
 
 Run it alone: two training jobs on two cores slow each other down.
 """
@@ -336,7 +338,7 @@ def _median_time(work):
 
 def _ingest_stage(work: Path, data: Path, scale: int, graph: Path, profile) -> tuple:
     from sessionbert_core import storage
-    from sessionbert_core.data.ingest import ingest_landing
+    from sessionbert_core.data.combine import ingest_landing
 
     landing = world_at(work, profile, scale)
     held = rss_mib()
@@ -457,68 +459,63 @@ def scaling(profile_name: str, work: Path, graph: Path, scales: list[int]) -> di
 
 
 # ----------------------------------------------------------------------------------------------
-# the paper's data scale: world generation, ingestion and serialization in user buckets
+# the paper's data scale through the asset graph: each data asset materialized by `sessionbert run --select`
 
 
-def folder_mib(folder: Path) -> float:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / MIB
+def folder_mib(*paths: Path) -> float:
+    files = [p for path in paths for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()]
+    return sum(p.stat().st_size for p in files) / MIB
 
 
-def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+# asset -> what it writes under the home, in the order they run
+PAPER_STAGE_OUTPUTS = {"landing_folder": ("worlds",), "landing_files": ("ingest_cache",),
+                       "raw_sessions": ("raw_sessions.parquet", "quarantined_events.parquet",
+                                        "billing_records.parquet"),
+                       "session_splits": ("session_splits.parquet",)}
+PAPER_STAGES = tuple(PAPER_STAGE_OUTPUTS)
 
 
-def _world_stage(world: Path, buckets: Path, users: int, profile) -> tuple[dict, float]:
-    from sessionbert_core.world.simulate import generate_world
-
-    paths = generate_world(world, replace(profile.world, n_users=users), 0)
-    return json.loads(paths.manifest.read_text())["totals"], folder_mib(paths.landing)
-
-
-def _bucket_ingest_stage(world: Path, buckets: Path, users: int, profile) -> tuple[dict, float]:
-    import shutil
-
-    from sessionbert_core.data.bulk import ingest_to_buckets
-
-    shutil.rmtree(buckets, ignore_errors=True)
-    return ingest_to_buckets(world / "landing", buckets, b"benchmark-key", report=_to_stderr), folder_mib(buckets)
-
-
-def _bucket_serialize_stage(world: Path, buckets: Path, users: int, profile) -> tuple[dict, float]:
-    from sessionbert_core.data.bulk import serialize_buckets
-
-    return serialize_buckets(buckets, report=_to_stderr), folder_mib(buckets / "sessions")
-
-
-# the paper-scale data path, stage by stage: each returns its counts and the MiB it wrote
-PAPER_STAGE_RUNS = {"world": _world_stage, "bucket_ingest": _bucket_ingest_stage,
-                    "bucket_serialize": _bucket_serialize_stage}
-PAPER_STAGES = tuple(PAPER_STAGE_RUNS)
-
-
-def paper_stage(name: str, work: Path, users: int, profile) -> dict:
-    """One stage of the paper-scale data path in this process: seconds, sampled peak memory, counts."""
-    if name not in PAPER_STAGE_RUNS:
-        raise ValueError(f"unknown paper stage {name!r}: one of {', '.join(PAPER_STAGES)}")
-    sampler = RssSampler(os.getpid(), every=0.05)
+def paper_stage(name: str, home: Path, profile_name: str) -> dict:
+    """One data asset materialized in a child process (`sessionbert run --select NAME`, the CLI that `make run`
+    runs): its seconds, the child's peak resident memory (sampled every 0.1 s) and the MiB it wrote."""
+    env = {**os.environ, "SESSIONBERT_HOME": str(home), "SESSIONBERT_PROFILE": profile_name,
+           "SESSIONBERT_SOURCE": "synthetic"}
     started = time.perf_counter()
-    counts, size = PAPER_STAGE_RUNS[name](work / f"paper-world-{users}", work / f"paper-buckets-{users}", users,
-                                          profile)
+    child = subprocess.Popen([sys.executable, "-m", "sessionbert_assets.cli", "run", "--select", name], env=env,
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sampler = RssSampler(child.pid, every=0.1)
+    output, _ = child.communicate()
     seconds = time.perf_counter() - started
-    peak = max(max(rss for _, rss in sampler.samples) / MIB, rss_mib())
-    return {"seconds": round(seconds, 1), "peak_rss_mib": round(peak), "output_mib": round(size), **counts}
+    if child.returncode:
+        raise RuntimeError(f"sessionbert run --select {name} failed:\n{output[-3000:]}")
+    written = [home / out for out in PAPER_STAGE_OUTPUTS[name] if (home / out).exists()]
+    return {"seconds": round(seconds, 1), "peak_rss_mib": round(max(rss for _, rss in sampler.samples) / MIB),
+            "output_mib": round(folder_mib(*written))}
 
 
-def paper_data(profile_name: str, work: Path, users: int) -> dict:
-    results = {"users": users}
+def _paper_counts(home: Path) -> dict:
+    """What the data assets hold at the end, counted from their tables."""
+    from sessionbert_core import storage
+
+    def rows(name: str) -> int:
+        return storage.scan_table(home / f"{name}.parquet").select(pl.len()).collect().item()
+
+    sessions = storage.scan_table(home / "session_splits.parquet")
+    return {"page_views": rows("raw_sessions"), "billing_rows": rows("billing_records"),
+            "quarantined": rows("quarantined_events"), "sessions": rows("session_splits"),
+            "users": sessions.select(pl.col("user_id").n_unique()).collect().item(),
+            "raw_sessions_parts": len(storage.part_paths(home / "raw_sessions.parquet"))}
+
+
+def paper_data(profile_name: str, work: Path) -> dict:
+    """The data assets of `profile_name` (the paper's, by default), one after the other in a home under `work`
+    kept between runs: the world is generated once (landing_folder regenerates only what changed)."""
+    home = work / f"paper-home-{profile_name}"
+    results = {"profile": profile_name}
     for name in PAPER_STAGES:
-        done = subprocess.run([sys.executable, "-m", "benchmarks.perf", "--profile", profile_name, "--paper-stage",
-                               name, "--users", str(users), "--work", str(work.parent)], capture_output=True,
-                              text=True, cwd=ROOT)
-        if done.returncode:
-            raise RuntimeError(f"paper stage {name} failed:\n{done.stderr[-3000:]}")
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"  paper data {name:<17} {results[name]}", flush=True)
+        results[name] = paper_stage(name, home, profile_name)
+        print(f"  paper data {name:<15} {results[name]}", flush=True)
+    results["counts"] = _paper_counts(home)
     return results
 
 
@@ -581,8 +578,11 @@ def _scaling_rows(result: dict, scaling_: dict) -> list[tuple]:
 
 
 def _paper_data_rows(result: dict, p: dict) -> list[tuple]:
-    return [("paper data", f"{name} ({p['users']:,} users)", f"{p[name]['seconds']:.0f} s",
-             f"peak {p[name]['peak_rss_mib']:,} MiB, {p[name]['output_mib']:,} MiB written") for name in PAPER_STAGES]
+    counts = p.get("counts", {})
+    return [("paper data", f"{name} ({p.get('profile')}: {counts.get('sessions', 0):,} sessions)",
+             f"{p[name]['seconds']:.0f} s",
+             f"peak {p[name]['peak_rss_mib']:,} MiB, {p[name]['output_mib']:,} MiB written")
+            for name in PAPER_STAGES if name in p]
 
 
 # result key -> its rows in the table, in the table's order
@@ -610,9 +610,7 @@ def _scaling_section(args, profile, work: Path, graph: Path, result: dict) -> di
 
 
 def _paper_data_section(args, profile, work: Path, graph: Path, result: dict) -> dict:
-    from sessionbert_core.config import get_profile
-
-    return paper_data(args.profile, work, args.paper_users or get_profile("paper").world.n_users)
+    return paper_data(args.paper_profile, args.work)
 
 
 # section -> its run (args, profile, work folder, graph home, the result so far), in the order they run
@@ -629,16 +627,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="small")
     parser.add_argument("--sections", nargs="+", default=list(DEFAULT_SECTIONS), choices=SECTIONS)
-    parser.add_argument("--paper-users", type=int, default=0,
-                        help="users of the paper_data section (default: the paper profile's 200,000)")
+    parser.add_argument("--paper-profile", default="paper",
+                        help="the profile whose data assets the paper_data section runs (default: paper)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/sessionbert-perf"))
     parser.add_argument("--graph", type=Path, help="a finished graph's SESSIONBERT_HOME (default: the pipeline's)")
     parser.add_argument("--train-sessions", type=int, default=8192, help="sessions per timed training epoch")
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # one scaling stage, in a child process
     parser.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--paper-stage", choices=PAPER_STAGES, help=argparse.SUPPRESS)
-    parser.add_argument("--users", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path)
     return parser
 
@@ -653,9 +649,6 @@ def main(argv: list[str] | None = None) -> None:
     graph = args.graph or work / "graph"
     if args.stage:
         print(json.dumps(stage(args.stage, work, args.scale, graph, profile)))
-        return
-    if args.paper_stage:
-        print(json.dumps(paper_stage(args.paper_stage, work, args.users, get_profile("paper"))))
         return
     output = args.output or RESULTS / f"perf-{args.profile}.json"
     result = json.loads(output.read_text()) if output.exists() else {}

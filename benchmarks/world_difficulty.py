@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from sessionbert_core.config import get_profile
-from sessionbert_core.data.ingest import ingest_landing
+from sessionbert_core.data.combine import ingest_landing
 from sessionbert_core.data.serialize import serialize_sessions, split_sessions
 from sessionbert_core.evaluation.next_activity import baseline_scores, mean_and_spread
 from sessionbert_core.world.simulate import generate_world

@@ -40,12 +40,13 @@ class QualityGatesResource(dg.ConfigurableResource):
 
 @dg.asset_check(asset="raw_sessions", blocking=True, additional_ins={"quarantined_events": dg.AssetIn()},
                 description="The share of quarantined rows stays under the limit, or nothing trains on the ingest.")
-def check_quarantine_share(raw_sessions: pl.DataFrame, quarantined_events: pl.DataFrame,
+def check_quarantine_share(raw_sessions: pl.LazyFrame, quarantined_events: pl.LazyFrame,
                            quality_gates: QualityGatesResource) -> dg.AssetCheckResult:
-    share = gates.quarantine_share(raw_sessions.height, quarantined_events.height)
+    kept, quarantined = (frame.select(pl.len()).collect().item() for frame in (raw_sessions, quarantined_events))
+    share = gates.quarantine_share(kept, quarantined)
     return dg.AssetCheckResult(passed=share <= quality_gates.quarantine_share_limit,
                                metadata={"share": round(share, 6), "limit": quality_gates.quarantine_share_limit,
-                                         "quarantined": quarantined_events.height})
+                                         "quarantined": quarantined})
 
 
 @dg.asset_check(asset="landing_files", blocking=True, partitions_def=LANDING_FILES,

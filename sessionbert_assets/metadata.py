@@ -31,11 +31,13 @@ def table(frame: pl.DataFrame, limit: int = TABLE_ROWS, descriptions: dict[str, 
     return dg.MetadataValue.table(records=rows, schema=schema)
 
 
-def date_range(frame: pl.DataFrame, column: str) -> str:
-    """`2026-03-02 07:00:00 to 2026-04-30 23:59:59 UTC` (to the second), or `2026-03-02 to 2026-04-30`."""
-    if frame.height == 0:
+def date_range(frame: pl.DataFrame | pl.LazyFrame, column: str) -> str:
+    """`2026-03-02 07:00:00 to 2026-04-30 23:59:59 UTC` (to the second), or `2026-03-02 to 2026-04-30`; a
+    LazyFrame is read as a stream, a column at a time."""
+    low, high = frame.lazy().select(pl.col(column).min(), pl.col(column).max().alias("_high")).collect(
+        engine="streaming").row(0)
+    if low is None:
         return "empty"
-    low, high = frame[column].min(), frame[column].max()
     if hasattr(low, "hour"):
         return f"{low:%Y-%m-%d %H:%M:%S} to {high:%Y-%m-%d %H:%M:%S} UTC"
     return f"{low} to {high}"

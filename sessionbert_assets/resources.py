@@ -235,8 +235,9 @@ class MlflowResource(dg.ConfigurableResource):
 
 
 class ArtifactIOManager(dg.IOManager):
-    """Tables as `$SESSIONBERT_HOME/<asset>.parquet`, small records as `<asset>.json`, models and tokenizers
-    as folders `$SESSIONBERT_HOME/<asset>/` (the asset writes the folder and returns its path); writes are atomic."""
+    """Tables as `$SESSIONBERT_HOME/<asset>.parquet` (one file, or a folder of parts the asset wrote one at a
+    time: `storage.Parts`), small records as `<asset>.json`, models and tokenizers as folders
+    `$SESSIONBERT_HOME/<asset>/` (the asset writes the folder and returns its path); writes are atomic."""
 
     def __init__(self, sessionbert: SessionBertResource):
         self.sessionbert = sessionbert
@@ -250,6 +251,13 @@ class ArtifactIOManager(dg.IOManager):
             path = storage.write_parquet(obj, self._path(context, ".parquet"))
             context.add_output_metadata({"path": dg.MetadataValue.path(str(path)),
                                          "dagster/row_count": dg.MetadataValue.int(obj.height)})
+        elif isinstance(obj, storage.Parts):  # a table the asset wrote part by part, where the manager reads it
+            expected = self._path(context, ".parquet")
+            if obj.folder.resolve() != expected.resolve():
+                raise ValueError(f"{context.asset_key.to_user_string()} must be saved at {expected}, not {obj.folder}")
+            context.add_output_metadata({"path": dg.MetadataValue.path(str(expected)),
+                                         "dagster/row_count": dg.MetadataValue.int(obj.rows),
+                                         "parquet_parts": dg.MetadataValue.int(len(storage.part_paths(expected)))})
         elif isinstance(obj, dict):
             path = storage.write_json(obj, self._path(context, ".json"))
             context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
@@ -266,9 +274,9 @@ class ArtifactIOManager(dg.IOManager):
         if folder.is_dir():  # a model or tokenizer in save_pretrained format
             return folder
         parquet = self._path(context, ".parquet")
-        if parquet.exists():  # lazily for an input typed pl.LazyFrame: the step reads what its query needs
+        if parquet.exists():  # one file or a folder of parts; lazily for an input typed pl.LazyFrame
             lazy = getattr(context.dagster_type, "typing_type", None) is pl.LazyFrame
-            return pl.scan_parquet(parquet) if lazy else pl.read_parquet(parquet)
+            return storage.scan_table(parquet) if lazy else storage.read_table(parquet)
         record = self._path(context, ".json")
         if record.exists():
             return json.loads(record.read_text())

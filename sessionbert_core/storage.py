@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
     tmp = _temp_beside(path)
     try:
         frame.write_parquet(tmp, compression="zstd", statistics=True)
+        if path.is_dir():  # a table that was written in parts before
+            shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -70,3 +73,50 @@ def save_pretrained(target: Path, *saved: Any, records: dict[str, Any] | None = 
     for name, record in (records or {}).items():
         write_json(record, staging / name)
     return replace_folder(staging, target)
+
+
+@dataclass(frozen=True)
+class Parts:
+    """A table written as a folder of Parquet parts (`part-00000.parquet`, ...) that read in name order give
+    the whole table: each part is written and read alone, so memory holds one part, not the table."""
+
+    folder: Path
+    rows: int
+
+
+class PartsWriter:
+    """Parts written one at a time into a staging folder, swapped in whole by `commit`."""
+
+    def __init__(self, target: Path):
+        self.target = Path(target)
+        self.staging = staging_folder(self.target)
+        self.rows = 0
+        self.count = 0
+
+    def write(self, frame: pl.DataFrame, name: str = "") -> None:
+        """One more part: `name` (sorted among the others' names) or the next number."""
+        frame.write_parquet(self.staging / f"{name or f'part-{self.count:05d}'}.parquet", compression="zstd",
+                            statistics=True)
+        self.rows += frame.height
+        self.count += 1
+
+    def commit(self, schema: dict | None = None) -> Parts:
+        if not self.count:  # an empty table still reads back with its columns
+            self.write(pl.DataFrame(schema=schema or {}))
+        if self.target.is_file():  # a table that was one file before
+            self.target.unlink()
+        replace_folder(self.staging, self.target)
+        return Parts(self.target, self.rows)
+
+
+def part_paths(folder: Path) -> list[Path]:
+    return sorted(Path(folder).glob("*.parquet"))
+
+
+def scan_table(path: Path) -> pl.LazyFrame:
+    """A table written as one Parquet file or as parts, lazily, parts in order."""
+    return pl.scan_parquet(part_paths(path) if Path(path).is_dir() else path)
+
+
+def read_table(path: Path) -> pl.DataFrame:
+    return pl.read_parquet(part_paths(path) if Path(path).is_dir() else path)

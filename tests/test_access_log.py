@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 from conftest import APACHE_LOGS
 
+from sessionbert_core.data.combine import ingest_landing
 from sessionbert_core.data.exports.formats import UNKNOWN
-from sessionbert_core.data.ingest import ingest_landing
 
 KEY = b"test-key"
 AGENT = '"-" "Mozilla/5.0 (X11; Linux x86_64)"'

@@ -14,7 +14,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from sessionbert_core.data.ingest import IngestError, ReadOptions, discover, ingest_landing
+from sessionbert_core.data.combine import ingest_landing
+from sessionbert_core.data.ingest import IngestError, ReadOptions, discover
 from sessionbert_core.world.exports import FORMATS, render
 
 EXPORTS = Path(__file__).resolve().parent / "fixtures" / "exports"

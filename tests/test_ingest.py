@@ -8,7 +8,8 @@ import json
 import polars as pl
 import pytest
 
-from sessionbert_core.data.ingest import IngestError, discover, ingest_landing
+from sessionbert_core.data.combine import ingest_landing
+from sessionbert_core.data.ingest import IngestError, discover
 from sessionbert_core.data.landing_watch import probe
 
 KEY = b"test-key"

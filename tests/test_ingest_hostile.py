@@ -10,7 +10,8 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from sessionbert_core.data.ingest import IngestError, discover, ingest_landing
+from sessionbert_core.data.combine import ingest_landing
+from sessionbert_core.data.ingest import IngestError, discover
 from sessionbert_core.data.landing_watch import look, probe
 
 KEY = b"test-key"

@@ -7,7 +7,8 @@ import polars as pl
 from conftest import materialize_all
 
 from sessionbert_assets.partitions import RANGE_END, RANGE_START, range_tags, runs_over_files, sync
-from sessionbert_core.data.ingest import discover, ingest_landing
+from sessionbert_core.data.combine import ingest_landing
+from sessionbert_core.data.ingest import discover
 
 HEADER = "user_id,session_id,timestamp,service,page\n"
 

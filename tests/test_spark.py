@@ -12,7 +12,7 @@ from conftest import materialize_all
 
 from sessionbert_assets.spark import SparkResource
 from sessionbert_core.data.access_log import SESSION_GAP_MINUTES, sessions_by_gap
-from sessionbert_core.data.ingest import ingest_landing
+from sessionbert_core.data.combine import ingest_landing
 from sessionbert_external import spark_sessions
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs a Java runtime (.ci/run installs "

@@ -7,6 +7,8 @@ import polars as pl
 from sessionbert_assets.metadata import TABLE_ROWS, count, date_range, table
 from sessionbert_assets.partitions import LANDING_FILES
 from sessionbert_assets.resources import SessionBertResource
+from sessionbert_core import storage
+from sessionbert_core.data.combine import Combined, Targets, combine_landing
 from sessionbert_core.data.exports.cloudtrail import Callers
 from sessionbert_core.data.ingest import (
     IngestError,
@@ -15,7 +17,6 @@ from sessionbert_core.data.ingest import (
     ReadOptions,
     UnreadableFiles,
     discover,
-    ingest_landing,
 )
 
 
@@ -95,50 +96,61 @@ def raw_sessions(context: dg.AssetExecutionContext, config: IngestConfig, sessio
     write), so only files no partition has parsed yet are read here; duplicates and sessions by gap
     are found here, over every file.
     """
+    home = sessionbert.home_path
+    targets = Targets(*(home / f"{name}.parquet" for name in ("raw_sessions", "quarantined_events", "billing_records")))
     try:
-        result = ingest_landing(landing_folder["folder"], sessionbert.pseudonym_key(),
-                                cache=sessionbert.home_path / "ingest_cache", unreadable=config.unreadable_files,
-                                options=ReadOptions(config.cloudtrail_callers))
+        result = combine_landing(landing_folder["folder"], sessionbert.pseudonym_key(), home / "ingest_cache",
+                                 targets, config.unreadable_files, ReadOptions(config.cloudtrail_callers))
     except IngestError as error:
         raise dg.Failure(description=str(error)) from error
-    events, quarantine, files = result.events, result.quarantine, result.files
+    quarantine = storage.read_table(targets.quarantine)
     refused = quarantine.filter(pl.col("kind") == "file")
     for problem in refused["detail"]:
         context.log.warning(f"file refused and quarantined: {problem}")
-    if files.height > TABLE_ROWS:
-        for row in files.iter_rows(named=True):
+    if result.files.height > TABLE_ROWS:
+        for row in result.files.iter_rows(named=True):
             context.log.info(f"file {row['file']}: read {row['read']} = kept {row['kept']} + quarantined "
                              f"{row['quarantined']} + filtered {row['filtered']} ({row['parsed']})")
-    rows_read = files.select(pl.col("read").sum()).item()
-    yield dg.Output(events, "raw_sessions", metadata=_events_metadata(result, refused))
-    yield dg.Output(quarantine, "quarantined_events", metadata={
+    rows_read = result.files.select(pl.col("read").sum()).item()
+    yield dg.Output(result.events, "raw_sessions", metadata=_events_metadata(result, refused))
+    yield dg.Output(result.quarantine, "quarantined_events", metadata={
         "rows": count(quarantine.height), "share_of_rows_read": round(quarantine.height / max(rows_read, 1), 4),
         "reasons": table(quarantine.group_by("kind", "reason").agg(rows=pl.len().cast(pl.Int64))
                          .sort("rows", descending=True)),
     })
-    yield dg.Output(result.billing, "billing_records", metadata={
-        "rows": count(result.billing.height),
-        "rows_read": count(files.filter(pl.col("kind") == "billing")["read"].sum()),
-        "users": count(result.billing["user_id"].n_unique()), "date_range": date_range(result.billing, "date"),
-        "total_cost": round(float(result.billing["cost"].sum()), 2),
-    })
+    yield dg.Output(result.billing, "billing_records", metadata=_billing_metadata(result))
 
 
-def _events_metadata(result, refused: pl.DataFrame) -> dict:
-    """What a person checks on the page views: counts, dates, and each file's read = kept + quarantined + filtered."""
-    events, files = result.events, result.files
+def _billing_metadata(result: Combined) -> dict:
+    billing = storage.scan_table(result.billing.folder)
+    totals = billing.select(users=pl.col("user_id").n_unique(), cost=pl.col("cost").sum()).collect(engine="streaming")
+    return {"rows": count(result.billing.rows),
+            "rows_read": count(result.files.filter(pl.col("kind") == "billing")["read"].sum()),
+            "users": count(totals["users"][0]), "date_range": date_range(billing, "date"),
+            "total_cost": round(float(totals["cost"][0] or 0), 2)}
+
+
+def _events_metadata(result: Combined, refused: pl.DataFrame) -> dict:
+    """What a person checks on the page views: counts, dates, and each file's read = kept + quarantined + filtered.
+    Counted as a stream over the parts, so memory holds a few columns, not the table."""
+    events, files = storage.scan_table(result.events.folder), result.files
     totals = files.filter(pl.col("kind") != "billing").select(pl.col("read", "filtered").sum()).to_dicts()[0]
+    counted = events.select(
+        sessions=pl.struct("user_id", "session_id").n_unique(), users=pl.col("user_id").n_unique(),
+        services=pl.col("service").n_unique(), activities=pl.struct("service", "page").n_unique(),
+    ).collect(engine="streaming").to_dicts()[0]
     return {
-        "headline": f"{events.height:,} page views in {events.select('user_id', 'session_id').n_unique():,} "
-                    f"sessions of {events['user_id'].n_unique():,} users, {totals['read']:,} records read",
-        "page_views": count(events.height),
-        "sessions": count(events.select("user_id", "session_id").n_unique()),
-        "users": count(events["user_id"].n_unique()),
+        "headline": f"{result.events.rows:,} page views in {counted['sessions']:,} sessions of "
+                    f"{counted['users']:,} users, {totals['read']:,} records read",
+        "page_views": count(result.events.rows),
+        "sessions": count(counted["sessions"]),
+        "users": count(counted["users"]),
         "date_range": date_range(events, "timestamp"),
-        "services": count(events["service"].n_unique()),
-        "activities": count(events.select("service", "page").n_unique()),
+        "services": count(counted["services"]),
+        "activities": count(counted["activities"]),
         "rows_read": count(totals["read"]),
         "rows_filtered": count(totals["filtered"]),
+        "parts": dg.MetadataValue.int(result.parts),  # ranges of users, each combined alone
         "files": table(files),
         "files_listed": f"{min(files.height, TABLE_ROWS)} of {files.height} files in the table above"
                         + ("" if files.height <= TABLE_ROWS else "; every file is in this run's log"),

@@ -53,8 +53,9 @@ def _checkpoints(home: Path, asset: str, *parts: object) -> Path:
 
 
 def _stamp(path: Path) -> str:
-    stat = path.stat()
-    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+    """What a table's files are now (one file or its parts): a changed table changes the stamp."""
+    stats = [p.stat() for p in (storage.part_paths(path) if path.is_dir() else [path])]
+    return f"{path}:{sum(s.st_size for s in stats)}:{max((s.st_mtime_ns for s in stats), default=0)}"
 
 
 def _train(context: dg.AssetExecutionContext, compute: ComputeResource, pipes: dg.PipesClient,

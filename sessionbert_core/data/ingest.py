@@ -1,10 +1,10 @@
-"""Ingestion of a landing folder: event, billing and access-log files to page views, with quarantine.
+"""Reading a landing folder, file by file: event, billing and access-log files and exports, classified by
+content, parsed and validated alone, with each parse kept by content in a cache.
 
-Every row read ends in exactly one place: kept, quarantined (with file, line and reason, the raw row
-kept whole) or filtered (access logs only: static files, crawlers, failed requests, counted by
-reason), so `read = kept + quarantined + filtered` holds for every file. A file that cannot be read
-at all, or lacks a required column, raises `IngestError` naming the file. Nothing is written to the
-landing folder.
+Every row a file holds is valid, refused by a rule (with line, reason and the raw row kept whole) or
+filtered (access logs only: static files, crawlers, failed requests, counted by reason). A file that cannot
+be read at all, or lacks a required column, raises `IngestError` naming the file. Nothing is written to the
+landing folder. `combine` puts the files together (sessions by gap, duplicates across files).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import polars as pl
 
 from sessionbert_core import storage
 from sessionbert_core.data import access_log, event_files, validate
-from sessionbert_core.data.access_log import sessions_by_gap
 from sessionbert_core.data.event_files import file_bytes
 from sessionbert_core.data.exports import cloudtrail, formats, ga4, mapping, records, segment, snowplow
 from sessionbert_core.data.exports.cloudtrail import Callers
@@ -33,13 +32,9 @@ from sessionbert_core.data.exports.mapping import TableMapping
 from sessionbert_core.data.exports.records import PageViews, Pseudonyms
 from sessionbert_core.data.validate import (
     BILLING_COLUMNS,
-    BILLING_SCHEMA,
     EVENT_COLUMNS,
     OPTIONAL_COLUMNS,
-    QUARANTINE_SCHEMA,
     error_line,
-    kept_events,
-    quarantine_duplicates,
     read_table,
     read_text_table,
     validated_billing,
@@ -77,16 +72,6 @@ class ReadOptions:
         if self.cloudtrail_callers not in cloudtrail.CALLERS:
             raise ValueError(f"cloudtrail_callers must be one of {', '.join(cloudtrail.CALLERS)}, "
                              f"not {self.cloudtrail_callers!r}")
-
-
-@dataclass(frozen=True)
-class Ingested:
-    events: pl.DataFrame  # EVENT_SCHEMA, sorted by user, session start, time
-    billing: pl.DataFrame  # BILLING_SCHEMA
-    quarantine: pl.DataFrame  # QUARANTINE_SCHEMA
-    files: pl.DataFrame  # one row per file: read, kept, quarantined, filtered
-    filtered: pl.DataFrame  # source_file, reason, rows
-    ignored: tuple[str, ...]  # files in the folder that are none of the above
 
 
 def discover(folder: Path) -> list[LandingFile]:
@@ -134,60 +119,6 @@ def _classified(path: Path, folder: Path, root: Path, mappings: tuple[TableMappi
         return LandingFile(path, "mapping", name, form="yaml")
     found = formats.recognize(path, name, mappings)
     return LandingFile(path, found.kind, name, found.reason, found.form, found.mapping)
-
-
-def ingest_landing(folder: Path, pseudonym_key: bytes, cache: Path | None = None,
-                   unreadable: str = "fail", options: ReadOptions = ReadOptions()) -> Ingested:
-    """Read every file of the landing folder; see the module docstring for the guarantees.
-
-    With `cache`, each file's parsed and validated rows are kept there under a digest of its content
-    (and of the parser's own code), so a file already seen is not parsed again: adding one file to a
-    folder of thousands parses one file. Duplicates across files are still found, over all rows.
-    `unreadable="quarantine"` turns a file that cannot be read (or lacks a required column) into a
-    quarantine row of kind `file` instead of an error, so one bad file does not block the others.
-    """
-    if unreadable not in UNREADABLE_MODES:
-        raise ValueError(f"unreadable must be one of {', '.join(UNREADABLE_MODES)}, not {unreadable!r}")
-    folder = Path(folder)
-    found = discover(folder)
-    files = [f for f in found if f.kind not in ("ignored", "mapping")]
-    ignored = tuple(f"{f.name} ({f.reason})" for f in found if f.kind == "ignored")
-    if not any(f.kind in PAGE_VIEW_KINDS for f in files):
-        raise IngestError(f"{folder}: no event files, access logs or exports (CloudTrail, Snowplow, Segment, "
-                          "RudderStack, GA4, or a table mapped in landing.yaml)")
-    store = ParseCache(Path(cache), pseudonym_key, options) if cache is not None else None
-    parsed, rejected = [], []
-    for f in files:
-        name = f.name
-        try:
-            parsed.append(store.parse(f, name) if store else parse_file(f, name, pseudonym_key, options))
-        except IngestError as error:
-            if unreadable == "fail":
-                raise
-            rejected.append((name, f.kind, str(error)))
-    if store:
-        store.keep_only({p.key for p in parsed})
-    event_parts = [p.rows for p in parsed if p.kind != "billing"]
-    if not event_parts:
-        raise IngestError(f"{folder}: no event file or access log could be read: "
-                          + "; ".join(problem for _, _, problem in rejected))
-    billing_parts = [p.rows for p in parsed if p.kind == "billing"]
-    # sessions by gap and repeated ids across files, once every file is read (a session or an id may span two)
-    events = quarantine_duplicates(sessions_by_gap(pl.concat(event_parts, how="diagonal_relaxed")))
-    billing = pl.concat(billing_parts, how="diagonal_relaxed") if billing_parts else None
-    filtered = [p.filtered for p in parsed if p.filtered is not None]
-    filtered_df = pl.concat(filtered) if filtered else pl.DataFrame(schema=access_log.FILTERED_SCHEMA)
-    ingested = Ingested(
-        events=kept_events(events),
-        billing=kept_rows(billing, BILLING_SCHEMA),
-        quarantine=pl.concat([quarantined_rows(events, "event"), quarantined_rows(billing, "billing"),
-                              _rejected_files(rejected)]),
-        files=_file_counts(parsed, rejected, events, billing, filtered_df),
-        filtered=filtered_df,
-        ignored=ignored,
-    )
-    _check_conservation(ingested.files)
-    return ingested
 
 
 def parse_file(f: LandingFile, name: str, pseudonym_key: bytes, options: ReadOptions = ReadOptions()) -> ParsedFile:
@@ -264,19 +195,23 @@ class ParseCache:
             digest.update(part.encode() + b"\0")
         return digest.hexdigest()[:32]
 
-    def cached(self, f: LandingFile, name: str, content: str | None = None) -> ParsedFile | None:
-        """The file's parse as kept in the cache for its present content, or None when it is not there."""
+    def cached(self, f: LandingFile, name: str, content: str | None = None,
+               with_rows: bool = True) -> ParsedFile | None:
+        """The file's parse as kept in the cache for its present content (its rows only `with_rows`), or None
+        when it is not there."""
         key = self.key(f, name, content or content_digest(f.path))
         entry = self.folder / key
         if not (entry / "meta.json").exists():
             return None
         meta = json.loads((entry / "meta.json").read_text())
         filtered = pl.read_parquet(entry / "filtered.parquet") if meta["filtered"] else None
-        return ParsedFile(name, f.kind, pl.read_parquet(entry / "rows.parquet"), meta["read"], filtered, key, True)
+        rows = pl.read_parquet(entry / "rows.parquet") if with_rows else pl.DataFrame()
+        return ParsedFile(name, f.kind, rows, meta["read"], filtered, key, True)
 
-    def parse(self, f: LandingFile, name: str) -> ParsedFile:
+    def parse(self, f: LandingFile, name: str, with_rows: bool = True) -> ParsedFile:
+        """The file's parse, from the cache when its content was seen (rows read only `with_rows`)."""
         content = content_digest(f.path)
-        if found := self.cached(f, name, content):
+        if found := self.cached(f, name, content, with_rows):
             return found
         key = self.key(f, name, content)
         entry = self.folder / key
@@ -288,7 +223,11 @@ class ParseCache:
         storage.write_json({"name": name, "kind": f.kind, "sha256": content, "read": result.read,
                             "filtered": result.filtered is not None}, staging / "meta.json")
         storage.replace_folder(staging, entry)
-        return dataclasses.replace(result, key=key)
+        return dataclasses.replace(result, key=key, rows=result.rows if with_rows else pl.DataFrame())
+
+    def rows_path(self, parsed: ParsedFile) -> Path:
+        """Where a cached parse keeps its rows (every column the rules read, `_reason` null when valid)."""
+        return self.folder / parsed.key / "rows.parquet"
 
     def keep_only(self, keys: set[str]) -> None:
         """Forget files no longer in the landing folder (or changed since), so the cache does not grow."""
@@ -328,59 +267,3 @@ def content_digest(path: Path) -> str:
     """SHA-256 of a file's bytes, read in blocks."""
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------
-# results
-
-
-def kept_rows(frame: pl.DataFrame | None, schema: dict) -> pl.DataFrame:
-    if frame is None:
-        return pl.DataFrame(schema=schema)
-    return frame.filter(pl.col("_reason").is_null()).select(
-        pl.col("user_id").str.strip_chars(), pl.col("_date").alias("date"), pl.col("service").str.strip_chars(),
-        pl.col("_cost").alias("cost")).cast(schema)
-
-
-def quarantined_rows(frame: pl.DataFrame | None, kind: str) -> pl.DataFrame:
-    if frame is None:
-        return pl.DataFrame(schema=QUARANTINE_SCHEMA)
-    return frame.filter(pl.col("_reason").is_not_null()).select(
-        pl.col("_file").alias("source_file"), pl.col("_line").alias("line"), pl.lit(kind).alias("kind"),
-        pl.col("_reason").alias("reason"), pl.col("_detail").alias("detail"), pl.col("_raw").alias("raw"),
-    ).cast(QUARANTINE_SCHEMA)
-
-
-def _rejected_files(rejected: list[tuple[str, str, str]]) -> pl.DataFrame:
-    """One quarantine row per file refused whole: no line, the problem as detail, nothing to show as raw."""
-    return pl.DataFrame({"source_file": [n for n, _, _ in rejected], "line": [None] * len(rejected),
-                         "kind": ["file"] * len(rejected), "reason": ["unreadable file"] * len(rejected),
-                         "detail": [problem for _, _, problem in rejected], "raw": [""] * len(rejected)},
-                        schema=QUARANTINE_SCHEMA)
-
-
-def _file_counts(parsed: list[ParsedFile], rejected: list[tuple[str, str, str]], events: pl.DataFrame,
-                 billing: pl.DataFrame | None, filtered: pl.DataFrame) -> pl.DataFrame:
-    outcomes = pl.concat([events.select("_file", "_reason"),
-                          *([billing.select("_file", "_reason")] if billing is not None else [])])
-    counted = outcomes.group_by("_file").agg(kept=pl.col("_reason").is_null().sum(),
-                                             quarantined=pl.col("_reason").is_not_null().sum())
-    dropped = filtered.group_by("source_file").agg(filtered=pl.col("rows").sum()).rename({"source_file": "_file"})
-    listing = pl.DataFrame(
-        {"_file": [p.name for p in parsed] + [n for n, _, _ in rejected],
-         "kind": [p.kind for p in parsed] + [k for _, k, _ in rejected],
-         "read": [p.read for p in parsed] + [0] * len(rejected),
-         "parsed": ["from cache" if p.from_cache else "parsed" for p in parsed] + ["refused"] * len(rejected)},
-        schema={"_file": pl.String, "kind": pl.String, "read": pl.Int64, "parsed": pl.String})
-    return (
-        listing.join(counted, on="_file", how="left").join(dropped, on="_file", how="left")
-        .with_columns(pl.col("kept", "quarantined", "filtered").fill_null(0).cast(pl.Int64))
-        .rename({"_file": "file"})
-        .select("file", "kind", "read", "kept", "quarantined", "filtered", "parsed")
-    )
-
-
-def _check_conservation(files: pl.DataFrame) -> None:
-    broken = files.filter(pl.col("read") != pl.col("kept") + pl.col("quarantined") + pl.col("filtered"))
-    if broken.height:
-        raise AssertionError(f"rows read != kept + quarantined + filtered for: {broken.to_dicts()}")

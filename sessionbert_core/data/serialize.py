@@ -9,8 +9,12 @@ its context, or every next-activity figure measured on it would be void.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import polars as pl
+
+from sessionbert_core import storage
+from sessionbert_core.data.validate import BILLING_SCHEMA
 
 SECTION_TOKENS = (
     "[location_token]", "[billing_token]", "[daily_service_token]", "[daily_page_token]",
@@ -169,13 +173,15 @@ def split_sessions(sessions: pl.DataFrame, seed: int = 0,
     return sessions.with_columns(split=split.cast(SPLITS))
 
 
-def split_problem(sessions: pl.DataFrame) -> str | None:
+def split_problem(sessions: pl.DataFrame | pl.LazyFrame) -> str | None:
     """Why these sessions cannot train and evaluate a model (a split with no user), or None."""
-    users = {name: sessions.filter(pl.col("split") == name)["user_id"].n_unique()
+    figures = sessions.lazy().group_by(pl.col("split").cast(pl.String)).agg(
+        sessions=pl.len(), users=pl.col("user_id").n_unique()).collect(engine="streaming")
+    users = {name: int(figures.filter(pl.col("split") == name)["users"].sum())
              for name in ("train", "validation", "test")}
     if all(users.values()):
         return None
-    return (f"too few users to train and evaluate: {sessions['user_id'].n_unique()} user(s) in {sessions.height} "
+    return (f"too few users to train and evaluate: {sum(users.values())} user(s) in {figures['sessions'].sum()} "
             f"session(s) split into " + ", ".join(f"{name} {n}" for name, n in users.items())
             + " users. Splits hold whole users (5.9 : 1.9 : 1.1), so every split needs some: the landing "
               "folder needs more users (a few dozen at least) before a model can train on it.")
@@ -184,3 +190,24 @@ def split_problem(sessions: pl.DataFrame) -> str | None:
 def recent_sessions(sessions: pl.DataFrame, n: int) -> pl.DataFrame:
     """Each user's last `n` sessions by start time."""
     return sessions.sort("user_id", "start", "session_id").group_by("user_id", maintain_order=True).tail(n)
+
+
+def split_in_parts(events: Path, billing: Path, target: Path, seed: int = 0) -> storage.Parts:
+    """`serialize_sessions` and `split_sessions` on each part of `combine`'s tables (ranges of users: the same
+    part of page views and of billing holds the same users), one at a time: memory holds one part."""
+    writer = storage.PartsWriter(target)
+    billed = {path.name: path for path in storage.part_paths(billing)}
+    for path in storage.part_paths(events):
+        page_views = pl.read_parquet(path)
+        if not page_views.height:
+            continue
+        bills = pl.read_parquet(billed[path.name]) if path.name in billed else pl.DataFrame(schema=BILLING_SCHEMA)
+        writer.write(split_sessions(serialize_sessions(page_views, bills), seed=seed), path.stem)
+    return writer.commit({**SESSION_SCHEMA, "split": SPLITS})
+
+
+def split_figures(sessions: pl.LazyFrame) -> pl.DataFrame:
+    """Sessions, users and mean activities per split, counted as a stream."""
+    return (sessions.group_by("split").agg(sessions=pl.len().cast(pl.Int64), users=pl.col("user_id").n_unique()
+                                           .cast(pl.Int64), mean_activities=pl.col("n_activities").mean().round(2))
+            .sort("split").with_columns(pl.col("split").cast(pl.String)).collect(engine="streaming"))

@@ -64,7 +64,7 @@ def run_job(job: TrainingJob, report: Callable[[str], None] = print,
             callbacks: Sequence[TrainerCallback] = ()) -> dict:
     """Train the job's stage, save the model to `job.target` (first process only), return the summary."""
     tokenizer = AutoTokenizer.from_pretrained(job.tokenizer)
-    sessions = pl.read_parquet(job.sessions)
+    sessions = storage.read_table(Path(job.sessions))
     train, validation = (sessions.filter(pl.col("split") == name) for name in ("train", "validation"))
     settings = TrainSettings(**job.settings)
     extra = [*callbacks, MetricsCallback(metrics)] if metrics else list(callbacks)
