@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -509,13 +510,39 @@ def _paper_counts(home: Path) -> dict:
 
 def paper_data(profile_name: str, work: Path) -> dict:
     """The data assets of `profile_name` (the paper's, by default), one after the other in a home under `work`
-    kept between runs: the world is generated once (landing_folder regenerates only what changed)."""
+    kept between runs: the world is generated once (landing_folder regenerates only what changed). Then the
+    same again after one new file lands (`one_more_file`)."""
     home = work / f"paper-home-{profile_name}"
     results = {"profile": profile_name}
     for name in PAPER_STAGES:
         results[name] = paper_stage(name, home, profile_name)
         print(f"  paper data {name:<15} {results[name]}", flush=True)
     results["counts"] = _paper_counts(home)
+    results["one_more_file"] = one_more_file(home, profile_name)
+    return results
+
+
+NEW_FILE = "events-one-more-file.parquet"
+
+
+def one_more_file(home: Path, profile_name: str) -> dict:
+    """The data assets again after one file lands: the first events file's page views a period later, as new
+    sessions of the same users (what the next day's export adds). Its partition is the one parse; the file is
+    removed afterwards, so the home stays the profile's world."""
+    from sessionbert_core.world.truth import WorldPaths
+
+    landing = WorldPaths(home / "worlds" / f"{profile_name}-seed0").landing
+    events = pl.read_parquet(sorted(landing.glob("events-*.parquet"))[0])
+    later = events["timestamp"].max() - events["timestamp"].min() + timedelta(days=1)
+    events.with_columns(pl.col("timestamp") + later, session_id=pl.col("session_id") + "-later").write_parquet(
+        landing / NEW_FILE)
+    results = {"rows": events.height}
+    try:
+        for name in PAPER_STAGES:
+            results[name] = paper_stage(name, home, profile_name)
+            print(f"  one more file {name:<15} {results[name]}", flush=True)
+    finally:
+        (landing / NEW_FILE).unlink(missing_ok=True)
     return results
 
 
@@ -578,11 +605,11 @@ def _scaling_rows(result: dict, scaling_: dict) -> list[tuple]:
 
 
 def _paper_data_rows(result: dict, p: dict) -> list[tuple]:
-    counts = p.get("counts", {})
-    return [("paper data", f"{name} ({p.get('profile')}: {counts.get('sessions', 0):,} sessions)",
-             f"{p[name]['seconds']:.0f} s",
-             f"peak {p[name]['peak_rss_mib']:,} MiB, {p[name]['output_mib']:,} MiB written")
-            for name in PAPER_STAGES if name in p]
+    counts, more = p.get("counts", {}), p.get("one_more_file", {})
+    return [(label, f"{name} ({p.get('profile')}: {counts.get('sessions', 0):,} sessions)",
+             f"{run[name]['seconds']:.0f} s",
+             f"peak {run[name]['peak_rss_mib']:,} MiB, {run[name]['output_mib']:,} MiB written")
+            for label, run in (("paper data", p), ("+ one file", more)) for name in PAPER_STAGES if name in run]
 
 
 # result key -> its rows in the table, in the table's order

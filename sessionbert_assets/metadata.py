@@ -69,6 +69,12 @@ def headline_first(context: dg.AssetExecutionContext, *then: str) -> None:
     context.add_output_metadata(dict.fromkeys(("headline", *then), ""))
 
 
+def streamed(frame: pl.LazyFrame, expression: pl.Expr):
+    """One figure of a table too large for memory, as a stream: one query per figure (a query of several
+    figures over different columns held 5.6 GiB on the paper's 7.4M sessions, one at a time 0.4)."""
+    return frame.select(expression).collect(engine="streaming").item()
+
+
 def count(n: int) -> dg.MetadataValue:
     """A count as people read it: 468,150."""
     return dg.MetadataValue.text(f"{int(n):,}")

@@ -85,13 +85,20 @@ class Parts:
 
 
 class PartsWriter:
-    """Parts written one at a time into a staging folder, swapped in whole by `commit`."""
+    """Parts written one at a time into a staging folder, swapped in whole by `commit`; as a context manager,
+    a staging folder left uncommitted (the step failed) is removed, and the table before it stays."""
 
     def __init__(self, target: Path):
         self.target = Path(target)
         self.staging = staging_folder(self.target)
         self.rows = 0
         self.count = 0
+
+    def __enter__(self) -> PartsWriter:
+        return self
+
+    def __exit__(self, *_) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
 
     def write(self, frame: pl.DataFrame, name: str = "") -> None:
         """One more part: `name` (sorted among the others' names) or the next number."""

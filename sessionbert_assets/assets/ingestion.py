@@ -4,7 +4,7 @@
 import dagster as dg
 import polars as pl
 
-from sessionbert_assets.metadata import TABLE_ROWS, count, date_range, table
+from sessionbert_assets.metadata import TABLE_ROWS, count, date_range, streamed, table
 from sessionbert_assets.partitions import LANDING_FILES
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core import storage
@@ -50,7 +50,7 @@ def landing_files(context: dg.AssetExecutionContext, config: IngestConfig, sessi
             context.add_asset_metadata({"state": "not in the landing folder now"}, partition_key=key)
             continue
         try:
-            parsed = store.parse(f, key)
+            parsed = store.parse(f, key, with_rows=False)  # a file already parsed is looked up, not read
         except IngestError as error:
             if config.unreadable_files == "fail":
                 raise dg.Failure(description=str(error)) from error
@@ -58,16 +58,17 @@ def landing_files(context: dg.AssetExecutionContext, config: IngestConfig, sessi
             context.add_asset_metadata({"state": "refused", "problem": str(error), "kind": f.kind},
                                        partition_key=key)
             continue
-        context.add_asset_metadata(file_metadata(parsed), partition_key=key)
+        context.add_asset_metadata(file_metadata(parsed, store), partition_key=key)
 
 
-def file_metadata(parsed: ParsedFile) -> dict:
-    """One file's figures: what it was read as and where each row it holds went."""
-    quarantined = int(parsed.rows["_reason"].is_not_null().sum())
+def file_metadata(parsed: ParsedFile, store: ParseCache) -> dict:
+    """One file's figures: what it was read as and where each row it holds went (counted from its stored parse)."""
+    valid, quarantined = pl.scan_parquet(store.rows_path(parsed)).select(
+        pl.col("_reason").is_null().sum(), pl.col("_reason").is_not_null().sum().alias("_q")).collect().row(0)
     filtered = int(parsed.filtered["rows"].sum()) if parsed.filtered is not None else 0
     return {"state": "from cache" if parsed.from_cache else "parsed", "kind": parsed.kind,
-            "read": parsed.read, "valid": parsed.rows.height - quarantined,  # numbers: the UI plots them by file
-            "quarantined": quarantined, "filtered": filtered,
+            "read": parsed.read, "valid": int(valid),  # numbers: the UI plots them by file
+            "quarantined": int(quarantined), "filtered": filtered,
             "quarantine_share": round(quarantined / max(parsed.read, 1), 4)}
 
 
@@ -123,11 +124,10 @@ def raw_sessions(context: dg.AssetExecutionContext, config: IngestConfig, sessio
 
 def _billing_metadata(result: Combined) -> dict:
     billing = storage.scan_table(result.billing.folder)
-    totals = billing.select(users=pl.col("user_id").n_unique(), cost=pl.col("cost").sum()).collect(engine="streaming")
     return {"rows": count(result.billing.rows),
             "rows_read": count(result.files.filter(pl.col("kind") == "billing")["read"].sum()),
-            "users": count(totals["users"][0]), "date_range": date_range(billing, "date"),
-            "total_cost": round(float(totals["cost"][0] or 0), 2)}
+            "users": count(streamed(billing, pl.col("user_id").n_unique())), "date_range": date_range(billing, "date"),
+            "total_cost": round(float(streamed(billing, pl.col("cost").sum()) or 0), 2)}
 
 
 def _events_metadata(result: Combined, refused: pl.DataFrame) -> dict:
@@ -135,10 +135,9 @@ def _events_metadata(result: Combined, refused: pl.DataFrame) -> dict:
     Counted as a stream over the parts, so memory holds a few columns, not the table."""
     events, files = storage.scan_table(result.events.folder), result.files
     totals = files.filter(pl.col("kind") != "billing").select(pl.col("read", "filtered").sum()).to_dicts()[0]
-    counted = events.select(
-        sessions=pl.struct("user_id", "session_id").n_unique(), users=pl.col("user_id").n_unique(),
-        services=pl.col("service").n_unique(), activities=pl.struct("service", "page").n_unique(),
-    ).collect(engine="streaming").to_dicts()[0]
+    counted = {name: streamed(events, expression) for name, expression in (
+        ("sessions", pl.struct("user_id", "session_id").n_unique()), ("users", pl.col("user_id").n_unique()),
+        ("services", pl.col("service").n_unique()), ("activities", pl.struct("service", "page").n_unique()))}
     return {
         "headline": f"{result.events.rows:,} page views in {counted['sessions']:,} sessions of "
                     f"{counted['users']:,} users, {totals['read']:,} records read",

@@ -18,7 +18,7 @@ from sessionbert_assets.resources import ComputeResource, MlflowResource, Sessio
 from sessionbert_core import plots, storage
 from sessionbert_core.personas.embed import (
     Pooling,
-    embed_sessions,
+    embed_session_parts,
     general_language_user_vectors,
     load_encoder,
     user_vector_sessions,
@@ -48,23 +48,28 @@ class SweepConfig(dg.Config):
 
 @dg.asset(group_name="personas", kinds={"pytorch", "parquet"}, pool="gpu")
 def session_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, sessionbert: SessionBertResource,
-                       compute: ComputeResource, pretrained_model: Path, session_splits: pl.DataFrame) -> pl.DataFrame:
+                       compute: ComputeResource, pretrained_model: Path, session_splits: pl.LazyFrame
+                       ) -> storage.Parts:
     """One unit vector per session from the SessionBERT encoder, with its user, session id and start.
 
     Every session of every split is encoded (this is inference, no label is used), in length-sorted
-    batches so memory is bounded by the batch size. `mean` pooling (the default) averages the
-    token states; `cls` takes the [CLS] state.
+    batches so memory is bounded by the batch size, part by part of `session_splits` (ranges of users),
+    each part of vectors written as it is done. `mean` pooling (the default) averages the token states;
+    `cls` takes the [CLS] state.
     """
     precision = compute.report_precision(context)
     model, tok = load_encoder(pretrained_model, precision.device, precision.bf16)
     started = time.perf_counter()
-    embeddings = embed_sessions(model, tok, session_splits, config.pooling, config.batch_size, bf16=precision.bf16)
+    home = sessionbert.home_path
+    parts = embed_session_parts(model, tok, home / "session_splits.parquet", home / "session_embeddings.parquet",
+                                config.pooling, config.batch_size, bf16=precision.bf16)
     seconds = time.perf_counter() - started
-    context.add_output_metadata({"sessions": count(embeddings.height), "users": count(embeddings["user_id"].n_unique()),
+    users = storage.scan_table(parts.folder).select(pl.col("user_id").n_unique()).collect().item()
+    context.add_output_metadata({"sessions": count(parts.rows), "users": count(users),
                                  "dimension": model.config.hidden_size, "pooling": config.pooling,
                                  "embedding_time": duration(seconds),
-                                 "sessions_per_second": round(embeddings.height / max(seconds, 1e-9), 1)})
-    return embeddings
+                                 "sessions_per_second": round(parts.rows / max(seconds, 1e-9), 1)})
+    return parts
 
 
 @dg.asset(group_name="personas", kinds={"scikitlearn", "mlflow", "json"}, pool="gpu")

@@ -4,7 +4,7 @@
 import dagster as dg
 import polars as pl
 
-from sessionbert_assets.metadata import count, date_range, table
+from sessionbert_assets.metadata import count, date_range, streamed, table
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_assets.spark import SparkResource, spark_sessions
 from sessionbert_core import storage
@@ -47,19 +47,16 @@ def session_splits(context: dg.AssetExecutionContext, sessionbert: SessionBertRe
 def _sessions_metadata(parts: storage.Parts, engine: str) -> dict:
     """Counts per split and words per session, read as a stream over the parts."""
     sessions = storage.scan_table(parts.folder)
-    words = pl.col("text").str.count_matches(" ") + 1
-    figures = sessions.select(users=pl.col("user_id").n_unique(), mean_words=words.mean(),
-                              p95_words=words.quantile(0.95), with_context=(pl.col("context") != "").sum(),
-                              ).collect(engine="streaming").to_dicts()[0]
+    words = sessions.select(pl.col("text").str.count_matches(" ") + 1).collect(engine="streaming").to_series()
     example = sessions.select("text").head(1).collect()["text"]
     return {
         "sessions": count(parts.rows),
-        "users": count(figures["users"]),
+        "users": count(streamed(sessions, pl.col("user_id").n_unique())),
         "date_range": date_range(sessions, "day"),
         "splits": table(split_figures(sessions)),
-        "mean_words_per_session": round(float(figures["mean_words"] or 0), 2),
-        "p95_words_per_session": int(figures["p95_words"] or 0),
-        "sessions_with_context": int(figures["with_context"] or 0),
+        "mean_words_per_session": round(float(words.mean() or 0), 2),
+        "p95_words_per_session": int(words.quantile(0.95) or 0),
+        "sessions_with_context": int(streamed(sessions, (pl.col("context") != "").sum())),
         "example": dg.MetadataValue.text(example[0] if example.len() else ""),
         "engine": engine,
     }

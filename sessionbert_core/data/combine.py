@@ -2,8 +2,8 @@
 
 Each file is parsed and validated alone (`ingest.ParseCache`). What needs every file at once (sessions cut
 by a 30-minute gap, a record repeated in another file) is a rule about one user's rows, so the valid rows of
-every parsed file are streamed by polars into parts that each hold a range of users (a partitioned sink,
-`pl.PartitionBy`), and each part is combined alone: memory holds one part, never the landing folder. The
+each parsed file, one file at a time, are split into parts that each hold a range of users, and each part
+is then combined alone: memory holds one file or one part, never the landing folder. The
 ranges follow the sorted user ids, so the parts read in order are the table a single frame would give,
 sorted by user and session start. A part holds about `ROWS_PER_PART` page views, so a small folder is one.
 
@@ -113,21 +113,22 @@ def combine_landing(folder: Path, pseudonym_key: bytes, cache: Path, targets: Ta
     if not any(p.kind != "billing" for p in parsed):
         raise IngestError(f"{folder}: no event file or access log could be read: "
                           + "; ".join(problem for _, _, problem in rejected))
-    quarantine = storage.PartsWriter(targets.quarantine)
-    for index, p in enumerate(parsed):  # what the parse refused, file by file
-        rows = quarantined_rows(pl.scan_parquet(store.rows_path(p)), "billing" if p.kind == "billing" else "event")
-        if (refused := rows.collect()).height:
-            quarantine.write(refused, f"a-file-{index:06d}")
-    if rejected:
-        quarantine.write(_rejected_files(rejected), "c-refused")
-    duplicates, parts = _combine_in_parts(store, parsed, targets, quarantine, rows_per_part)
     filtered = [p.filtered for p in parsed if p.filtered is not None]
     filtered_df = pl.concat(filtered) if filtered else pl.DataFrame(schema=access_log.FILTERED_SCHEMA)
-    counts = _file_counts(store, parsed, rejected, duplicates, filtered_df)
-    _check_conservation(counts)
-    return Combined(events=parts[0], billing=parts[1], quarantine=quarantine.commit(QUARANTINE_SCHEMA),
-                    files=counts, filtered=filtered_df,
-                    ignored=tuple(f"{f.name} ({f.reason})" for f in found if f.kind == "ignored"), parts=parts[2])
+    with (storage.PartsWriter(targets.quarantine) as quarantine, storage.PartsWriter(targets.events) as kept,
+          storage.PartsWriter(targets.billing) as billed):
+        for index, p in enumerate(parsed):  # what the parse refused, file by file
+            rows = quarantined_rows(pl.scan_parquet(store.rows_path(p)), "billing" if p.kind == "billing" else "event")
+            if (refused := rows.collect()).height:
+                quarantine.write(refused, f"a-file-{index:06d}")
+        if rejected:
+            quarantine.write(_rejected_files(rejected), "c-refused")
+        duplicates, parts = _combine_in_parts(store, parsed, kept, billed, quarantine, rows_per_part)
+        counts = _file_counts(store, parsed, rejected, duplicates, filtered_df)
+        _check_conservation(counts)  # before any table is replaced: all three change together, or none
+        return Combined(events=kept.commit(EVENT_SCHEMA), billing=billed.commit(BILLING_SCHEMA),
+                        quarantine=quarantine.commit(QUARANTINE_SCHEMA), files=counts, filtered=filtered_df,
+                        ignored=tuple(f"{f.name} ({f.reason})" for f in found if f.kind == "ignored"), parts=parts)
 
 
 def _parse_all(store: ParseCache, files: list[LandingFile], unreadable: str):
@@ -144,9 +145,10 @@ def _parse_all(store: ParseCache, files: list[LandingFile], unreadable: str):
     return parsed, rejected
 
 
-def _combine_in_parts(store: ParseCache, parsed: list[ParsedFile], targets: Targets,
-                      quarantine: storage.PartsWriter, rows_per_part: int):
-    """Valid rows streamed into user ranges, then each range combined alone: sessions by gap, duplicates."""
+def _combine_in_parts(store: ParseCache, parsed: list[ParsedFile], kept: storage.PartsWriter,
+                      billed: storage.PartsWriter, quarantine: storage.PartsWriter, rows_per_part: int):
+    """Valid rows split file by file into ranges of users, then each range combined alone: sessions by gap,
+    duplicates."""
     valid = pl.col("_reason").is_null()
     events = pl.concat([pl.scan_parquet(store.rows_path(p)) for p in parsed if p.kind != "billing"],
                        how="diagonal_relaxed").filter(valid)
@@ -154,16 +156,13 @@ def _combine_in_parts(store: ParseCache, parsed: list[ParsedFile], targets: Targ
     billing = kept_rows(pl.concat(billing_scans, how="diagonal_relaxed"), BILLING_SCHEMA) if billing_scans else None
     page_views = events.select(pl.len()).collect(engine="streaming").item()
     bounds = _user_bounds(events, billing, math.ceil(page_views / rows_per_part))
-    first_users = pl.lit(pl.Series(bounds, dtype=pl.String))
-    part_of = first_users.search_sorted(pl.col("user_id").str.strip_chars(), side="right")
-    kept, billed = storage.PartsWriter(targets.events), storage.PartsWriter(targets.billing)
     counted = []
-    with tempfile.TemporaryDirectory(prefix=".parts-", dir=targets.events.parent) as work:
+    with tempfile.TemporaryDirectory(prefix=".parts-", dir=kept.target.parent) as work:
         work = Path(work)
-        for name, rows in (("events", events), ("billing", billing)):
-            if rows is not None:
-                rows.with_columns(_part=part_of).sink_parquet(pl.PartitionBy(work / name, key="_part",
-                                                                             include_key=False), mkdir=True)
+        for index, p in enumerate(parsed):  # one file at a time: its valid rows into the ranges of users
+            rows = pl.scan_parquet(store.rows_path(p)).filter(valid)
+            _split_by_range(kept_rows(rows, BILLING_SCHEMA) if p.kind == "billing" else rows, bounds,
+                            work / ("billing" if p.kind == "billing" else "events"), f"{index:06d}")
         for index in range(len(bounds) + 1):
             if (rows := _read_part(work / "events", index)) is not None:  # a range may hold only billed users
                 combined = quarantine_duplicates(sessions_by_gap(rows))
@@ -175,7 +174,18 @@ def _combine_in_parts(store: ParseCache, parsed: list[ParsedFile], targets: Targ
                 billed.write(rows, f"part-{index:05d}")
     duplicates = (pl.concat(counted).group_by("file").agg(pl.col("duplicates").sum().cast(pl.Int64)) if counted
                   else pl.DataFrame(schema={"file": pl.String, "duplicates": pl.Int64}))
-    return duplicates, (kept.commit(EVENT_SCHEMA), billed.commit(BILLING_SCHEMA), len(bounds) + 1)
+    return duplicates, len(bounds) + 1
+
+
+def _split_by_range(rows: pl.LazyFrame, bounds: list[str], folder: Path, name: str) -> None:
+    """One file's rows written as `folder/_part=K/name.parquet`, K the range of each row's user. (polars'
+    partitioned sink does this for all files in one query, but held 6.5 GiB for 40 files of the paper's
+    world where this holds one file.)"""
+    first_users = pl.lit(pl.Series(bounds, dtype=pl.String))
+    part_of = first_users.search_sorted(pl.col("user_id").str.strip_chars(), side="right")
+    for (part,), group in rows.with_columns(_part=part_of).collect().partition_by("_part", as_dict=True).items():
+        (folder / f"_part={part}").mkdir(parents=True, exist_ok=True)
+        group.drop("_part").write_parquet(folder / f"_part={part}" / f"{name}.parquet")
 
 
 def _user_bounds(events: pl.LazyFrame, billing: pl.LazyFrame | None, parts: int) -> list[str]:
@@ -192,8 +202,8 @@ def _user_bounds(events: pl.LazyFrame, billing: pl.LazyFrame | None, parts: int)
 
 def _read_part(folder: Path, index: int) -> pl.DataFrame | None:
     """One range's rows in the order they were read (files in name order, lines in order)."""
-    paths = sorted((folder / f"_part={index}").glob("*.parquet"))
-    return pl.read_parquet(paths) if paths else None
+    paths = sorted((folder / f"_part={index}").glob("*.parquet"))  # files of several kinds: columns differ
+    return pl.concat([pl.read_parquet(path) for path in paths], how="diagonal_relaxed") if paths else None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -195,15 +195,15 @@ def recent_sessions(sessions: pl.DataFrame, n: int) -> pl.DataFrame:
 def split_in_parts(events: Path, billing: Path, target: Path, seed: int = 0) -> storage.Parts:
     """`serialize_sessions` and `split_sessions` on each part of `combine`'s tables (ranges of users: the same
     part of page views and of billing holds the same users), one at a time: memory holds one part."""
-    writer = storage.PartsWriter(target)
     billed = {path.name: path for path in storage.part_paths(billing)}
-    for path in storage.part_paths(events):
-        page_views = pl.read_parquet(path)
-        if not page_views.height:
-            continue
-        bills = pl.read_parquet(billed[path.name]) if path.name in billed else pl.DataFrame(schema=BILLING_SCHEMA)
-        writer.write(split_sessions(serialize_sessions(page_views, bills), seed=seed), path.stem)
-    return writer.commit({**SESSION_SCHEMA, "split": SPLITS})
+    with storage.PartsWriter(target) as writer:
+        for path in storage.part_paths(events):
+            page_views = pl.read_parquet(path)
+            if not page_views.height:
+                continue
+            bills = pl.read_parquet(billed[path.name]) if path.name in billed else pl.DataFrame(schema=BILLING_SCHEMA)
+            writer.write(split_sessions(serialize_sessions(page_views, bills), seed=seed), path.stem)
+        return writer.commit({**SESSION_SCHEMA, "split": SPLITS})
 
 
 def split_figures(sessions: pl.LazyFrame) -> pl.DataFrame:

@@ -11,6 +11,7 @@ import polars as pl
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
 
+from sessionbert_core import storage
 from sessionbert_core.data.serialize import recent_sessions
 from sessionbert_core.model.batching import TOKENIZE_CHUNK, length_limit, length_sorted_batches, maybe_compiled
 from sessionbert_core.model.networks import attention_implementation
@@ -92,6 +93,23 @@ def embed_sessions(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, s
                                                           bf16, compile=False)
     return sessions.select("user_id", "session_id", "start").with_columns(
         embedding=pl.Series(vectors, dtype=pl.Array(pl.Float32, vectors.shape[1])))
+
+
+def embed_session_parts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, sessions: Path, target: Path,
+                        pooling: str = "mean", batch_size: int = 256, bf16: bool | None = None) -> storage.Parts:
+    """`embed_sessions` of each part of a table of sessions (one file or parts), each written as a part of
+    `target` as soon as it is embedded: memory holds one part's texts and vectors, not the table."""
+    paths = storage.part_paths(sessions) if sessions.is_dir() else [sessions]
+    total = sum(pl.scan_parquet(path).select(pl.len()).collect().item() for path in paths)
+    forward = maybe_compiled(model, total, None)  # decided once, on every session
+    with storage.PartsWriter(target) as writer:
+        for path in paths:
+            part = pl.read_parquet(path, columns=["user_id", "session_id", "start", "text"])
+            if part.height:
+                writer.write(embed_sessions(forward, tokenizer, part, pooling, batch_size, bf16=bf16, compile=False),
+                             path.stem)
+        return writer.commit({"user_id": pl.String, "session_id": pl.String, "start": pl.Datetime("us", "UTC"),
+                              "embedding": pl.Array(pl.Float32, model.config.hidden_size)})
 
 
 def user_vectors(embeddings: pl.DataFrame, n_recent: int) -> tuple[list[str], np.ndarray]:
