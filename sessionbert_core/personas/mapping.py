@@ -185,9 +185,13 @@ def assign_personas(embeddings: pl.DataFrame, centroids: np.ndarray, tags: pl.Da
     user the model never saw gets a persona from their sessions alone, as the paper assigns new
     users. `tags` is `tag_clusters`' output; with no definitions the persona is empty.
     """
+    return tag_users(nearest_clusters(embeddings, centroids, n_recent), tags)
+
+
+def tag_users(of_user: pl.DataFrame, tags: pl.DataFrame) -> pl.DataFrame:
+    """`user_id, cluster, persona, probability`: each user's cluster (`of_user`) with that cluster's tag."""
     return (
-        nearest_clusters(embeddings, centroids, n_recent)
-        .join(tags, on="cluster", how="left", maintain_order="left")
+        of_user.join(tags, on="cluster", how="left", maintain_order="left")
         .with_columns(pl.col("persona").fill_null(""), pl.col("probability").fill_null(0.0))
         .select("user_id", "cluster", "persona", "probability")
     )
@@ -204,7 +208,12 @@ class ClusterMapping:
 def map_clusters(sessions: pl.DataFrame, cluster_of_user: pl.DataFrame,
                  definitions: PersonaDefinitions) -> ClusterMapping:
     """The whole of paper 4.3 for clustered users: task probabilities, persona probabilities, tags."""
-    tasks = cluster_task_probabilities(cluster_activity_counts(sessions, cluster_of_user), definitions)
+    return map_counts(cluster_activity_counts(sessions, cluster_of_user), definitions)
+
+
+def map_counts(activity_counts: pl.DataFrame, definitions: PersonaDefinitions) -> ClusterMapping:
+    """Paper 4.3 from each cluster's activity counts (`cluster, activity, count`), however they were counted."""
+    tasks = cluster_task_probabilities(activity_counts, definitions)
     probabilities = persona_probabilities(tasks, definitions)
     tags, unsupported = tag_clusters(probabilities)
     return ClusterMapping(tasks, probabilities, tags, unsupported)
