@@ -9,14 +9,16 @@ For each number of users, a table of sessions and session embeddings is written 
 say; the paper's 7.4M sessions of BERT-base are 22.8 GB of float32), then each step runs in its own process:
 
 - imports: the process with the libraries loaded and nothing read (what every peak below includes);
-- fit: `cluster_centroids`' fitting half: the seeded sample of `CLUSTER_USERS` users read from the parts
-  (a semi-join streamed over them), their user vectors, cosine K-means at k = 8;
+- sample: what `cluster_sweep` holds: the sessions and embeddings of the seeded sample of `CLUSTER_USERS`
+  users, read from the parts (a semi-join streamed over them), and their user vectors;
+- fit: `cluster_centroids`' fitting half: the same users' vectors computed part by part, cosine K-means
+  at k = 8;
 - assign: every user to their nearest centroid and each cluster's activity counts, part by part
   (`clusters_in_parts`: what `cluster_centroids`, `persona_mapping` and `user_personas` run);
 - whole: the same assignment with both tables read whole (the path before the parts), only where the
   tables take under a third of the machine's memory.
 
-Seconds and peak resident memory (`ru_maxrss` of the child) per step; JSON in
+Seconds and peak resident memory of the child (sampled every 0.1 s) per step; JSON in
 benchmarks/results/personas-scale.json. Run it alone.
 """
 
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 ACTIVITIES = [f"service{i % 12};page{i}" for i in range(60)]
 K, N_RECENT = 8, 20
-STEPS = ("imports", "fit", "assign", "whole")
+STEPS = ("imports", "sample", "fit", "assign", "whole")
 
 
 def write_tables(folder: Path, users: int, sessions_per_user: int, dimension: int, users_per_part: int,
@@ -80,48 +81,65 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def child(step: str, folder: Path) -> dict:
-    """One step in this process: its seconds, and the process's peak resident memory at the end."""
+    """One step in this process: its seconds and what it found."""
     from sessionbert_core import storage
     from sessionbert_core.personas.embed import user_vectors
     from sessionbert_core.personas.mapping import nearest_clusters
     from sessionbert_core.personas.representation import PersonaSpace
     from sessionbert_core.personas.segment import CosineKMeans, cluster_activity_counts
-    from sessionbert_core.personas.slices import CLUSTER_USERS, clusters_in_parts, sample_tables
+    from sessionbert_core.personas.slices import (
+        CLUSTER_USERS,
+        clusters_in_parts,
+        sample_tables,
+        sampled_users,
+        user_vectors_in_parts,
+    )
 
     started = time.perf_counter()
     embeddings, sessions = folder / "embeddings", folder / "sessions"
     found = {}
-    if step == "fit":
+    space = PersonaSpace("sessionbert")
+    if step == "sample":
         sample = sample_tables(storage.scan_table(embeddings), storage.scan_table(sessions), CLUSTER_USERS)
-        centers = CosineKMeans(K, random_state=0).fit(user_vectors(sample.embeddings, N_RECENT)[1]).cluster_centers_
-        np.save(folder / "centroids.npy", centers)
-        found = {"fitted_on_users": sample.sampled}
+        found = {"sampled_users": len(user_vectors(sample.embeddings, N_RECENT)[0])}
+    elif step == "fit":
+        users, vectors = user_vectors_in_parts(embeddings, sessions, space, N_RECENT,
+                                               sampled_users(storage.scan_table(sessions), CLUSTER_USERS)[0])
+        np.save(folder / "centroids.npy", CosineKMeans(K, random_state=0).fit(vectors).cluster_centers_)
+        found = {"fitted_on_users": len(users)}
     elif step == "assign":
-        assigned = clusters_in_parts(embeddings, sessions, PersonaSpace("sessionbert"),
-                                     np.load(folder / "centroids.npy"), N_RECENT)
+        assigned = clusters_in_parts(embeddings, sessions, space, np.load(folder / "centroids.npy"), N_RECENT)
         found = {"users": assigned.of_user.height, "activity_rows": assigned.counts.height}
     elif step == "whole":
         of_user = nearest_clusters(storage.read_table(embeddings), np.load(folder / "centroids.npy"), N_RECENT)
         counts = cluster_activity_counts(storage.read_table(sessions), of_user)
         found = {"users": of_user.height, "activity_rows": counts.height}
-    return {"seconds": round(time.perf_counter() - started, 1),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **found}
+    return {"seconds": round(time.perf_counter() - started, 1), **found}
 
 
 def run_step(step: str, folder: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.personas_scale", "--child", step, str(folder)], cwd=ROOT,
-                         capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"step {step} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """`child` in its own process, its resident memory sampled from here (`ru_maxrss` would start from this
+    process's, which it inherits at the fork)."""
+    from benchmarks.perf import MIB, RssSampler
+
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks.personas_scale", "--child", step, str(folder)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = RssSampler(process.pid, every=0.1)
+    out, err = process.communicate()
+    if process.returncode:
+        raise RuntimeError(f"step {step} failed:\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1]) | {
+        "peak_rss_mib": round(max(rss for _, rss in sampler.samples) / MIB)}
 
 
 def measure(users: int, args: argparse.Namespace) -> dict:
     """The tables of `users` users written, then every step in its own process."""
-    folder = args.work / f"users-{users}"
-    started = time.perf_counter()
-    result = {"data": write_tables(folder, users, args.sessions_per_user, args.dimension, args.users_per_part)}
-    result["data"]["write_seconds"] = round(time.perf_counter() - started, 1)
+    folder = args.work / f"users-{users}-{args.sessions_per_user}-{args.dimension}-{args.users_per_part}"
+    if not (folder / "data.json").exists():  # written once, kept for the next run
+        started = time.perf_counter()
+        data = write_tables(folder, users, args.sessions_per_user, args.dimension, args.users_per_part)
+        (folder / "data.json").write_text(json.dumps(data | {"write_seconds": round(time.perf_counter() - started)}))
+    result = {"data": json.loads((folder / "data.json").read_text())}
     print(f"  {users} users: {result['data']}", flush=True)
     fits = result["data"]["embeddings_gb"] * 1e9 * 3 < psutil.virtual_memory().total
     for step in STEPS:

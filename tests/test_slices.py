@@ -17,7 +17,13 @@ from sessionbert_core.personas.embed import user_vectors
 from sessionbert_core.personas.mapping import nearest_clusters
 from sessionbert_core.personas.representation import PersonaSpace
 from sessionbert_core.personas.segment import CosineKMeans, cluster_activity_counts
-from sessionbert_core.personas.slices import clusters_in_parts, paired_parts, sample_tables, sampled_users
+from sessionbert_core.personas.slices import (
+    clusters_in_parts,
+    paired_parts,
+    sample_tables,
+    sampled_users,
+    user_vectors_in_parts,
+)
 
 ACTIVITIES = ["logs;search", "metrics;dashboards", "billing;invoices", "compute;launch", "catalog;browse"]
 
@@ -62,6 +68,18 @@ def test_users_assigned_part_by_part_equal_the_whole_table(tmp_path, name):
     assert found.of_user.equals(whole) and found.of_user.height == 60
     counts = cluster_activity_counts(sessions, whole).with_columns(pl.col("count").cast(pl.Int64))
     assert found.counts.equals(counts)
+
+
+def test_user_vectors_part_by_part_equal_the_whole_tables_for_a_sample(tmp_path):
+    sessions, embeddings = _tables()
+    _in_parts(sessions, tmp_path / "sessions", ["u020", "u041"])
+    _in_parts(embeddings, tmp_path / "embeddings", ["u020", "u041"])
+    space = PersonaSpace.fit("tfidf", sessions)
+    sample, _ = sampled_users(sessions.lazy(), 25, seed=2)
+    users, vectors = user_vectors_in_parts(tmp_path / "embeddings", tmp_path / "sessions", space, 4, sample)
+    whole_users, whole = user_vectors(space.session_vectors(embeddings, sessions).filter(
+        pl.col("user_id").is_in(sample.implode())), 4)
+    assert users == whole_users == sample.to_list() and np.allclose(vectors, whole, atol=1e-6)
 
 
 def test_the_sample_of_users_is_seeded_and_covers_all_when_it_can():

@@ -22,13 +22,19 @@ from sessionbert_core.personas.embed import (
     general_language_user_vectors,
     load_encoder,
     user_vector_sessions,
-    user_vectors,
 )
 from sessionbert_core.personas.mapping import MERGE_MARGIN, map_counts, tag_users
 from sessionbert_core.personas.mapping import persona_evaluation as score_personas
 from sessionbert_core.personas.representation import PERSONA_SPACE, REPRESENTATIONS, PersonaSpace, truth_scores
 from sessionbert_core.personas.segment import K_RANGE, CosineKMeans, top_activities
-from sessionbert_core.personas.slices import CLUSTER_USERS, Assigned, clusters_in_parts, sample_tables
+from sessionbert_core.personas.slices import (
+    CLUSTER_USERS,
+    Assigned,
+    clusters_in_parts,
+    sample_tables,
+    sampled_users,
+    user_vectors_in_parts,
+)
 from sessionbert_core.personas.sweep import sweep_users
 from sessionbert_core.world.truth import load_truth
 
@@ -64,9 +70,8 @@ def session_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfi
     precision = compute.report_precision(context)
     model, tok = load_encoder(pretrained_model, precision.device, precision.bf16)
     started = time.perf_counter()
-    home = sessionbert.home_path
-    parts = embed_session_parts(model, tok, home / "session_splits.parquet", home / "session_embeddings.parquet",
-                                config.pooling, config.batch_size, bf16=precision.bf16)
+    target, sessions = _tables(sessionbert)
+    parts = embed_session_parts(model, tok, sessions, target, config.pooling, config.batch_size, bf16=precision.bf16)
     seconds = time.perf_counter() - started
     users = storage.scan_table(parts.folder).select(pl.col("user_id").n_unique()).collect().item()
     context.add_output_metadata({"sessions": count(parts.rows), "users": count(users),
@@ -168,9 +173,8 @@ def cluster_centroids(context: dg.AssetExecutionContext, sessionbert: SessionBer
     by part."""
     space = PersonaSpace.load(sessionbert.home_path / PERSONA_SPACE)
     n_recent = user_vector_sessions(cluster_sweep)
-    sample = sample_tables(session_embeddings, session_splits, cluster_sweep.get("cluster_users", CLUSTER_USERS),
-                           sessionbert.seed)
-    _, vectors = user_vectors(space.session_vectors(sample.embeddings, sample.sessions), n_recent)
+    sample, _ = sampled_users(session_splits, cluster_sweep.get("cluster_users", CLUSTER_USERS), sessionbert.seed)
+    fitted_on, vectors = user_vectors_in_parts(*_tables(sessionbert), space, n_recent, sample)
     centers = CosineKMeans(cluster_sweep["k"], random_state=sessionbert.seed).fit(vectors).cluster_centers_
     assigned = _assigned(sessionbert, space, centers, n_recent)
     top = top_activities(assigned.counts).group_by("cluster", maintain_order=True).agg(
@@ -184,19 +188,22 @@ def cluster_centroids(context: dg.AssetExecutionContext, sessionbert: SessionBer
         .sort("cluster")
     )
     context.add_output_metadata({
-        "k": len(centers), "fitted_on_users": count(sample.sampled), "users": count(assigned.of_user.height),
+        "k": len(centers), "fitted_on_users": count(len(fitted_on)), "users": count(assigned.of_user.height),
         "clusters": table(centroids.select("cluster", "size", top_activities=pl.col("top_activities").list.head(5)
                                            .list.join(", "))),
     })
     return centroids
 
 
+def _tables(sessionbert: SessionBertResource) -> tuple[Path, Path]:
+    """The home's session embeddings and sessions, each a folder of parts of the same users."""
+    return sessionbert.home_path / "session_embeddings.parquet", sessionbert.home_path / "session_splits.parquet"
+
+
 def _assigned(sessionbert: SessionBertResource, space: PersonaSpace, centroids: np.ndarray,
               n_recent: int) -> Assigned:
     """Every user's nearest centroid and each cluster's activity counts, part by part of the home's tables."""
-    home = sessionbert.home_path
-    return clusters_in_parts(home / "session_embeddings.parquet", home / "session_splits.parquet", space, centroids,
-                             n_recent)
+    return clusters_in_parts(*_tables(sessionbert), space, centroids, n_recent)
 
 
 @dg.asset(group_name="personas", kinds={"python", "parquet"})

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from sessionbert_core import storage
+from sessionbert_core.personas.embed import user_vectors
 from sessionbert_core.personas.mapping import nearest_clusters
 from sessionbert_core.personas.representation import PersonaSpace
 from sessionbert_core.personas.segment import cluster_activity_counts
@@ -71,6 +72,20 @@ def paired_parts(embeddings: Path, sessions: Path) -> Iterator[tuple[pl.DataFram
             raise ValueError(f"{path} has no part of the same users in {sessions}: re-materialize session_embeddings")
         yield pl.read_parquet(path), pl.read_parquet(session_parts[path.name], columns=["user_id", "session_id",
                                                                                          "activities"])
+
+
+def user_vectors_in_parts(embeddings: Path, sessions: Path, space: PersonaSpace, n_recent: int,
+                          users: pl.Series | None = None) -> tuple[list[str], np.ndarray]:
+    """`embed.user_vectors` in `space` of the given users (all where None), part by part: memory holds one
+    part and the users' vectors, not their sessions."""
+    ids, vectors = [], []
+    for embedded, part in paired_parts(embeddings, sessions):
+        if users is not None:
+            embedded = embedded.filter(pl.col("user_id").is_in(users.implode()))
+        found, found_vectors = user_vectors(space.session_vectors(embedded, part), n_recent)
+        ids += found
+        vectors.append(found_vectors)
+    return ids, np.concatenate(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
 
 
 @dataclass(frozen=True)
