@@ -173,7 +173,7 @@ def cluster_centroids(context: dg.AssetExecutionContext, sessionbert: SessionBer
     by part."""
     space = PersonaSpace.load(sessionbert.home_path / PERSONA_SPACE)
     n_recent = user_vector_sessions(cluster_sweep)
-    sample, _ = sampled_users(session_splits, cluster_sweep.get("cluster_users", CLUSTER_USERS), sessionbert.seed)
+    sample, _ = sampled_users(session_splits, _sample_size(cluster_sweep), sessionbert.seed)
     fitted_on, vectors = user_vectors_in_parts(*_tables(sessionbert), space, n_recent, sample)
     centers = CosineKMeans(cluster_sweep["k"], random_state=sessionbert.seed).fit(vectors).cluster_centers_
     assigned = _assigned(sessionbert, space, centers, n_recent)
@@ -193,6 +193,11 @@ def cluster_centroids(context: dg.AssetExecutionContext, sessionbert: SessionBer
                                            .list.join(", "))),
     })
     return centroids
+
+
+def _sample_size(cluster_sweep: dict) -> int | None:
+    """The `cluster_users` the sweep fitted on, so the centroids and the evaluation draw the same sample."""
+    return cluster_sweep.get("cluster_users", CLUSTER_USERS)
 
 
 def _tables(sessionbert: SessionBertResource) -> tuple[Path, Path]:
@@ -308,8 +313,7 @@ def persona_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBe
         evaluation |= score_personas(user_personas, truth)
         if definitions is not None and evaluation["representations"]:
             ks = {name: c["k"] for name, c in evaluation["representations"]["candidates"].items()}
-            sample = sample_tables(session_embeddings, session_splits,
-                                   cluster_sweep.get("cluster_users", CLUSTER_USERS), sessionbert.seed)
+            sample = sample_tables(session_embeddings, session_splits, _sample_size(cluster_sweep), sessionbert.seed)
             evaluation["by_representation"] = truth_scores(sample.embeddings, sample.sessions, ks, truth, definitions,
                                                            user_vector_sessions(cluster_sweep), sessionbert.seed)
     with mlflow_tracking.run(context, sessionbert.home_path):

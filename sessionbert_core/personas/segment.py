@@ -89,15 +89,19 @@ def choose_k(curve: dict[int, float], tolerance: float = K_TOLERANCE) -> int:
 
 def cluster_activity_counts(sessions: pl.DataFrame, cluster_of_user: pl.DataFrame) -> pl.DataFrame:
     """`cluster, activity, count, share`: how often each cluster's users did each activity, most frequent first."""
-    return (
+    return activity_shares(
         sessions.select("user_id", "activities")
         .join(cluster_of_user.select("user_id", "cluster"), on="user_id")
         .explode("activities")
         .group_by("cluster", activity="activities")
         .len("count")
-        .with_columns(share=pl.col("count") / pl.col("count").sum().over("cluster"))
-        .sort(["cluster", "count", "activity"], descending=[False, True, False])
     )
+
+
+def activity_shares(counts: pl.DataFrame) -> pl.DataFrame:
+    """`cluster, activity, count` with each activity's share of its cluster, most frequent first."""
+    return (counts.with_columns(share=pl.col("count") / pl.col("count").sum().over("cluster"))
+            .sort(["cluster", "count", "activity"], descending=[False, True, False]))
 
 
 def top_activities(counts: pl.DataFrame, n: int = 10) -> pl.DataFrame:

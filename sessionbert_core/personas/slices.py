@@ -21,9 +21,10 @@ from sessionbert_core import storage
 from sessionbert_core.personas.embed import user_vectors
 from sessionbert_core.personas.mapping import nearest_clusters
 from sessionbert_core.personas.representation import PersonaSpace
-from sessionbert_core.personas.segment import cluster_activity_counts
+from sessionbert_core.personas.segment import activity_shares, cluster_activity_counts
 
 CLUSTER_USERS = 20_000  # users the sweep and the centroids fit on; every user is assigned whatever the number
+SESSION_COLUMNS = ["user_id", "session_id", "activities"]  # what the spaces and the counts read of a session
 
 
 def sampled_users(sessions: pl.LazyFrame, n: int | None, seed: int = 0) -> tuple[pl.Series | None, int]:
@@ -64,14 +65,13 @@ def paired_parts(embeddings: Path, sessions: Path) -> Iterator[tuple[pl.DataFram
     """Each part of `embeddings` with the part of `sessions` it was embedded from (same name, same users);
     a table written as one file is one part."""
     if not Path(embeddings).is_dir() or not Path(sessions).is_dir():
-        yield storage.read_table(embeddings), storage.read_table(sessions)
+        yield storage.read_table(embeddings), storage.scan_table(sessions).select(SESSION_COLUMNS).collect()
         return
     session_parts = {path.name: path for path in storage.part_paths(sessions)}
     for path in storage.part_paths(embeddings):
         if path.name not in session_parts:
             raise ValueError(f"{path} has no part of the same users in {sessions}: re-materialize session_embeddings")
-        yield pl.read_parquet(path), pl.read_parquet(session_parts[path.name], columns=["user_id", "session_id",
-                                                                                         "activities"])
+        yield pl.read_parquet(path), pl.read_parquet(session_parts[path.name], columns=SESSION_COLUMNS)
 
 
 def user_vectors_in_parts(embeddings: Path, sessions: Path, space: PersonaSpace, n_recent: int,
@@ -103,10 +103,7 @@ def clusters_in_parts(embeddings: Path, sessions: Path, space: PersonaSpace, cen
         users.append(of_user)
         counts.append(cluster_activity_counts(part, of_user).select("cluster", "activity", "count"))
     schema = {"cluster": pl.Int64, "activity": pl.String, "count": pl.Int64}
-    summed = (
-        pl.concat([c.cast(schema) for c in counts]) if counts else pl.DataFrame(schema=schema)
-    ).group_by("cluster", "activity").agg(pl.col("count").sum()).with_columns(
-        share=pl.col("count") / pl.col("count").sum().over("cluster")
-    ).sort(["cluster", "count", "activity"], descending=[False, True, False])
+    summed = activity_shares((pl.concat([c.cast(schema) for c in counts]) if counts else pl.DataFrame(schema=schema))
+                             .group_by("cluster", "activity").agg(pl.col("count").sum()))
     of_user = pl.concat(users) if users else pl.DataFrame(schema={"user_id": pl.String, "cluster": pl.Int64})
     return Assigned(of_user.sort("user_id"), summed)
