@@ -6,8 +6,9 @@
 
 It writes one new day of traffic (the last day's sessions again, a day later, under new session
 ids) into the landing folder, the way a writer should (a dot-file renamed into place), then follows
-the runs the sensors start through the Dagster instance: `ingest_new_data`, then
-`finetune_and_refresh` or `full_retrain`. Prints a table of the stages and writes
+the runs the sensors start through the Dagster instance: `read_new_files` (new-data sensor), the
+ingestion run of `ingestion_automation` (declarative automation), then `finetune_and_refresh` or
+`full_retrain`. Prints a table of the stages and writes
 benchmarks/results/new_data_to_model-<profile>.json. The file it adds stays (remove it to undo).
 """
 
@@ -74,12 +75,15 @@ def main() -> None:
     size = {"page_views": added.height, "sessions": added.select("user_id", "session_id").n_unique()}
     print(f"wrote {path} ({size['page_views']} page views, {size['sessions']} sessions) at "
           f"{datetime.fromtimestamp(start):%H:%M:%S}")
-    ingest = wait_for(instance, ("ingest_new_data",), start, args.timeout)
+    read = wait_for(instance, ("read_new_files",), start, args.timeout)
+    ingest = wait_for(instance, ("__ASSET_JOB",), read.create_timestamp.timestamp(), args.timeout)  # automation
     retrain = wait_for(instance, ("finetune_and_refresh", "full_retrain"), ingest.create_timestamp.timestamp(),
                        args.timeout)
     stages = [
-        ("file written -> ingest run created (sensor)", ingest.create_timestamp.timestamp() - start),
-        ("ingest_new_data run", ingest.end_time - ingest.create_timestamp.timestamp()),
+        ("file written -> read_new_files run created (sensor)", read.create_timestamp.timestamp() - start),
+        ("read_new_files run", read.end_time - read.create_timestamp.timestamp()),
+        ("read end -> ingestion run created (automation)", ingest.create_timestamp.timestamp() - read.end_time),
+        ("ingestion run (raw_sessions, session_splits, drift)", ingest.end_time - ingest.create_timestamp.timestamp()),
         ("ingest end -> retrain run created (sensor)", retrain.create_timestamp.timestamp() - ingest.end_time),
         (f"{retrain.dagster_run.job_name} run", retrain.end_time - retrain.create_timestamp.timestamp()),
         ("total: file written -> table refreshed", retrain.end_time - start),

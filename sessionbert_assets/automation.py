@@ -1,7 +1,10 @@
 """When things run: the jobs, the schedules and the sensors of the retraining policy.
 
-- New data (`new_data_sensor`, on): a settled new or changed file in the landing folder starts
-  `ingest_new_data` (ingestion, sessions, vocabulary drift).
+- New data (`new_data_sensor`, on): a settled new or changed file in the landing folder becomes a
+  `landing_files` partition, and `read_new_files` reads that partition alone.
+- Then declarative automation (`ingestion_automation`, on): each of `raw_sessions`, `session_splits` and
+  `vocabulary_drift` follows its parents once they have new data and their blocking checks passed
+  (`conditions.follows_new_data`), in one run tagged as new data.
 - Then `retrain_sensor` (on) reads the drift: at most 1% of recent page views in activities the
   tokenizer never saw starts `finetune_and_refresh` (re-fine-tune from the current pretrained model,
   evaluate, refresh personas and recommendations); above it, or with no pretrained model yet,
@@ -12,17 +15,18 @@
   calendar as well.
 
 Every run these start carries `sessionbert/trigger` and `sessionbert/reason` tags, and each asset it
-materializes shows them as `refreshed_because` metadata.
+materializes shows them as `refreshed_because` metadata. `ingest_new_data` is the same ingestion as one
+job, for a backfill launched by hand.
 """
 
 import dagster as dg
 
+from sessionbert_assets.conditions import FOLLOWERS, REASON, TRIGGER
 from sessionbert_assets.partitions import LANDING_FILES, range_tags, registered
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core.data.ingest import IngestError, cached_files
 from sessionbert_core.data.landing_watch import look
 
-TRIGGER, REASON = "sessionbert/trigger", "sessionbert/reason"
 # automated runs must not stop on one bad file: it is quarantined and reported instead
 TOLERANT = {"ops": {"raw_sessions": {"config": {"unreadable_files": "quarantine"}}}}
 TOLERANT_FILES = {"ops": {op: {"config": {"unreadable_files": "quarantine"}}
@@ -35,6 +39,12 @@ main_job = dg.define_asset_job(
     "sessionbert_main",
     selection=dg.AssetSelection.all(),
     description="The whole asset graph on the configured source and profile (what `make run` materializes).",
+)
+files_job = dg.define_asset_job(
+    "read_new_files",
+    selection=dg.AssetSelection.assets("landing_folder", "landing_files"),
+    description="The new files' landing_files partitions, each file read and validated alone (what the new-data "
+                "sensor starts; the ingestion after it follows by declarative automation).",
 )
 ingest_job = dg.define_asset_job(
     "ingest_new_data",
@@ -83,9 +93,10 @@ def weekly_retrain(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.
                                                            "Sundays 03:00 UTC", **files})
 
 
-@dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Watches the landing folder; new or changed files, once no longer being written, start "
-                       "`ingest_new_data` (one run per file set). Files ingestion would refuse are reported.")
+@dg.sensor(job=files_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Watches the landing folder; new or changed files, once no longer being written, become "
+                       "landing_files partitions read by `read_new_files` (one run per file set). Files ingestion "
+                       "would refuse are reported.")
 def new_data_sensor(context: dg.SensorEvaluationContext, sessionbert: SessionBertResource) -> dg.SensorResult:
     folder = sessionbert.landing_path()
     if not folder.is_dir():
@@ -114,11 +125,19 @@ def new_data_sensor(context: dg.SensorEvaluationContext, sessionbert: SessionBer
     added = [name for name in sorted(seen.new) if name not in known]
     gone = [name for name in seen.removed if name in known]
     ordered = [name for name in known if name not in gone] + added
-    request = dg.RunRequest(run_key=seen.run_key, run_config=TOLERANT_FILES,
+    request = dg.RunRequest(run_key=seen.run_key,  # unset unreadable_files: a refused file is quarantined
                             tags={TRIGGER: "new_data", REASON: reason, **range_tags(ordered, list(seen.new))})
     changes = [LANDING_FILES.build_add_request(added)] * bool(added)
     changes += [LANDING_FILES.build_delete_request(gone)] * bool(gone)
     return dg.SensorResult(run_requests=[request], cursor=seen.cursor, dynamic_partitions_requests=changes)
+
+
+ingestion_automation = dg.AutomationConditionSensorDefinition(
+    "ingestion_automation", target=dg.AssetSelection.assets(*FOLLOWERS), minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING, emit_backfills=False,
+    run_tags={TRIGGER: "new_data", REASON: "new landing files read: ingestion follows (declarative automation)"},
+    description="Ingestion after new files: combines them, cuts sessions and splits, measures the vocabulary drift "
+                "(each asset eager on its parents' new data, once their blocking checks passed).")
 
 
 @dg.asset_sensor(asset_key=dg.AssetKey("vocabulary_drift"), jobs=[finetune_job, full_retrain_job],
@@ -142,6 +161,6 @@ def _names(names: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-jobs = [main_job, ingest_job, finetune_job, full_retrain_job, refresh_job]
+jobs = [main_job, files_job, ingest_job, finetune_job, full_retrain_job, refresh_job]
 schedules = [daily_refresh, weekly_retrain]
-sensors = [new_data_sensor, retrain_sensor]
+sensors = [new_data_sensor, ingestion_automation, retrain_sensor]

@@ -1,5 +1,6 @@
-"""Sensor-triggered retraining: the landing-folder sensor's ticks, the drift that decides how much to
-retrain, and a new file carried all the way to a re-fine-tuned model and a refreshed table."""
+"""Sensor-triggered retraining: the landing-folder sensor's ticks, the ingestion that follows by declarative
+automation, the drift that decides how much to retrain, and a new file carried all the way to a re-fine-tuned
+model and a refreshed table."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from sessionbert_assets.automation import (
     REASON,
     TOLERANT_FILES,
     TRIGGER,
+    files_job,
     ingest_job,
+    ingestion_automation,
     new_data_sensor,
     retrain_sensor,
 )
+from sessionbert_assets.conditions import FOLLOWERS
 from sessionbert_assets.definitions import build_definitions
 from sessionbert_assets.partitions import RANGE_END, RANGE_START, execute_over_files
 from sessionbert_assets.resources import SessionBertResource
@@ -185,11 +189,21 @@ def _new_day_file(home, folder) -> None:
     shifted.write_parquet(folder / "events-next-day.parquet")
 
 
+def _follow(defs: dg.Definitions, instance: dg.DagsterInstance, cursor=None):
+    """One tick of `ingestion_automation`: the assets its conditions request, and the tick's result."""
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor,
+                                             asset_selection=ingestion_automation.asset_selection)
+    return {key for key in FOLLOWERS if tick.get_num_requested(dg.AssetKey(key))}, tick
+
+
 def test_new_data_reaches_a_refined_model_and_a_refreshed_table(retrained_home):
     home = retrained_home
     sessionbert = SessionBertResource(home=str(home), source="synthetic", profile="tiny", seed=0)
     defs = build_definitions(sessionbert)
     instance = dg.DagsterInstance.ephemeral()
+    assert _ingest(sessionbert, instance, {})  # this instance's history: every file read and ingested once
+    requested, settled = _follow(defs, instance)
+    assert requested == set()  # ingested data in, nothing to follow
     landing = sessionbert.landing_path()
     cursor = new_data_sensor.evaluate_tick(dg.build_sensor_context(resources={"sessionbert": sessionbert},
                                                                    instance=instance)).cursor
@@ -204,19 +218,24 @@ def test_new_data_reaches_a_refined_model_and_a_refreshed_table(retrained_home):
     _apply(instance, tick)
     served = home / "recommendation_table.parquet"
     before = served.stat().st_mtime_ns
-    ingest = defs.resolve_job_def("ingest_new_data").execute_in_process(instance=instance, tags=request.tags,
-                                                                        run_config=request.run_config)
-    assert ingest.success
-    parsed = [e.partition for e in ingest.get_asset_materialization_events()
+    read = defs.resolve_job_def(files_job.name).execute_in_process(instance=instance, tags=request.tags,
+                                                                   run_config=request.run_config)
+    parsed = [e.partition for e in read.get_asset_materialization_events()
               if e.asset_key == dg.AssetKey("landing_files")]
     assert parsed == ["events-next-day.parquet"]  # only the new file's partition ran, and it parsed the file
-    assert next(e for e in ingest.get_asset_materialization_events() if e.partition == parsed[0]
+    assert next(e for e in read.get_asset_materialization_events() if e.partition == parsed[0]
                 ).event_specific_data.materialization.metadata["state"].value == "parsed"
+    # declarative automation: the whole ingestion follows the new partition, in one run tagged as new data
+    requested, followed = _follow(defs, instance, settled.cursor)
+    assert requested == set(FOLLOWERS)
+    ingest = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey(k) for k in requested], tags=ingestion_automation.run_tags)
+    assert ingest.success
     raw = next(e for e in ingest.get_asset_materialization_events() if e.asset_key == dg.AssetKey("raw_sessions"))
     metadata = raw.event_specific_data.materialization.metadata
     # incremental: the new file's partition parsed it, and raw_sessions found every file in the cache
     assert metadata["files_parsed"].value == 0 and metadata["files_from_cache"].value > 2
-    assert "events-next-day.parquet" in metadata["refreshed_because"].value
+    assert metadata["refreshed_because"].value == ingestion_automation.run_tags[REASON]
     drift = json.loads((home / "vocabulary_drift.json").read_text())
     assert drift["needs_pretraining"] is False and drift["drift"] < 0.01  # the same activities, a day later
     retrain = retrain_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
@@ -230,6 +249,7 @@ def test_new_data_reaches_a_refined_model_and_a_refreshed_table(retrained_home):
     assert served.stat().st_mtime_ns > before
     assert not retrain_sensor.evaluate_tick(dg.build_sensor_context(instance=instance,
                                                                     cursor=retrain.cursor)).run_requests
+    assert _follow(defs, instance, followed.cursor)[0] == set()  # followed once: nothing is requested again
 
 
 def test_no_pretrained_model_means_a_full_retrain(retrained_home):
@@ -261,3 +281,16 @@ def test_a_run_not_started_by_new_data_retrains_nothing(retrained_home):
     assert _ingest(sessionbert, instance, {})
     result = retrain_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
     assert not result.run_requests and "not by new data" in result.skip_message
+
+
+@pytest.mark.parametrize(("extra", "follows"), [("", {"session_splits", "vocabulary_drift"}),
+                                               ("u1,s9,not a time,compute,x\n" * 3, set())])
+def test_a_failed_blocking_check_holds_what_follows_back(landing, tmp_path, extra, follows):
+    folder = landing({"events-a.csv": HEADER + ROWS + extra})  # extra: 3 rows of 5 quarantined, over the limit
+    sessionbert = SessionBertResource(home=str(tmp_path / "home"), source=str(folder), profile="tiny")
+    defs, instance = build_definitions(sessionbert), dg.DagsterInstance.ephemeral()
+    _, before = _follow(defs, instance)
+    keys = [*INGESTED, dg.AssetKey("landing_files")]  # ingested by hand, up to raw_sessions and its checks
+    read = execute_over_files(defs.resolve_job_def(ingest_job.name), instance, keys)
+    assert [r.success for r in read] == [True, not extra]
+    assert _follow(defs, instance, before.cursor)[0] == follows  # sessions follow only a passing quarantine share

@@ -1,9 +1,11 @@
 """Ingestion: page views, quarantined rows and billing records from the landing folder."""
 
+from typing import Literal
 
 import dagster as dg
 import polars as pl
 
+from sessionbert_assets.conditions import TRIGGER, follows_new_data
 from sessionbert_assets.metadata import TABLE_ROWS, count, date_range, streamed, table
 from sessionbert_assets.partitions import LANDING_FILES
 from sessionbert_assets.resources import SessionBertResource
@@ -21,9 +23,10 @@ from sessionbert_core.data.ingest import (
 
 
 class IngestConfig(dg.Config):
-    # fail: a file that cannot be read fails the run (manual runs); quarantine: it becomes a quarantine row of
-    # kind `file` and the other files are ingested (what the sensor and the schedules ask for)
-    unreadable_files: UnreadableFiles = "fail"
+    # fail: a file that cannot be read fails the run; quarantine: it becomes a quarantine row of kind `file` and
+    # the other files are ingested; auto: quarantine in a run a sensor, schedule or automation started (tagged
+    # `sessionbert/trigger`: no person is there to mend the file), fail in a run launched by hand
+    unreadable_files: Literal["auto", "fail", "quarantine"] = "auto"
     # CloudTrail: which callers' actions are page views (console: people in the web console; programmatic:
     # the CLI, SDKs and tools; all: both)
     cloudtrail_callers: Callers = "console"
@@ -44,6 +47,7 @@ def landing_files(context: dg.AssetExecutionContext, config: IngestConfig, sessi
     files = {f.name: f for f in discover(sessionbert.landing_path())}
     store = ParseCache(sessionbert.home_path / "ingest_cache", sessionbert.pseudonym_key(),
                        ReadOptions(config.cloudtrail_callers))
+    mode = unreadable_mode(context, config)
     for key in context.partition_keys:
         f = files.get(key)
         if f is None or f.kind in ("ignored", "mapping"):
@@ -52,13 +56,20 @@ def landing_files(context: dg.AssetExecutionContext, config: IngestConfig, sessi
         try:
             parsed = store.parse(f, key, with_rows=False)  # a file already parsed is looked up, not read
         except IngestError as error:
-            if config.unreadable_files == "fail":
+            if mode == "fail":
                 raise dg.Failure(description=str(error)) from error
             context.log.warning(f"file refused (it becomes a quarantine row of raw_sessions): {error}")
             context.add_asset_metadata({"state": "refused", "problem": str(error), "kind": f.kind},
                                        partition_key=key)
             continue
         context.add_asset_metadata(file_metadata(parsed, store), partition_key=key)
+
+
+def unreadable_mode(context: dg.AssetExecutionContext, config: IngestConfig) -> UnreadableFiles:
+    """What this run does with a file it cannot read: as configured, else by who started the run."""
+    if config.unreadable_files != "auto":
+        return config.unreadable_files
+    return "quarantine" if TRIGGER in context.run.tags else "fail"
 
 
 def file_metadata(parsed: ParsedFile, store: ParseCache) -> dict:
@@ -72,15 +83,19 @@ def file_metadata(parsed: ParsedFile, store: ParseCache) -> dict:
             "quarantine_share": round(quarantined / max(parsed.read, 1), 4)}
 
 
+# the combination follows new landing_files partitions; a refreshed landing_folder alone starts nothing
+FOLLOWS = follows_new_data("landing_folder")
+
+
 @dg.multi_asset(
     group_name="data",
     outs={
-        "raw_sessions": dg.AssetOut(kinds={"polars", "parquet"}, description=(
+        "raw_sessions": dg.AssetOut(kinds={"polars", "parquet"}, automation_condition=FOLLOWS, description=(
             "Every valid page view (user_id, session_id, timestamp UTC, service, page, country, city, "
             "billing_tier), sorted by user and session start.")),
-        "quarantined_events": dg.AssetOut(kinds={"polars", "parquet"}, description=(
+        "quarantined_events": dg.AssetOut(kinds={"polars", "parquet"}, automation_condition=FOLLOWS, description=(
             "Rows that failed validation, with source file, line, reason, detail and the raw row, unmodified.")),
-        "billing_records": dg.AssetOut(kinds={"polars", "parquet"}, description=(
+        "billing_records": dg.AssetOut(kinds={"polars", "parquet"}, automation_condition=FOLLOWS, description=(
             "Valid billing rows (user_id, date, service, cost) from billing*.parquet|csv|jsonl.")),
     },
     deps=["landing_files"],
@@ -101,7 +116,7 @@ def raw_sessions(context: dg.AssetExecutionContext, config: IngestConfig, sessio
     targets = Targets(*(home / f"{name}.parquet" for name in ("raw_sessions", "quarantined_events", "billing_records")))
     try:
         result = combine_landing(landing_folder["folder"], sessionbert.pseudonym_key(), home / "ingest_cache",
-                                 targets, config.unreadable_files, ReadOptions(config.cloudtrail_callers))
+                                 targets, unreadable_mode(context, config), ReadOptions(config.cloudtrail_callers))
     except IngestError as error:
         raise dg.Failure(description=str(error)) from error
     quarantine = storage.read_table(targets.quarantine)

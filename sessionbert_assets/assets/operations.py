@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 from transformers import AutoTokenizer
 
+from sessionbert_assets.conditions import follows_new_data
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core.model.tokenizer import KNOWN_ACTIVITIES
 from sessionbert_core.model.tokenizer import vocabulary_drift as measure_drift
@@ -17,7 +18,8 @@ class DriftConfig(dg.Config):
     pretrain_above: float = 0.01  # drift (share of recent page views in unseen activities) that calls for pretraining
 
 
-@dg.asset(group_name="model", kinds={"python", "json"}, deps=["tokenizer"])
+@dg.asset(group_name="model", kinds={"python", "json"}, deps=["tokenizer"],
+          automation_condition=follows_new_data("tokenizer"))
 def vocabulary_drift(context: dg.AssetExecutionContext, config: DriftConfig, sessionbert: SessionBertResource,
                      session_splits: pl.DataFrame) -> dict:
     """The share of the last days' page views in activities the current tokenizer was not trained on.

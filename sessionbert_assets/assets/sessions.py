@@ -4,6 +4,7 @@
 import dagster as dg
 import polars as pl
 
+from sessionbert_assets.conditions import follows_new_data
 from sessionbert_assets.metadata import count, date_range, streamed, table
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_assets.spark import SparkResource, spark_sessions
@@ -13,7 +14,7 @@ from sessionbert_core.data.serialize import split_figures, split_in_parts, split
 ENGINES = ("polars", "spark")
 
 
-@dg.asset(group_name="data", kinds={"polars", "spark", "parquet"})
+@dg.asset(group_name="data", kinds={"polars", "spark", "parquet"}, automation_condition=follows_new_data())
 def session_splits(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, spark: SparkResource,
                    spark_pipes: dg.PipesSubprocessClient, raw_sessions: pl.LazyFrame,
                    billing_records: pl.LazyFrame) -> dg.Output[storage.Parts]:
