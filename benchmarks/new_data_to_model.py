@@ -61,6 +61,24 @@ def wait_for(instance: dg.DagsterInstance, jobs: tuple[str, ...], after: float, 
                        "with the sensors on?")
 
 
+def stage_seconds(start: float, read, days, ingest, retrain) -> list[tuple[str, float]]:
+    """Each stage from the file written to the table refreshed, from the runs' records."""
+    def created(record) -> float:
+        return record.create_timestamp.timestamp()
+
+    return [
+        ("file written -> read_new_files run created (sensor)", created(read) - start),
+        ("read_new_files run", read.end_time - created(read)),
+        ("read end -> ingest_days run created (new-days sensor)", created(days) - read.end_time),
+        ("ingest_days run (the new day of raw_sessions)", days.end_time - created(days)),
+        ("days end -> automation run created", created(ingest) - days.end_time),
+        ("automation run (the day's session_splits, quarantine, drift)", ingest.end_time - created(ingest)),
+        ("automation end -> retrain run created (sensor)", created(retrain) - ingest.end_time),
+        (f"{retrain.dagster_run.job_name} run", retrain.end_time - created(retrain)),
+        ("total: file written -> table refreshed", retrain.end_time - start),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=3600)
@@ -76,18 +94,11 @@ def main() -> None:
     print(f"wrote {path} ({size['page_views']} page views, {size['sessions']} sessions) at "
           f"{datetime.fromtimestamp(start):%H:%M:%S}")
     read = wait_for(instance, ("read_new_files",), start, args.timeout)
-    ingest = wait_for(instance, ("__ASSET_JOB",), read.create_timestamp.timestamp(), args.timeout)  # automation
+    days = wait_for(instance, ("ingest_days",), read.create_timestamp.timestamp(), args.timeout)  # new-days sensor
+    ingest = wait_for(instance, ("__ASSET_JOB",), days.create_timestamp.timestamp(), args.timeout)  # automation
     retrain = wait_for(instance, ("finetune_and_refresh", "full_retrain"), ingest.create_timestamp.timestamp(),
                        args.timeout)
-    stages = [
-        ("file written -> read_new_files run created (sensor)", read.create_timestamp.timestamp() - start),
-        ("read_new_files run", read.end_time - read.create_timestamp.timestamp()),
-        ("read end -> ingestion run created (automation)", ingest.create_timestamp.timestamp() - read.end_time),
-        ("ingestion run (raw_sessions, session_splits, drift)", ingest.end_time - ingest.create_timestamp.timestamp()),
-        ("ingest end -> retrain run created (sensor)", retrain.create_timestamp.timestamp() - ingest.end_time),
-        (f"{retrain.dagster_run.job_name} run", retrain.end_time - retrain.create_timestamp.timestamp()),
-        ("total: file written -> table refreshed", retrain.end_time - start),
-    ]
+    stages = stage_seconds(start, read, days, ingest, retrain)
     print("\n| stage | seconds |\n| --- | --- |")
     for name, seconds in stages:
         print(f"| {name} | {seconds:.0f} |")

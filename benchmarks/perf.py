@@ -23,9 +23,10 @@ Sections (each prints its rows; one table at the end; JSON in benchmarks/results
   working memory (peak over what the process held once its inputs were loaded, minus its output);
 - paper_data (only when named): the data assets of the `paper` profile (200k users, 7.4M sessions) through
   the asset graph, each materialized by `sessionbert run --select` in its own process (landing_folder
-  generating the world, landing_files parsing each file alone, raw_sessions combining them in parts of
-  users, session_splits serializing part by part): seconds, peak memory, what each wrote, and the rows.
-  `--paper-profile small` rehearses it on a small world.
+  generating the world, landing_files parsing each file alone, raw_sessions combining each day alone,
+  quarantined_events counting every file, session_splits serializing day by day): seconds, peak memory,
+  what each wrote, and the rows; then the same after one more day lands, the assets by day run on that day
+  alone (`--days`). `--paper-profile small` rehearses it on a small world.
 
 Run it alone: two training jobs on two cores slow each other down.
 """
@@ -470,19 +471,22 @@ def folder_mib(*paths: Path) -> float:
 
 # asset -> what it writes under the home, in the order they run
 PAPER_STAGE_OUTPUTS = {"landing_folder": ("worlds",), "landing_files": ("ingest_cache",),
-                       "raw_sessions": ("raw_sessions.parquet", "quarantined_events.parquet",
-                                        "billing_records.parquet"),
+                       "raw_sessions": ("raw_sessions.parquet", "billing_records.parquet",
+                                        ".raw_sessions.parquet.ledger"),
+                       "quarantined_events": ("quarantined_events.parquet",),
                        "session_splits": ("session_splits.parquet",)}
 PAPER_STAGES = tuple(PAPER_STAGE_OUTPUTS)
+DAY_STAGES = ("raw_sessions", "session_splits")  # partitioned by day: one more day runs only that day
 
 
-def paper_stage(name: str, home: Path, profile_name: str) -> dict:
-    """One data asset materialized in a child process (`sessionbert run --select NAME`, the CLI that `make run`
-    runs): its seconds, the child's peak resident memory (sampled every 0.1 s) and the MiB it wrote."""
+def paper_stage(name: str, home: Path, profile_name: str, days: str | None = None) -> dict:
+    """One data asset materialized in a child process (`sessionbert run --select NAME [--days DAYS]`, the CLI that
+    `make run` runs): its seconds, the child's peak resident memory (sampled every 0.1 s) and the MiB it wrote."""
     env = {**os.environ, "SESSIONBERT_HOME": str(home), "SESSIONBERT_PROFILE": profile_name,
            "SESSIONBERT_SOURCE": "synthetic"}
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "sessionbert_assets.cli", "run", "--select", name], env=env,
+    command = [sys.executable, "-m", "sessionbert_assets.cli", "run", "--select", name]
+    child = subprocess.Popen(command + (["--days", days] if days else []), env=env,
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sampler = RssSampler(child.pid, every=0.1)
     output, _ = child.communicate()
@@ -505,44 +509,54 @@ def _paper_counts(home: Path) -> dict:
     return {"page_views": rows("raw_sessions"), "billing_rows": rows("billing_records"),
             "quarantined": rows("quarantined_events"), "sessions": rows("session_splits"),
             "users": sessions.select(pl.col("user_id").n_unique()).collect().item(),
-            "raw_sessions_parts": len(storage.part_paths(home / "raw_sessions.parquet"))}
+            "raw_sessions_days": len(storage.day_paths(home / "raw_sessions.parquet"))}
 
 
 def paper_data(profile_name: str, work: Path) -> dict:
     """The data assets of `profile_name` (the paper's, by default), one after the other in a home under `work`
     kept between runs: the world is generated once (landing_folder regenerates only what changed). Then the
-    same again after one new file lands (`one_more_file`)."""
+    same again after one new day lands in a file of its own (`one_more_day`)."""
     home = work / f"paper-home-{profile_name}"
     results = {"profile": profile_name}
     for name in PAPER_STAGES:
         results[name] = paper_stage(name, home, profile_name)
         print(f"  paper data {name:<15} {results[name]}", flush=True)
     results["counts"] = _paper_counts(home)
-    results["one_more_file"] = one_more_file(home, profile_name)
+    results["one_more_day"] = one_more_day(home, profile_name)
     return results
 
 
-NEW_FILE = "events-one-more-file.parquet"
+NEW_FILE = "events-one-more-day.parquet"
 
 
-def one_more_file(home: Path, profile_name: str) -> dict:
-    """The data assets again after one file lands: the first events file's page views a period later, as new
-    sessions of the same users (what the next day's export adds). Its partition is the one parse; the file is
-    removed afterwards, so the home stays the profile's world."""
+def one_more_day(home: Path, profile_name: str) -> dict:
+    """The data assets again after the next day lands in a file of its own (the world's last day of page views
+    again, a day later, as new sessions of the same users: what the next day's export adds). The new file is
+    the one parse, and the assets by day run that day alone (`--days`, what the new-days sensor asks for);
+    the quarantine counts every file again. The file and its day are removed afterwards, so the home stays
+    the profile's world."""
+    from sessionbert_core import storage
     from sessionbert_core.world.truth import WorldPaths
 
     landing = WorldPaths(home / "worlds" / f"{profile_name}-seed0").landing
-    events = pl.read_parquet(sorted(landing.glob("events-*.parquet"))[0])
-    later = events["timestamp"].max() - events["timestamp"].min() + timedelta(days=1)
-    events.with_columns(pl.col("timestamp") + later, session_id=pl.col("session_id") + "-later").write_parquet(
-        landing / NEW_FILE)
-    results = {"rows": events.height}
+    events = pl.concat([pl.scan_parquet(path).filter(pl.col("timestamp").dt.date() == pl.col("timestamp").max()
+                                                      .dt.date()) for path in sorted(landing.glob("events-*.parquet"))]
+                       ).collect()
+    last = events["timestamp"].max().date()
+    events = events.filter(pl.col("timestamp").dt.date() == last)
+    events.with_columns(pl.col("timestamp") + timedelta(days=1), session_id=pl.col("session_id") + "-next"
+                        ).write_parquet(landing / NEW_FILE)
+    day = (last + timedelta(days=1)).isoformat()
+    results = {"rows": events.height, "day": day}
     try:
         for name in PAPER_STAGES:
-            results[name] = paper_stage(name, home, profile_name)
-            print(f"  one more file {name:<15} {results[name]}", flush=True)
+            results[name] = paper_stage(name, home, profile_name, day if name in DAY_STAGES else None)
+            print(f"  one more day {name:<15} {results[name]}", flush=True)
     finally:
         (landing / NEW_FILE).unlink(missing_ok=True)
+        for table in ("raw_sessions", "billing_records", "session_splits"):
+            (home / f"{table}.parquet" / f"{day}.parquet").unlink(missing_ok=True)
+        storage.remove_folder(home / ".raw_sessions.parquet.ledger" / day)
     return results
 
 
@@ -605,11 +619,11 @@ def _scaling_rows(result: dict, scaling_: dict) -> list[tuple]:
 
 
 def _paper_data_rows(result: dict, p: dict) -> list[tuple]:
-    counts, more = p.get("counts", {}), p.get("one_more_file", {})
+    counts, more = p.get("counts", {}), p.get("one_more_day", {})
     return [(label, f"{name} ({p.get('profile')}: {counts.get('sessions', 0):,} sessions)",
              f"{run[name]['seconds']:.0f} s",
              f"peak {run[name]['peak_rss_mib']:,} MiB, {run[name]['output_mib']:,} MiB written")
-            for label, run in (("paper data", p), ("+ one file", more)) for name in PAPER_STAGES if name in run]
+            for label, run in (("paper data", p), ("+ one day", more)) for name in PAPER_STAGES if name in run]
 
 
 # result key -> its rows in the table, in the table's order

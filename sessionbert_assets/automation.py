@@ -2,43 +2,42 @@
 
 - New data (`new_data_sensor`, on): a settled new or changed file in the landing folder becomes a
   `landing_files` partition, and `read_new_files` reads that partition alone.
-- Then declarative automation (`ingestion_automation`, on): each of `raw_sessions`, `session_splits` and
-  `vocabulary_drift` follows its parents once they have new data and their blocking checks passed
-  (`conditions.follows_new_data`), in one run tagged as new data.
+- New days (`new_days_sensor`, on): once a file is read, its parse says which days it holds, and
+  `ingest_days` computes those days of `raw_sessions`, `billing_records` and `session_splits` in one run,
+  and only those days.
+- Then declarative automation (`ingestion_automation`, on): `quarantined_events` and `vocabulary_drift`
+  follow their parents once they have new data and their blocking checks passed
+  (`conditions.follows_new_data`), in one run tagged as new data (a day of `session_splits` whose page
+  views changed some other way follows them too).
 - Then `retrain_sensor` (on) reads the drift: at most 1% of recent page views in activities the
   tokenizer never saw starts `finetune_and_refresh` (re-fine-tune from the current pretrained model,
   evaluate, refresh personas and recommendations); above it, or with no pretrained model yet,
   `full_retrain` (tokenizer and MLM pretraining too).
 - Every day at 05:00 UTC (`daily_recommendations`, on): personas and recommendations from the
   current models, with no training.
-- Sundays at 03:00 UTC (`weekly_retrain`, off): the whole graph, for those who want pretraining on a
-  calendar as well.
+- Sundays at 03:00 UTC (`weekly_retrain`, off): `full_retrain` over the days ingested, for those who want
+  pretraining on a calendar as well.
 
 Every run these start carries `sessionbert/trigger` and `sessionbert/reason` tags, and each asset it
-materializes shows them as `refreshed_because` metadata. `ingest_new_data` is the same ingestion as one
-job, for a backfill launched by hand.
+materializes shows them as `refreshed_because` metadata. `ingest_days` is the same ingestion of days as one
+job, for a backfill of a range of days launched by hand.
 """
 
 import dagster as dg
 
 from sessionbert_assets.conditions import FOLLOWERS, REASON, TRIGGER
-from sessionbert_assets.partitions import LANDING_FILES, range_tags, registered
+from sessionbert_assets.partitions import DAY_ASSETS, LANDING_FILES, day_tags, range_tags, registered
 from sessionbert_assets.resources import SessionBertResource
-from sessionbert_core.data.ingest import IngestError, cached_files
+from sessionbert_core.data.ingest import IngestError, cached_days, cached_files
 from sessionbert_core.data.landing_watch import look
 
-# automated runs must not stop on one bad file: it is quarantined and reported instead
-TOLERANT = {"ops": {"raw_sessions": {"config": {"unreadable_files": "quarantine"}}}}
-TOLERANT_FILES = {"ops": {op: {"config": {"unreadable_files": "quarantine"}}
-                          for op in ("landing_files", "raw_sessions")}}
-
-INGESTION = dg.AssetSelection.assets("landing_folder", "raw_sessions", "quarantined_events", "billing_records",
-                                     "session_splits")
+DAYS = dg.AssetSelection.assets(*DAY_ASSETS)
 
 main_job = dg.define_asset_job(
     "sessionbert_main",
-    selection=dg.AssetSelection.all(),
-    description="The whole asset graph on the configured source and profile (what `make run` materializes).",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("landing_files"),
+    description="The asset graph from the files' parses on, over a range of days, on the configured source and "
+                "profile (`make run` reads the files with `read_new_files` first, then runs this over their days).",
 )
 files_job = dg.define_asset_job(
     "read_new_files",
@@ -47,11 +46,11 @@ files_job = dg.define_asset_job(
                 "sensor starts; the ingestion after it follows by declarative automation).",
 )
 ingest_job = dg.define_asset_job(
-    "ingest_new_data",
-    selection=INGESTION | dg.AssetSelection.assets("landing_files", "vocabulary_drift"),
-    config=TOLERANT_FILES,
-    description="New files in: their landing_files partitions (each file read alone), ingestion (only new files "
-                "are parsed), sessions and the vocabulary drift that decides how much to retrain.",
+    "ingest_days",
+    selection=DAYS | dg.AssetSelection.assets("quarantined_events", "vocabulary_drift"),
+    description="Days of data in (read by read_new_files first): those days of raw_sessions, billing_records and "
+                "session_splits (each day alone), the quarantine over every day, and the vocabulary drift that "
+                "decides how much to retrain. Launch it over a range of days for a backfill.",
 )
 finetune_job = dg.define_asset_job(
     "finetune_and_refresh",
@@ -68,11 +67,11 @@ full_retrain_job = dg.define_asset_job(
 )
 refresh_job = dg.define_asset_job(
     "refresh_recommendations",
-    selection=INGESTION | dg.AssetSelection.assets("session_embeddings", "user_personas", "ranker_selection",
-                                                      "recommendation_table", "serving_model"),
-    config=TOLERANT,
-    description="Today's data through the current models: sessions, embeddings, user personas, the ranker "
-                "chosen on validation users and the recommendation table (no training).",
+    selection=dg.AssetSelection.assets("session_embeddings", "user_personas", "ranker_selection",
+                                       "recommendation_table", "serving_model"),
+    description="The days ingested so far through the current models: embeddings, user personas, the ranker "
+                "chosen on validation users and the recommendation table (no training; new days arrive by the "
+                "sensors).",
 )
 
 # on by default: cheap (about a minute on `small`) and what keeps the product's table fresh
@@ -82,15 +81,12 @@ daily_refresh = dg.ScheduleDefinition(
     description="Every day at 05:00 UTC: user personas and recommendations from the current models.")
 # off by default: new data already retrains through the sensors, and this repeats pretraining
 # (11 minutes on 2 cores for `small`, hours on a GPU at paper scale) whether or not anything changed
-@dg.schedule(name="weekly_retrain", job=main_job, cron_schedule="0 3 * * 0",
-             default_status=dg.DefaultScheduleStatus.STOPPED,
-             description="Sundays at 03:00 UTC: the whole graph, pretraining included, over every registered file.")
-def weekly_retrain(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    files = range_tags(registered(context.instance))
-    if not files:
-        return dg.SkipReason("no landing file registered yet: materialize landing_folder (or `make run`) first")
-    return dg.RunRequest(run_config=TOLERANT_FILES, tags={TRIGGER: "schedule", REASON: "weekly full retrain, "
-                                                           "Sundays 03:00 UTC", **files})
+weekly_retrain = dg.ScheduleDefinition(
+    name="weekly_retrain", job=full_retrain_job, cron_schedule="0 3 * * 0",
+    default_status=dg.DefaultScheduleStatus.STOPPED, tags={TRIGGER: "schedule", REASON: "weekly full retrain, "
+                                                                                         "Sundays 03:00 UTC"},
+    description="Sundays at 03:00 UTC: the tokenizer, pretraining, fine-tuning and everything after, over the days "
+                "ingested.")
 
 
 @dg.sensor(job=files_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -132,6 +128,38 @@ def new_data_sensor(context: dg.SensorEvaluationContext, sessionbert: SessionBer
     return dg.SensorResult(run_requests=[request], cursor=seen.cursor, dynamic_partitions_requests=changes)
 
 
+@dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="After files are read (landing_files), requests the days they hold of raw_sessions, "
+                       "billing_records and session_splits, in one run: only those days are computed again; the "
+                       "quarantine and the drift follow by automation.")
+def new_days_sensor(context: dg.SensorEvaluationContext, sessionbert: SessionBertResource):
+    if context.cursor is None:  # its first tick: what was read before it ran (`make run`) is ingested already
+        latest = context.instance.fetch_materializations(dg.AssetKey("landing_files"), limit=1)
+        return dg.SensorResult(skip_reason="watching for files read from now on", cursor=latest.cursor or "")
+    events = context.instance.fetch_materializations(dg.AssetKey("landing_files"), limit=1000, ascending=True,
+                                                     cursor=context.cursor or None)
+    records = events.records
+    if not records:
+        return dg.SkipReason("no file read since the last tick")
+    files = sorted({r.partition_key for r in records if r.partition_key})
+    days = cached_days(sessionbert.home_path / "ingest_cache", set(files))
+    cursor = events.cursor
+    if not days:
+        return dg.SensorResult(skip_reason=f"{len(files)} file(s) read, no day of data in them", cursor=cursor)
+    try:
+        tags = day_tags(days)
+    except ValueError as error:
+        context.log.warning(str(error))
+        return dg.SensorResult(skip_reason=str(error), cursor=cursor)
+    reason = (f"{len(days)} day(s), {days[0].isoformat()} to {days[-1].isoformat()}, in {len(files)} file(s) read: "
+              f"{_names(files)}")
+    # tagged as new data: a file that cannot be read is quarantined (unreadable_files: auto), not fatal
+    request = dg.RunRequest(run_key=f"days-after-{records[-1].storage_id}", asset_selection=[
+        dg.AssetKey(name) for name in DAY_ASSETS],
+        tags={TRIGGER: "new_data", REASON: reason[:1000], **tags})
+    return dg.SensorResult(run_requests=[request], cursor=cursor)
+
+
 ingestion_automation = dg.AutomationConditionSensorDefinition(
     "ingestion_automation", target=dg.AssetSelection.assets(*FOLLOWERS), minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING, emit_backfills=False,
@@ -163,4 +191,4 @@ def _names(names: list[str], limit: int = 5) -> str:
 
 jobs = [main_job, files_job, ingest_job, finetune_job, full_retrain_job, refresh_job]
 schedules = [daily_refresh, weekly_retrain]
-sensors = [new_data_sensor, ingestion_automation, retrain_sensor]
+sensors = [new_data_sensor, new_days_sensor, ingestion_automation, retrain_sensor]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import date
 
 import dagster as dg
 
@@ -18,9 +19,8 @@ from sessionbert_core.data.ingest import EXPORT_KINDS
 SUMMARY_KEYS = {
     "landing_folder": ("folder", "world/users", "world/sessions", "world/events",
                        *(f"files/{kind}" for kind in ("events", *EXPORT_KINDS, "access_log", "billing", "ignored"))),
-    "raw_sessions": ("headline", "date_range", "rows_filtered"),
-    "quarantined_events": ("rows", "share_of_rows_read"),
-    "billing_records": ("rows", "users"),
+    "quarantined_events": ("headline", "date_range", "days", "rows_filtered", "rows", "share_of_rows_read",
+                           "billing_rows"),
     "session_splits": ("sessions", "users", "mean_words_per_session"),
     "next_activity_baselines": ("headline", "n_sessions"),
     "tokenizer": ("kind", "vocabulary_size", "unknown_token_rate", "mean_tokens_per_session"),
@@ -72,16 +72,31 @@ def _selected_keys(defs: dg.Definitions, selection: str) -> list[dg.AssetKey]:
     return sorted(keys, key=lambda key: key.to_user_string())
 
 
-def run(selection: str | None) -> int:
+def day_range(text: str) -> tuple[date, date]:
+    """`2026-03-02` or `2026-03-02:2026-03-08` as (first, last)."""
+    first, _, last = text.partition(":")
+    try:
+        days = date.fromisoformat(first.strip()), date.fromisoformat((last or first).strip())
+    except ValueError:
+        raise ValueError(f"--days takes a day or a range of days (2026-03-02 or 2026-03-02:2026-03-08), not "
+                         f"{text!r}") from None
+    if days[1] < days[0]:
+        raise ValueError(f"--days {text}: the last day is before the first")
+    return days
+
+
+def run(selection: str | None, days: str | None = None) -> int:
     settings = settings_from_env()
     prepare(settings.home)
     from sessionbert_assets.definitions import defs  # after DAGSTER_HOME is set
 
-    job = defs.resolve_job_def("sessionbert_main")
+    jobs = {"main": defs.resolve_job_def("sessionbert_main"), "files": defs.resolve_job_def("read_new_files")}
     keys = _selected_keys(defs, selection) if selection else sorted(defs.resolve_asset_graph().get_all_asset_keys())
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        results = execute_over_files(job, instance, keys)  # landing_folder first: it registers the files
+        # landing_folder first (it registers the files), then the files, then the rest over the days they hold
+        results = execute_over_files(jobs, instance, keys, settings.home / "ingest_cache",
+                                     days=day_range(days) if days else None)
         result = results[-1]
         elapsed = time.perf_counter() - started
         print(f"\nSessionBERT run {', '.join(r.run_id for r in results)} on source={settings.source} "
@@ -89,10 +104,11 @@ def run(selection: str | None) -> int:
         print(f"artifacts: {settings.home}   Dagster instance: {settings_from_env().dagster_home}")
         materializations = [e for r in results for e in r.get_asset_materialization_events()]
         print(_precision_line(materializations) + "\n")
-        files = [e for e in materializations if e.partition is not None]  # landing_files: one per file
-        if files:
-            print(f"  {files[0].asset_key.to_user_string()}\n      {'partitions':<28} {len(files):,} file(s), each "
-                  "read alone")
+        for name, unit in (("landing_files", "file(s), each read alone"), ("raw_sessions", "day(s), each combined "
+                                                                                          "alone")):
+            partitions = [e for e in materializations if e.partition is not None and e.asset_key.path[-1] == name]
+            if partitions:
+                print(f"  {name}\n      {'partitions':<28} {len(partitions):,} {unit}")
         for event in materializations:
             materialization = event.event_specific_data.materialization
             name = materialization.asset_key.to_user_string()
@@ -180,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="materialize the asset graph and print a summary")
     run_parser.add_argument("--select", help="comma-separated asset names (default: all)")
+    run_parser.add_argument("--days", help="the day partitions to run, FIRST[:LAST] (default: every day the landing "
+                                           "folder's files hold)")
     recommend_parser = sub.add_parser("recommend", help="print one user's top-5 new services and persona")
     recommend_parser.add_argument("user_id")
     serve_parser = sub.add_parser("serve", help="serve the champion model over HTTP (README: Serving)")
@@ -187,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            return run(args.select)
+            return run(args.select, args.days)
         if args.command == "recommend":
             return recommend(args.user_id)
         if args.command == "serve":

@@ -1,11 +1,13 @@
 """Declarative automation: the conditions under which ingestion follows new landing files by itself.
 
 The new-data sensor registers a new file as a `landing_files` partition and requests that partition
-alone (`read_new_files`). From there each ingestion asset follows its parents (`follows_new_data`):
-it is requested once a parent has new data and no parent failed a blocking check, with none of them
-missing or in progress. `ingestion_automation` in `automation` evaluates these conditions
-and tags its runs as new data, so the retraining policy (`retrain_sensor`) reads the drift they
-measure exactly as before. Training is not here: how much to retrain is the drift's decision.
+alone (`read_new_files`); the new-days sensor then requests the days that file holds of `raw_sessions`.
+From there each asset built from the days follows its parents (`follows_new_data`): a day (or an
+unpartitioned asset) is requested once a parent of it has new data and no parent failed a blocking check,
+with none of them in progress, whatever day it is (not only the latest: a late file refreshes its own
+days). `ingestion_automation` in `automation` evaluates these conditions and tags its runs as new data, so
+the retraining policy (`retrain_sensor`) reads the drift they measure. Training is not here: how much to
+retrain is the drift's decision.
 """
 
 import dagster as dg
@@ -13,7 +15,7 @@ import dagster as dg
 # every run a sensor, a schedule or automation starts carries these: what started it and why
 TRIGGER, REASON = "sessionbert/trigger", "sessionbert/reason"
 # the assets that follow a new file by themselves, in order: the files' combination, sessions, drift
-FOLLOWERS = ("raw_sessions", "quarantined_events", "billing_records", "session_splits", "vocabulary_drift")
+FOLLOWERS = ("quarantined_events", "session_splits", "vocabulary_drift")
 
 
 # a parent (any of its partitions) whose latest materialization failed a blocking check holds its children back;
@@ -23,11 +25,23 @@ NO_PARENT_CHECK_FAILED = ~dg.AutomationCondition.any_deps_match(
 ).with_label("no parent failed a blocking check")
 
 
-def follows_new_data(*not_a_trigger: str) -> dg.AutomationCondition:
-    """Eager on new upstream data, unless a parent failed a blocking check.
+def follows_new_data(*not_a_trigger: str, needs: tuple[str, ...] = ()) -> dg.AutomationCondition:
+    """Dagster's eager condition on any day: requested once a parent it reads has new data, with no parent in
+    progress and none failing a blocking check.
 
-    `not_a_trigger` are parents whose updates must start nothing: `landing_folder` (it is refreshed alone
-    before every full run) and `tokenizer` (retraining refreshes it; the drift then is measured by the next
-    data, not by the retraining itself)."""
-    condition = (dg.AutomationCondition.eager() & NO_PARENT_CHECK_FAILED).with_label("follows new data")
-    return condition.ignore(dg.AssetSelection.assets(*not_a_trigger)) if not_a_trigger else condition
+    Unlike `eager()`, it acts on every day, not the latest only, and waits only for the parents in `needs` to
+    exist (days before the data began are missing for good, and must not hold back an unpartitioned child
+    that reads every day). `not_a_trigger` are parents whose updates start nothing, though their checks still
+    hold it back: `landing_folder` (refreshed alone before every full run), `tokenizer` (retraining refreshes
+    it; the drift then is measured by the next data) and `quarantined_events` for the drift (the drift follows
+    the days' sessions: a parent of another partitioning is run beside it, not before it, so it must not
+    start the drift in the same tick)."""
+    A = dg.AutomationCondition
+    updated = A.any_deps_updated()
+    if not_a_trigger:
+        updated = updated.ignore(dg.AssetSelection.assets(*not_a_trigger))
+    condition = ((A.newly_missing() | updated).since_last_handled() & ~A.any_deps_in_progress() & ~A.in_progress()
+                 & NO_PARENT_CHECK_FAILED)
+    if needs:
+        condition &= ~A.any_deps_match(A.missing()).allow(dg.AssetSelection.assets(*needs))
+    return condition.with_label("follows new data")

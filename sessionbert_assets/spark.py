@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -54,9 +55,11 @@ class SparkResource(dg.ConfigurableResource):
         return None
 
 
-def job(home: Path, seed: int, master: str) -> dict:
-    """The Spark job's extras: where to read and write, the serialization rules, the split's seed."""
+def job(home: Path, seed: int, master: str, days: list[date] | None = None) -> dict:
+    """The Spark job's extras: where to read and write, the days to serialize (all where None), the
+    serialization rules, the split's seed."""
     return {
+        "days": [day.isoformat() for day in days] if days else [],
         "events": str(home / "raw_sessions.parquet"), "billing": str(home / "billing_records.parquet"),
         "output": str(home / "spark" / "session_splits"), "seed": seed, "master": master,
         "proportions": list(serialize.SPLIT_PROPORTIONS),
@@ -67,11 +70,12 @@ def job(home: Path, seed: int, master: str) -> dict:
 
 
 def spark_sessions(context: dg.AssetExecutionContext, spark: SparkResource, pipes: dg.PipesSubprocessClient,
-                   home: Path, seed: int) -> tuple[pl.DataFrame, dict]:
-    """The sessions the Spark job wrote (read back in the polars path's schema and order), and what it reported."""
+                   home: Path, seed: int, days: list[date] | None = None) -> tuple[pl.DataFrame, dict]:
+    """The sessions of `days` the Spark job wrote (read back in the polars path's schema and order), and what it
+    reported."""
     if problem := spark.problem():
         raise dg.Failure(description=problem)
-    extras = job(home, seed, spark.master)
+    extras = job(home, seed, spark.master, days)
     context.log.info(f"launching the Spark job through Dagster Pipes: {' '.join(spark.command())}")
     invocation = pipes.run(context=context, command=spark.command(), extras={"job": extras}, env=spark.env())
     reported = {key: value.value for key, value in invocation.get_materialize_result().metadata.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from datetime import date
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -110,6 +111,11 @@ def get_profile(name: str) -> Profile:
         raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}") from None
 
 
+# the default first day partition: the earliest day a page view may have (validate.EARLIEST), so any data fits;
+# SESSIONBERT_FIRST_DAY narrows what the UI lists to the days a deployment has
+FIRST_DAY = "1990-01-01"
+
+
 @dataclass(frozen=True)
 class Settings:
     """The environment variables of DESIGN.md, resolved to values. This module is the one that reads
@@ -128,6 +134,7 @@ class Settings:
     engine: str = "polars"  # SESSIONBERT_ENGINE: what sessionizes, serializes and splits (polars or spark)
     spark_master: str = "local[*]"  # SESSIONBERT_SPARK_MASTER: the Spark master (sc://host:15002 is Spark Connect)
     java_home: str = ""  # JAVA_HOME, the Java runtime Spark runs on ("": the java on PATH)
+    first_day: str = FIRST_DAY  # SESSIONBERT_FIRST_DAY: the first day partition (ISO date) of the tables by day
 
 
 def default_home(env: dict[str, str] | None = None) -> Path:
@@ -168,7 +175,15 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         engine=env.get("SESSIONBERT_ENGINE") or "polars",
         spark_master=env.get("SESSIONBERT_SPARK_MASTER") or "local[*]",
         java_home=env.get("JAVA_HOME") or "",
+        first_day=_iso_day(env.get("SESSIONBERT_FIRST_DAY") or FIRST_DAY),
     )
+
+
+def _iso_day(value: str) -> str:
+    try:
+        return date.fromisoformat(value.strip()).isoformat()
+    except ValueError:
+        raise ValueError(f"SESSIONBERT_FIRST_DAY must be an ISO date such as 2024-01-31, not {value!r}") from None
 
 
 def process_rank(env: dict[str, str] | None = None) -> tuple[int, int]:

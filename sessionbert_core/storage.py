@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,7 @@ class PartsWriter:
     def write(self, frame: pl.DataFrame, name: str = "") -> None:
         """One more part: `name` (sorted among the others' names) or the next number."""
         frame.write_parquet(self.staging / f"{name or f'part-{self.count:05d}'}.parquet", compression="zstd",
-                            statistics=True)
+                            statistics=True, row_group_size=ROW_GROUP)
         self.rows += frame.height
         self.count += 1
 
@@ -116,14 +117,63 @@ class PartsWriter:
         return Parts(self.target, self.rows)
 
 
+ROW_GROUP = 16_384  # rows per row group of a part: a read of a range of users skips the other groups
+
+
+def write_day(frame: pl.DataFrame, folder: Path, day: date) -> Path:
+    """One day of a table kept by day (`folder/<day>.parquet`, replaced atomically), sorted by user so a read of
+    a range of users skips the rest. A folder of another layout (a table in parts of users, or one file) goes."""
+    folder = Path(folder)
+    if folder.is_file():
+        folder.unlink()
+    if folder.is_dir():
+        for stale in part_paths(folder):
+            if not _is_day(stale.stem):
+                stale.unlink()
+    tmp = _temp_beside(folder / f"{day.isoformat()}.parquet")
+    try:
+        frame.write_parquet(tmp, compression="zstd", statistics=True, row_group_size=ROW_GROUP)
+        os.replace(tmp, folder / f"{day.isoformat()}.parquet")
+    finally:
+        tmp.unlink(missing_ok=True)
+    return folder / f"{day.isoformat()}.parquet"
+
+
+def _is_day(name: str) -> bool:
+    try:
+        date.fromisoformat(name)
+    except ValueError:
+        return False
+    return len(name) == 10
+
+
+def day_paths(folder: Path, days: list[date] | None = None) -> list[Path]:
+    """The day files of a table kept by day (only `days`, where given), in order."""
+    paths = [path for path in part_paths(folder) if _is_day(path.stem)] if Path(folder).is_dir() else []
+    if days is not None:
+        wanted = {day.isoformat() for day in days}
+        paths = [path for path in paths if path.stem in wanted]
+    return paths
+
+
+def remove_folder(folder: Path) -> None:
+    if Path(folder).exists():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def part_paths(folder: Path) -> list[Path]:
     return sorted(Path(folder).glob("*.parquet"))
 
 
-def scan_table(path: Path) -> pl.LazyFrame:
-    """A table written as one Parquet file or as parts, lazily, parts in order."""
-    return pl.scan_parquet(part_paths(path) if Path(path).is_dir() else path)
+def scan_table(path: Path | list[Path], schema: dict | None = None) -> pl.LazyFrame:
+    """A table written as one Parquet file or as parts (or the parts listed), lazily, parts in order; given its
+    `schema`, no part at all (a table by day before its first day) is an empty table."""
+    if isinstance(path, list):
+        paths = path
+    else:
+        paths = part_paths(path) if Path(path).is_dir() else [path] if Path(path).exists() or schema is None else []
+    return pl.LazyFrame(schema=schema) if not paths and schema is not None else pl.scan_parquet(paths)
 
 
-def read_table(path: Path) -> pl.DataFrame:
-    return pl.read_parquet(part_paths(path) if Path(path).is_dir() else path)
+def read_table(path: Path | list[Path], schema: dict | None = None) -> pl.DataFrame:
+    return scan_table(path, schema).collect()

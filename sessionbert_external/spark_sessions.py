@@ -14,6 +14,7 @@ metadata. Needs only `pyspark` and `dagster-pipes`, so it ships to a cluster alo
   services and pages of the user's earlier page views that day, billing up to the day before), then the
   activities in time order.
 - Splits: whole users, by the same keyed BLAKE2b draw as `serialize.split_sessions`.
+- Days: the tables are kept a file a day; the job serializes the run's days (`days` in the extras).
 
 Ties in time keep the order of the input file (a row number taken as it is read).
 """
@@ -147,6 +148,8 @@ def split_of(seed: int, proportions: list[float]):
 def run(spark: SparkSession, job: dict) -> dict:
     """Read, sessionize, serialize, split and write; the counts of what was written."""
     events = spark.read.parquet(job["events"]).withColumn("_order", F.monotonically_increasing_id())
+    if job.get("days"):  # the run's days only (sessions are cut at midnight: a day's page views are its sessions)
+        events = events.where(F.to_date("timestamp").isin([F.lit(day).cast("date") for day in job["days"]]))
     billing = spark.read.parquet(job["billing"])
     events = sessions_by_gap(events, job["rules"]["session_gap_minutes"])
     sessions = serialized(events, billing, job["rules"])

@@ -44,12 +44,13 @@ def materialize_all(home: Path, source: str, selection=None, gates: QualityGates
                  "training_pipes": dg.PipesSubprocessClient(), "spark": SparkResource(master="local[2]"),
                  "spark_pipes": dg.PipesSubprocessClient()}
     return materialize_runs([*all_assets, *all_checks], selection, resources,
-                            instance or dg.DagsterInstance.ephemeral(), run_config=run_config)
+                            instance or dg.DagsterInstance.ephemeral(), run_config=run_config,
+                            cache=Path(home) / "ingest_cache")
 
 
 class Runs:
-    """The runs of one materialization (landing_folder first when it registers the files the rest reads:
-    `partitions.runs_over_files`), read as one result; anything else is the last run's."""
+    """The runs of one materialization (landing_folder first when it registers the files, then the files, then
+    the rest over their days: `partitions.runs_over_files`), read as one result; anything else is the last run's."""
 
     def __init__(self, results: list[dg.ExecuteInProcessResult], instance: dg.DagsterInstance):
         self.results = results
@@ -74,7 +75,7 @@ class Runs:
 
 
 def materialize_runs(definitions: list, selection, resources: dict, instance: dg.DagsterInstance,
-                     run_config: dict | None = None) -> Runs:
+                     run_config: dict | None = None, cache: Path | None = None) -> Runs:
     """`dg.materialize` of `selection` (None: everything) in the runs the landing_files partitions need."""
     # resolved over the asset definitions alone: building a Definitions here would load it against whatever
     # instance an earlier test left as Dagster's current one
@@ -83,7 +84,7 @@ def materialize_runs(definitions: list, selection, resources: dict, instance: dg
               else dg.AssetSelection.from_coercible(selection).required_multi_asset_neighbors())
     keys = sorted(chosen.resolve(assets))
     results = []
-    for run_keys, tags in runs_over_files(keys, instance):
+    for run_keys, tags in runs_over_files(keys, instance, cache):
         results.append(dg.materialize(definitions, selection=run_keys, resources=resources, instance=instance,
                                       raise_on_error=False, run_config=config_for(run_config, run_keys), tags=tags))
         if not results[-1].success:

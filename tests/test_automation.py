@@ -15,12 +15,13 @@ import pytest
 
 from sessionbert_assets.automation import (
     REASON,
-    TOLERANT_FILES,
     TRIGGER,
     files_job,
     ingest_job,
     ingestion_automation,
+    main_job,
     new_data_sensor,
+    new_days_sensor,
     retrain_sensor,
 )
 from sessionbert_assets.conditions import FOLLOWERS
@@ -29,7 +30,8 @@ from sessionbert_assets.partitions import RANGE_END, RANGE_START, execute_over_f
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core.model.tokenizer import KNOWN_ACTIVITIES, vocabulary_drift
 
-INGESTED = [dg.AssetKey(k) for k in ("landing_folder", "raw_sessions", "quarantined_events", "billing_records")]
+INGESTED = [dg.AssetKey(k) for k in ("landing_folder", "landing_files", "raw_sessions", "quarantined_events",
+                                      "billing_records")]
 HEADER = "user_id,session_id,timestamp,service,page\n"
 ROWS = "u1,s1,2026-03-02T10:00:00Z,compute,instances\nu1,s1,2026-03-02T10:01:00Z,compute,launch\n"
 
@@ -115,17 +117,13 @@ def test_a_bad_file_is_reported_and_does_not_block_a_good_one(landing, tmp_path)
     result = _tick(folder, _tick(folder).cursor, instance=instance)
     [request] = result.run_requests
     assert "events-good.csv" in request.tags[REASON] and "refused: events-bad.csv" in request.tags[REASON]
-    # the run it asks for ingests the good file and quarantines the bad one as a file
+    # the runs it leads to ingest the good file and quarantine the bad one as a file
     sessionbert = SessionBertResource(home=str(tmp_path / "home"), source=str(folder), profile="tiny")
-    job = build_definitions(sessionbert).resolve_job_def("ingest_new_data")
     _apply(instance, result)
-    run = job.execute_in_process(instance=instance, raise_on_error=False, tags=request.tags,
-                                 run_config=request.run_config,
-                                 asset_selection=[*INGESTED, dg.AssetKey("landing_files")])
-    assert run.success
+    assert _execute(build_definitions(sessionbert), sessionbert, instance, INGESTED, request.tags)
     quarantine = pl.read_parquet(tmp_path / "home" / "quarantined_events.parquet")
     assert quarantine.filter(pl.col("kind") == "file")["source_file"].to_list() == ["events-bad.csv"]
-    assert pl.read_parquet(tmp_path / "home" / "raw_sessions.parquet").height == 40
+    assert pl.read_parquet(tmp_path / "home" / "raw_sessions.parquet").height == 40  # one day: one file
 
 
 def test_only_a_bad_file_starts_nothing(landing):
@@ -139,8 +137,7 @@ def test_files_ingestion_already_read_are_not_new_without_a_cursor(landing, tmp_
     folder = landing({})
     _write(folder / "events-1.csv", HEADER + ROWS, 1_000)
     sessionbert = SessionBertResource(home=str(tmp_path / "home"), source=str(folder), profile="tiny")
-    job = build_definitions(sessionbert).resolve_job_def("ingest_new_data")
-    assert job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), asset_selection=INGESTED).success
+    assert _execute(build_definitions(sessionbert), sessionbert, dg.DagsterInstance.ephemeral(), INGESTED)
     fresh = _tick(folder, _tick(folder).cursor)  # e.g. `make run`, then `make ui` for the first time
     assert not fresh.run_requests
 
@@ -173,12 +170,20 @@ def retrained_home(trained, tmp_path):
     return copy
 
 
+def _execute(defs: dg.Definitions, sessionbert: SessionBertResource, instance: dg.DagsterInstance,
+             keys: list[dg.AssetKey], tags: dict | None = None) -> list[bool]:
+    """`keys` in the runs `make run` would use (landing_folder, then the files, then the rest over their days):
+    whether each run succeeded."""
+    jobs = {"main": defs.resolve_job_def(main_job.name), "files": defs.resolve_job_def(files_job.name)}
+    return [r.success for r in execute_over_files(jobs, instance, keys, sessionbert.home_path / "ingest_cache",
+                                                  tags=tags)]
+
+
 def _ingest(sessionbert: SessionBertResource, instance: dg.DagsterInstance, tags: dict) -> bool:
-    """`ingest_new_data` over every file of the landing folder (landing_folder first: it registers them)."""
+    """The landing folder and its files read, then `ingest_days` over every day they hold."""
     defs = build_definitions(sessionbert)
     keys = sorted(ingest_job.selection.resolve(defs.resolve_asset_graph()))
-    return all(r.success for r in execute_over_files(defs.resolve_job_def(ingest_job.name), instance, keys,
-                                                      run_config=TOLERANT_FILES, tags=tags))
+    return all(_execute(defs, sessionbert, instance, [*INGESTED[:2], *keys], tags))
 
 
 def _new_day_file(home, folder) -> None:
@@ -207,6 +212,8 @@ def test_new_data_reaches_a_refined_model_and_a_refreshed_table(retrained_home):
     landing = sessionbert.landing_path()
     cursor = new_data_sensor.evaluate_tick(dg.build_sensor_context(resources={"sessionbert": sessionbert},
                                                                    instance=instance)).cursor
+    days_cursor = new_days_sensor.evaluate_tick(dg.build_sensor_context(resources={"sessionbert": sessionbert},
+                                                                        instance=instance)).cursor
     _new_day_file(home, landing)
     for _ in range(2):  # seen, then settled
         tick = new_data_sensor.evaluate_tick(dg.build_sensor_context(cursor=cursor, instance=instance,
@@ -225,15 +232,24 @@ def test_new_data_reaches_a_refined_model_and_a_refreshed_table(retrained_home):
     assert parsed == ["events-next-day.parquet"]  # only the new file's partition ran, and it parsed the file
     assert next(e for e in read.get_asset_materialization_events() if e.partition == parsed[0]
                 ).event_specific_data.materialization.metadata["state"].value == "parsed"
-    # declarative automation: the whole ingestion follows the new partition, in one run tagged as new data
+    # the new-days sensor: the file's parse holds one day, and only that day of raw_sessions is combined again
+    days = new_days_sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=days_cursor,
+                                                                 resources={"sessionbert": sessionbert}))
+    [combine] = days.run_requests
+    new_day = (pl.read_parquet(landing / "events-next-day.parquet")["timestamp"].max().date()).isoformat()
+    assert combine.tags[RANGE_START] == combine.tags[RANGE_END] == new_day and combine.tags[TRIGGER] == "new_data"
+    job = defs.resolve_job_def(ingest_job.name)
+    combined = job.execute_in_process(instance=instance, tags=combine.tags, asset_selection=combine.asset_selection)
+    materialized = {(e.asset_key.to_user_string(), e.partition) for e in combined.get_asset_materialization_events()}
+    assert materialized == {(name, new_day) for name in ("raw_sessions", "billing_records", "session_splits")}
+    # declarative automation: the quarantine over every day and the drift follow, in one run tagged as new data
     requested, followed = _follow(defs, instance, settled.cursor)
-    assert requested == set(FOLLOWERS)
-    ingest = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance, asset_selection=[dg.AssetKey(k) for k in requested], tags=ingestion_automation.run_tags)
-    assert ingest.success
-    raw = next(e for e in ingest.get_asset_materialization_events() if e.asset_key == dg.AssetKey("raw_sessions"))
-    metadata = raw.event_specific_data.materialization.metadata
-    # incremental: the new file's partition parsed it, and raw_sessions found every file in the cache
+    assert requested == {"quarantined_events", "vocabulary_drift"}
+    assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(k) for k in requested],
+                                  tags=ingestion_automation.run_tags).success
+    quarantine = next(e for e in instance.fetch_materializations(dg.AssetKey("quarantined_events"), limit=1).records)
+    metadata = quarantine.asset_materialization.metadata
+    # incremental: the new file's partition parsed it, and quarantined_events found every file in the cache
     assert metadata["files_parsed"].value == 0 and metadata["files_from_cache"].value > 2
     assert metadata["refreshed_because"].value == ingestion_automation.run_tags[REASON]
     drift = json.loads((home / "vocabulary_drift.json").read_text())
@@ -283,14 +299,22 @@ def test_a_run_not_started_by_new_data_retrains_nothing(retrained_home):
     assert not result.run_requests and "not by new data" in result.skip_message
 
 
-@pytest.mark.parametrize(("extra", "follows"), [("", {"session_splits", "vocabulary_drift"}),
-                                               ("u1,s9,not a time,compute,x\n" * 3, set())])
+@pytest.mark.parametrize(("extra", "follows"), [("", {"vocabulary_drift"}),
+                                               ("u1,s9,not a time,compute,x\n" * 5, set())])
 def test_a_failed_blocking_check_holds_what_follows_back(landing, tmp_path, extra, follows):
-    folder = landing({"events-a.csv": HEADER + ROWS + extra})  # extra: 3 rows of 5 quarantined, over the limit
+    # 40 users (every split needs some), and extra: 5 rows of 85 quarantined, over the 5% limit
+    users = "".join(ROWS.replace("u1,", f"u{i},") for i in range(40))
+    folder = landing({"events-a.csv": HEADER + users + extra})
     sessionbert = SessionBertResource(home=str(tmp_path / "home"), source=str(folder), profile="tiny")
     defs, instance = build_definitions(sessionbert), dg.DagsterInstance.ephemeral()
     _, before = _follow(defs, instance)
-    keys = [*INGESTED, dg.AssetKey("landing_files")]  # ingested by hand, up to raw_sessions and its checks
-    read = execute_over_files(defs.resolve_job_def(ingest_job.name), instance, keys)
-    assert [r.success for r in read] == [True, not extra]
-    assert _follow(defs, instance, before.cursor)[0] == follows  # sessions follow only a passing quarantine share
+    # ingested by hand, up to quarantined_events and its quarantine-share check
+    assert _execute(defs, sessionbert, instance, INGESTED) == [True, True, not extra]
+    # the day's sessions follow their page views whatever the quarantine; the drift (so retraining) follows them
+    # only after a passing quarantine share
+    requested, sessions = _follow(defs, instance, before.cursor)
+    assert requested == {"session_splits"}
+    assert sessions.get_requested_partitions(dg.AssetKey("session_splits")) == {"2026-03-02"}
+    assert defs.resolve_job_def(ingest_job.name).execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("session_splits")], partition_key="2026-03-02").success
+    assert _follow(defs, instance, sessions.cursor)[0] == follows

@@ -25,7 +25,8 @@ def _materialize(tmp_path, source: str = "synthetic", selection=DATA_ASSETS) -> 
     resources = {"sessionbert": sessionbert, "io_manager": artifact_io_manager, "compute": ComputeResource(),
                  "mlflow_tracking": MlflowResource(tracking_uri=""), "training_pipes": dg.PipesSubprocessClient(),
                  "spark": SparkResource(), "spark_pipes": dg.PipesSubprocessClient()}
-    return materialize_runs(all_assets, list(selection), resources, dg.DagsterInstance.ephemeral())
+    return materialize_runs(all_assets, list(selection), resources, dg.DagsterInstance.ephemeral(),
+                            cache=tmp_path / "home" / "ingest_cache")
 
 
 def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
@@ -67,8 +68,8 @@ def test_data_assets_materialize_on_tiny(tmp_path):
     home = tmp_path / "home"
     for name in ("raw_sessions", "quarantined_events", "billing_records", "session_splits"):
         assert (home / f"{name}.parquet").exists(), name
-    raw = _metadata(result, "raw_sessions")
-    assert raw["users"] > 50 and raw["sessions"] > 1000
+    raw = _metadata(result, "quarantined_events")  # the whole ingest's figures, over every day
+    assert raw["users"] > 50 and raw["sessions"] > 1000 and raw["days"] == 45
     splits = pl.read_parquet(home / "session_splits.parquet")
     assert set(splits["split"].cast(pl.String)) == {"train", "validation", "test"}
     evaluation = json.loads((home / "next_activity_baselines.json").read_text())
@@ -81,7 +82,7 @@ def test_real_access_log_materializes_through_dagster(tmp_path):
         pytest.skip("shared/data/apache_logs is not beside the project")
     result = _materialize(tmp_path, source=str(APACHE_LOGS))
     assert result.success
-    raw = _metadata(result, "raw_sessions")
+    raw = _metadata(result, "quarantined_events")
     assert raw["rows_read"] == 10_000 and raw["rows_filtered"] > 0
     assert raw["sessions"] > 0 and raw["users"] > 0
     evaluation = json.loads((tmp_path / "home" / "next_activity_baselines.json").read_text())
@@ -108,12 +109,14 @@ def test_build_definitions_accepts_a_configured_resource(tmp_path):
 def test_run_config_override_moves_every_artifact(tmp_path):
     """One field overridden in the launchpad: the tables follow it, not only the JSON files."""
     home = tmp_path / "override"
-    job = build_definitions(SessionBertResource(home=str(tmp_path / "default"), source="synthetic",
-                                                profile="small")).resolve_job_def("sessionbert_main")
-    results = execute_over_files(job, dg.DagsterInstance.ephemeral(), [dg.AssetKey(name) for name in DATA_ASSETS],
+    custom = build_definitions(SessionBertResource(home=str(tmp_path / "default"), source="synthetic",
+                                                   profile="small"))
+    jobs = {"main": custom.resolve_job_def("sessionbert_main"), "files": custom.resolve_job_def("read_new_files")}
+    results = execute_over_files(jobs, dg.DagsterInstance.ephemeral(), [dg.AssetKey(name) for name in DATA_ASSETS],
+                                 home / "ingest_cache",
                                  run_config={"resources": {"sessionbert": {"config": {"home": str(home),
                                                                                       "profile": "tiny"}}}})
-    assert len(results) == 2 and all(result.success for result in results)
+    assert len(results) == 3 and all(result.success for result in results)  # the folder, its files, its days
     assert (home / "raw_sessions.parquet").exists() and (home / "next_activity_baselines.json").exists()
     assert not (tmp_path / "default").exists()
 
@@ -143,7 +146,7 @@ def test_cli_selection_takes_siblings_and_names_unknown_assets():
     from sessionbert_assets.cli import _selected_keys
 
     keys = {key.to_user_string() for key in _selected_keys(defs, "raw_sessions")}
-    assert keys == {"raw_sessions", "quarantined_events", "billing_records"}
+    assert keys == {"raw_sessions", "billing_records"}
     with pytest.raises(ValueError, match="unknown asset\\(s\\) raw_session;"):
         _selected_keys(defs, "raw_session")
 

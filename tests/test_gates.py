@@ -80,10 +80,10 @@ def test_a_failing_model_gate_leaves_the_served_table_untouched(trained):
 
 def test_schedules_request_the_refresh_and_the_retraining():
     assert len(daily_refresh.evaluate_tick(dg.build_schedule_context()).run_requests) == 1
-    assert daily_refresh.job_name == "refresh_recommendations" and weekly_retrain.job_name == "sessionbert_main"
-    # the weekly schedule's run covers every registered file: `range_tags` (tests/test_partitions.py) over the
-    # instance's landing_files partitions (a tick with an instance is left to the daemon: a test instance's
-    # tick leaves Dagster state behind that later Definitions loads trip on)
+    assert daily_refresh.job_name == "refresh_recommendations" and weekly_retrain.job_name == "full_retrain"
+    # new days arrive by the sensors, so the weekly schedule retrains on the days ingested (a tick with an
+    # instance is left to the daemon: a test instance's tick leaves Dagster state behind that later Definitions
+    # loads trip on)
     assert daily_refresh.default_status == dg.DefaultScheduleStatus.RUNNING
     assert weekly_retrain.default_status == dg.DefaultScheduleStatus.STOPPED
     refresh = defs.resolve_job_def("refresh_recommendations")

@@ -1,13 +1,25 @@
-"""The landing folder's files as `landing_files` partitions: registered, read one by one, checked per file."""
+"""The landing folder's files as `landing_files` partitions (registered, read one by one, checked per file), and
+the tables built from them as day partitions (each day combined alone)."""
 
 from __future__ import annotations
 
+from datetime import date
+
 import dagster as dg
-import polars as pl
+import pytest
 from conftest import materialize_all
 
-from sessionbert_assets.partitions import RANGE_END, RANGE_START, range_tags, runs_over_files, sync
-from sessionbert_core.data.combine import ingest_landing
+from sessionbert_assets.partitions import (
+    RANGE_END,
+    RANGE_START,
+    SESSION_DAYS,
+    day_tags,
+    range_tags,
+    runs_over_files,
+    sync,
+)
+from sessionbert_core import storage
+from sessionbert_core.data.combine import ingest_landing, kept_order
 from sessionbert_core.data.ingest import discover
 
 HEADER = "user_id,session_id,timestamp,service,page\n"
@@ -22,10 +34,10 @@ def _partitions(result) -> dict[str, dict]:
             for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("landing_files")}
 
 
-def test_every_file_is_a_partition_read_alone_and_the_combined_ingest_is_unchanged(tiny_world, tmp_path):
+def test_every_file_is_a_partition_read_alone_and_every_day_is_combined_alone(tiny_world, tmp_path):
     home, instance = tmp_path / "home", dg.DagsterInstance.ephemeral()
-    result = materialize_all(home, "synthetic", selection=["landing_folder", "landing_files", "raw_sessions"],
-                             instance=instance)
+    result = materialize_all(home, "synthetic", selection=["landing_folder", "landing_files", "raw_sessions",
+                                                           "quarantined_events"], instance=instance)
     assert result.success
     files = [f.name for f in discover(tiny_world.landing) if f.kind not in ("ignored", "mapping")]
     assert instance.get_dynamic_partitions("landing_files") == files
@@ -35,11 +47,16 @@ def test_every_file_is_a_partition_read_alone_and_the_combined_ingest_is_unchang
         assert f["state"] == "parsed" and f["read"] == f["valid"] + f["quarantined"] + f["filtered"] > 0, name
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "check_files_are_conserved"]
     assert check.passed and check.metadata["not_conserved"].value == "none"
-    # the partitions' parses are what raw_sessions combines: the same page views as one ingest of the folder
+    # the partitions' parses are what raw_sessions combines, a file a day: the same page views as one ingest
     expected = ingest_landing(tiny_world.landing, (home / "pseudonym.key").read_text().strip().encode()).events
-    assert pl.read_parquet(home / "raw_sessions.parquet").equals(expected)
-    raw = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("raw_sessions"))
-    assert raw.event_specific_data.materialization.metadata["files_parsed"].value == 0  # all from the partitions
+    days = sorted({d.isoformat() for d in expected["timestamp"].dt.date()})
+    assert [p.stem for p in storage.day_paths(home / "raw_sessions.parquet")] == days
+    assert kept_order(storage.read_table(home / "raw_sessions.parquet")).equals(expected)
+    raw = {e.partition for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("raw_sessions")}
+    assert sorted(raw) == days  # one materialization a day, in one run
+    quarantine = next(e for e in result.get_asset_materialization_events()
+                      if e.asset_key == dg.AssetKey("quarantined_events"))
+    assert quarantine.event_specific_data.materialization.metadata["files_parsed"].value == 0  # from the partitions
 
 
 def test_a_bad_file_fails_its_own_partition_or_is_reported_there(landing, tmp_path):
@@ -63,9 +80,21 @@ def test_registration_follows_the_folder_and_a_run_spans_the_files_asked_for():
     assert sync(instance, ["a.csv", "c.csv", "d.csv"]) == ["a.csv", "c.csv", "d.csv"]  # b gone, d new, order kept
     assert range_tags(["a.csv", "c.csv", "d.csv"], ["d.csv", "c.csv"]) == {RANGE_START: "c.csv", RANGE_END: "d.csv"}
     assert range_tags([], None) == {}
-    folder, files, raw = (dg.AssetKey(n) for n in ("landing_folder", "landing_files", "raw_sessions"))
-    runs = runs_over_files([folder, files, raw], instance)
+    folder, files, raw, model = (dg.AssetKey(n) for n in ("landing_folder", "landing_files", "raw_sessions",
+                                                           "tokenizer"))
+    runs = runs_over_files([folder, files, raw, model], instance)
     assert next(runs) == ([folder], {})
-    assert next(runs) == ([files, raw], {RANGE_START: "a.csv", RANGE_END: "d.csv"})
-    assert list(runs_over_files([raw], instance)) == [([raw], {})]
-    assert list(runs_over_files([files, raw], dg.DagsterInstance.ephemeral())) == [([raw], {})]  # none registered
+    assert next(runs) == ([files], {RANGE_START: "a.csv", RANGE_END: "d.csv"})
+    assert list(runs) == [([model], {})]  # no parse cache here: no day known, so no day asset runs
+    assert list(runs_over_files([model], instance)) == [([model], {})]
+    assert list(runs_over_files([files, raw], dg.DagsterInstance.ephemeral())) == []  # none registered
+
+
+def test_a_run_spans_the_days_of_the_data_and_days_outside_the_partitions_are_refused():
+    assert day_tags([date(2026, 3, 5), date(2026, 3, 2)]) == {RANGE_START: "2026-03-02", RANGE_END: "2026-03-05"}
+    assert day_tags([]) == {}
+    before = SESSION_DAYS.start.date().replace(year=SESSION_DAYS.start.year - 1)
+    with pytest.raises(ValueError, match="SESSIONBERT_FIRST_DAY"):
+        day_tags([before])
+    with pytest.raises(ValueError, match="clock"):
+        day_tags([date(2999, 1, 1)])

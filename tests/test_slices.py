@@ -55,14 +55,15 @@ def _in_parts(frame: pl.DataFrame, folder, bounds: list[str]) -> None:
 
 
 @pytest.mark.parametrize("name", ["sessionbert", "tfidf", "combined"])
-def test_users_assigned_part_by_part_equal_the_whole_table(tmp_path, name):
+def test_users_assigned_slice_by_slice_equal_the_whole_table(tmp_path, name):
     sessions, embeddings = _tables()
     _in_parts(sessions, tmp_path / "sessions", ["u020", "u041"])
     _in_parts(embeddings, tmp_path / "embeddings", ["u020", "u041"])
     space = PersonaSpace.fit(name, sessions)
     vectors = space.session_vectors(embeddings, sessions)
     centroids = CosineKMeans(3, random_state=0).fit(user_vectors(vectors, 4)[1]).cluster_centers_
-    found = clusters_in_parts(tmp_path / "embeddings", tmp_path / "sessions", space, centroids, 4)
+    found = clusters_in_parts(tmp_path / "embeddings", tmp_path / "sessions", space, centroids, 4,
+                              users_per_slice=7)
 
     whole = nearest_clusters(vectors, centroids, 4)
     assert found.of_user.equals(whole) and found.of_user.height == 60
@@ -70,13 +71,14 @@ def test_users_assigned_part_by_part_equal_the_whole_table(tmp_path, name):
     assert found.counts.equals(counts)
 
 
-def test_user_vectors_part_by_part_equal_the_whole_tables_for_a_sample(tmp_path):
+def test_user_vectors_slice_by_slice_equal_the_whole_tables_for_a_sample(tmp_path):
     sessions, embeddings = _tables()
     _in_parts(sessions, tmp_path / "sessions", ["u020", "u041"])
     _in_parts(embeddings, tmp_path / "embeddings", ["u020", "u041"])
     space = PersonaSpace.fit("tfidf", sessions)
     sample, _ = sampled_users(sessions.lazy(), 25, seed=2)
-    users, vectors = user_vectors_in_parts(tmp_path / "embeddings", tmp_path / "sessions", space, 4, sample)
+    users, vectors = user_vectors_in_parts(tmp_path / "embeddings", tmp_path / "sessions", space, 4, sample,
+                                           users_per_slice=7)
     whole_users, whole = user_vectors(space.session_vectors(embeddings, sessions).filter(
         pl.col("user_id").is_in(sample.implode())), 4)
     assert users == whole_users == sample.to_list() and np.allclose(vectors, whole, atol=1e-6)
@@ -106,12 +108,16 @@ def test_a_sample_holds_every_row_of_its_users_and_no_other(tmp_path):
     assert set(sample.embeddings["session_id"]) == set(sample.sessions["session_id"])
 
 
-def test_an_embedding_part_without_its_sessions_part_is_a_clear_error(tmp_path):
+def test_a_slice_holds_every_part_of_its_users_whatever_the_parts_hold(tmp_path):
     sessions, embeddings = _tables()
-    _in_parts(sessions, tmp_path / "sessions", [])
+    _in_parts(sessions, tmp_path / "sessions", ["u010", "u045"])  # parts cut elsewhere than the slices
     _in_parts(embeddings, tmp_path / "embeddings", ["u030"])
-    with pytest.raises(ValueError, match="re-materialize session_embeddings"):
-        list(paired_parts(tmp_path / "embeddings", tmp_path / "sessions"))
+    slices = list(paired_parts(tmp_path / "embeddings", tmp_path / "sessions", users_per_slice=25))
+    assert len(slices) == 3  # 60 users, 25 a slice
+    for embedded, part in slices:
+        assert set(embedded["session_id"]) == set(part["session_id"])
+        assert part["user_id"].n_unique() <= 25
+    assert sum(part.height for _, part in slices) == sessions.height
 
 
 def test_clusters_fitted_on_a_sample_still_give_every_user_a_persona(trained, tmp_path):

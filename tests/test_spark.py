@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 
+import dagster as dg
 import polars as pl
 import pytest
 from conftest import materialize_all
@@ -17,7 +18,7 @@ from sessionbert_external import spark_sessions
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs a Java runtime (.ci/run installs "
                                                                       "Debian's openjdk-17-jre-headless)")
-DATA = ["landing_folder", "raw_sessions", "quarantined_events", "billing_records", "session_splits"]
+DATA = ["landing_folder", "landing_files", "raw_sessions", "quarantined_events", "billing_records", "session_splits"]
 
 
 def _splits(result, home) -> tuple[pl.DataFrame, dict]:
@@ -28,10 +29,10 @@ def _splits(result, home) -> tuple[pl.DataFrame, dict]:
 
 
 def test_the_spark_path_writes_the_rows_of_the_polars_path(tmp_path):
-    home = tmp_path / "home"
-    by_polars, polars_metadata = _splits(materialize_all(home, "synthetic", selection=DATA), home)
+    home, instance = tmp_path / "home", dg.DagsterInstance.ephemeral()
+    by_polars, polars_metadata = _splits(materialize_all(home, "synthetic", selection=DATA, instance=instance), home)
     by_spark, spark_metadata = _splits(materialize_all(home, "synthetic", selection=["session_splits"],
-                                                       engine="spark"), home)
+                                                       engine="spark", instance=instance), home)
     assert by_spark.schema == by_polars.schema
     assert by_spark.height == by_polars.height > 1000
     assert by_spark.equals(by_polars)  # every column of every row, in the same order

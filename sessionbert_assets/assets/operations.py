@@ -18,8 +18,9 @@ class DriftConfig(dg.Config):
     pretrain_above: float = 0.01  # drift (share of recent page views in unseen activities) that calls for pretraining
 
 
-@dg.asset(group_name="model", kinds={"python", "json"}, deps=["tokenizer"],
-          automation_condition=follows_new_data("tokenizer"))
+# after quarantined_events: a failed quarantine gate holds the drift back, so nothing retrains on a bad ingest
+@dg.asset(group_name="model", kinds={"python", "json"}, deps=["tokenizer", "quarantined_events"],
+          automation_condition=follows_new_data("tokenizer", "quarantined_events"))
 def vocabulary_drift(context: dg.AssetExecutionContext, config: DriftConfig, sessionbert: SessionBertResource,
                      session_splits: pl.DataFrame) -> dict:
     """The share of the last days' page views in activities the current tokenizer was not trained on.

@@ -1,24 +1,28 @@
-"""The landing folder's files combined: sessions cut by gap and duplicates found across files, in parts of whole users.
+"""The landing folder's files combined day by day: sessions cut by gap and duplicates found across files.
 
-Each file is parsed and validated alone (`ingest.ParseCache`). What needs every file at once (sessions cut
-by a 30-minute gap, a record repeated in another file) is a rule about one user's rows, so the valid rows of
-each parsed file, one file at a time, are split into parts that each hold a range of users, and each part
-is then combined alone: memory holds one file or one part, never the landing folder. The
-ranges follow the sorted user ids, so the parts read in order are the table a single frame would give,
-sorted by user and session start. A part holds about `ROWS_PER_PART` page views, so a small folder is one.
+Each file is parsed and validated alone (`ingest.ParseCache`), and its parse knows which UTC days its valid
+page views fall on. What needs several files at once (a session cut by a 30-minute gap, a record repeated in
+another file) is a rule about one user's rows of one day, so each day is combined alone: the files holding
+it are read once (one file at a time, only that day's rows kept) and memory holds one file or one day,
+never the landing folder. A new day therefore costs that day, whatever lies in the landing folder before it.
 
-Every row read ends in exactly one place: kept, quarantined (with file, line and reason, the raw row
-kept whole) or filtered (access logs only: static files, crawlers, failed requests, counted by
-reason), so `read = kept + quarantined + filtered` holds for every file. A file that cannot be read
-at all, or lacks a required column, raises `IngestError` naming the file (or, asked, becomes a quarantine
-row of kind `file`). Nothing is written to the landing folder.
+Sessions are cut at midnight UTC, so a day sessionizes alone: a session that continues past midnight goes on
+as a session of the next day, its id followed by `@<day>` (its page views are all kept; only the key is new,
+so no two sessions share one). Duplicates have the same time, so the same day: they are found within it.
+
+Every row read ends in one place: kept, quarantined (with file, line, reason and the raw row) or filtered
+(access logs: static files, crawlers, failed requests), so `read = kept + quarantined + filtered` holds for
+every file once its days are combined (`landing_tables` names the days missing otherwise). A file that cannot
+be read, or lacks a required column, raises `IngestError` naming it (or, asked, becomes a quarantine row of
+kind `file`). Nothing is written to the landing folder.
 """
 
 from __future__ import annotations
 
-import math
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -33,6 +37,7 @@ from sessionbert_core.data.ingest import (
     ParseCache,
     ParsedFile,
     ReadOptions,
+    day_of,
     discover,
 )
 from sessionbert_core.data.validate import (
@@ -44,27 +49,214 @@ from sessionbert_core.data.validate import (
 )
 from sessionbert_core.errors import IngestError
 
-ROWS_PER_PART = 1_000_000  # page views per part: about 2 GiB of working memory to combine one
+COUNTS_SCHEMA = {"file": pl.String, "kept": pl.Int64, "duplicates": pl.Int64}
+
+
+@dataclass(frozen=True)
+class Landing:
+    """The landing folder's files parsed (or taken from the cache), not yet combined."""
+
+    store: ParseCache
+    parsed: list[ParsedFile]  # the files read, in name order
+    rejected: list[tuple[str, str, str]]  # name, kind, problem of each file refused whole
+    filtered: pl.DataFrame  # source_file, reason, rows
+    ignored: tuple[str, ...]  # files in the folder that are none of the above
+
+    def days(self) -> list[date]:
+        """Every day a valid page view falls on, in order."""
+        return sorted({date.fromisoformat(day) for p in self.parsed for day in p.days})
+
+
+def read_landing(folder: Path, pseudonym_key: bytes, cache: Path, unreadable: str = "fail",
+                 options: ReadOptions | None = None) -> Landing:
+    """Every file of the landing folder parsed into `cache` (or found there): what is kept in memory is each
+    file's figures, not its rows."""
+    if unreadable not in UNREADABLE_MODES:
+        raise ValueError(f"unreadable must be one of {', '.join(UNREADABLE_MODES)}, not {unreadable!r}")
+    found = discover(Path(folder))
+    files = [f for f in found if f.kind not in ("ignored", "mapping")]
+    if not any(f.kind in PAGE_VIEW_KINDS for f in files):
+        raise IngestError(f"{folder}: no event files, access logs or exports (CloudTrail, Snowplow, Segment, "
+                          "RudderStack, GA4, or a table mapped in landing.yaml)")
+    store = ParseCache(Path(cache), pseudonym_key, options or ReadOptions())
+    parsed, rejected = _parse_all(store, files, unreadable)
+    if not any(p.kind != "billing" for p in parsed):
+        raise IngestError(f"{folder}: no event file or access log could be read: "
+                          + "; ".join(problem for _, _, problem in rejected))
+    filtered = [p.filtered for p in parsed if p.filtered is not None]
+    return Landing(store, parsed, rejected,
+                   pl.concat(filtered) if filtered else pl.DataFrame(schema=access_log.FILTERED_SCHEMA),
+                   tuple(f"{f.name} ({f.reason})" for f in found if f.kind == "ignored"))
+
+
+def _parse_all(store: ParseCache, files: list[LandingFile], unreadable: str):
+    """Each file parsed alone into the cache."""
+    parsed, rejected = [], []
+    for f in files:
+        try:
+            parsed.append(store.parse(f, f.name, with_rows=False))
+        except IngestError as error:
+            if unreadable == "fail":
+                raise
+            rejected.append((f.name, f.kind, str(error)))
+    store.keep_only({p.key for p in parsed})
+    return parsed, rejected
+
+
+# ----------------------------------------------------------------------------------------------
+# one day
+
+
+@dataclass(frozen=True)
+class Day:
+    """One day combined: its page views, the copies found among them, and where each file's rows went."""
+
+    day: date
+    events: pl.DataFrame  # EVENT_SCHEMA, sorted by user, session start, time
+    billing: pl.DataFrame  # BILLING_SCHEMA
+    duplicates: pl.DataFrame  # QUARANTINE_SCHEMA
+    counts: pl.DataFrame  # COUNTS_SCHEMA: per file, the day's rows kept and quarantined as duplicates
+
+
+def combine_days(landing: Landing, days: Iterable[date]) -> Iterator[Day]:
+    """Each of `days` combined alone (a day with no row gives empty tables).
+
+    The files holding any of them are read once, one file at a time, each day's rows set apart; the day
+    before the first is read for its session ids only (a session continuing past midnight)."""
+    days = sorted(set(days))
+    if not days:
+        return
+    before = days[0] - timedelta(days=1)
+    wanted = {*days, before}
+    with tempfile.TemporaryDirectory(prefix=".days-", dir=landing.store.folder.parent) as work:
+        work = Path(work)
+        for index, p in enumerate(landing.parsed):
+            if wanted & {date.fromisoformat(day) for day in p.days}:
+                _split_by_day(landing.store, p, wanted, work / ("billing" if p.kind == "billing" else "events"),
+                              f"{index:06d}")
+        earlier = _session_keys(_read_day(work / "events", before))
+        for day in days:
+            rows = _read_day(work / "events", day)
+            yield _combine_day(day, rows, _read_day(work / "billing", day), earlier)
+            earlier = _session_keys(rows)
+
+
+def _split_by_day(store: ParseCache, parsed: ParsedFile, days: set[date], folder: Path, name: str) -> None:
+    """One file's valid rows of `days` written as `folder/<day>/name.parquet`."""
+    when = pl.col(day_of(parsed.kind)).cast(pl.Date)
+    rows = (pl.scan_parquet(store.rows_path(parsed))
+            .filter(pl.col("_reason").is_null() & when.is_in(list(days))).with_columns(_day=when).collect())
+    for (day,), group in rows.partition_by("_day", as_dict=True).items():
+        (folder / day.isoformat()).mkdir(parents=True, exist_ok=True)
+        group.drop("_day").write_parquet(folder / day.isoformat() / f"{name}.parquet")
+
+
+def _read_day(folder: Path, day: date) -> pl.DataFrame | None:
+    """One day's rows in the order they were read (files in name order, lines in order)."""
+    paths = sorted((folder / day.isoformat()).glob("*.parquet"))  # files of several kinds: columns differ
+    return pl.concat([pl.read_parquet(path) for path in paths], how="diagonal_relaxed") if paths else None
+
+
+def _session_keys(rows: pl.DataFrame | None) -> pl.DataFrame:
+    """(user_id, session_id) of the sessions a file names (not those cut by gap), as `kept_events` writes them."""
+    schema = {"user_id": pl.String, "session_id": pl.String}
+    if rows is None:
+        return pl.DataFrame(schema=schema)
+    named = rows.filter(~pl.col("_gap").fill_null(False)) if "_gap" in rows.columns else rows
+    return named.select(pl.col("user_id", "session_id").str.strip_chars()).unique().cast(schema)
+
+
+def _combine_day(day: date, rows: pl.DataFrame | None, billed: pl.DataFrame | None, earlier: pl.DataFrame) -> Day:
+    billing = kept_rows(billed, BILLING_SCHEMA) if billed is not None else pl.DataFrame(schema=BILLING_SCHEMA)
+    billing_counts = (billed.group_by(pl.col("_file").alias("file")).agg(kept=pl.len(), duplicates=pl.lit(0))
+                      .cast(COUNTS_SCHEMA) if billed is not None else pl.DataFrame(schema=COUNTS_SCHEMA))
+    if rows is None:
+        return Day(day, pl.DataFrame(schema=EVENT_SCHEMA), billing, pl.DataFrame(schema=QUARANTINE_SCHEMA),
+                   billing_counts.sort("file"))
+    combined = quarantine_duplicates(sessions_by_gap(rows))
+    counts = combined.group_by(pl.col("_file").alias("file")).agg(
+        kept=pl.col("_reason").is_null().sum(), duplicates=pl.col("_reason").is_not_null().sum()).cast(COUNTS_SCHEMA)
+    counts = pl.concat([counts, billing_counts])
+    events = kept_events(combined)
+    goes_on = pl.struct("user_id", "session_id").is_in(earlier.select(pl.struct(pl.all())).to_series().implode())
+    if events.select(goes_on.any()).item():  # sessions begun the day before: same page views, a key of their own
+        events = kept_order(events.with_columns(
+            session_id=pl.when(goes_on).then(pl.col("session_id") + f"@{day.isoformat()}").otherwise("session_id")))
+    return Day(day, events, billing, quarantined_rows(combined, "event"), counts.sort("file"))
+
+
+def kept_order(events: pl.DataFrame) -> pl.DataFrame:
+    """Page views by user, session start, session, time: the order of `raw_sessions`."""
+    return events.with_columns(_start=pl.col("timestamp").min().over("user_id", "session_id")).sort(
+        "user_id", "_start", "session_id", "timestamp", maintain_order=True).drop("_start")
+
+
+# ----------------------------------------------------------------------------------------------
+# the days kept, and the tables over every day
+
+
+@dataclass(frozen=True)
+class DayTables:
+    """Where combined days are kept: `events/<day>.parquet` (the page views), `billing/<day>.parquet` and
+    `ledger/<day>/` (the day's duplicates and per-file counts, read back by `landing_tables`)."""
+
+    events: Path
+    billing: Path
+    ledger: Path
+
+    def write(self, day: Day) -> None:
+        storage.write_day(day.events, self.events, day.day)
+        storage.write_day(day.billing, self.billing, day.day)
+        staging = storage.staging_folder(self.ledger / day.day.isoformat())
+        day.duplicates.write_parquet(staging / "duplicates.parquet")
+        day.counts.write_parquet(staging / "counts.parquet")
+        storage.replace_folder(staging, self.ledger / day.day.isoformat())
+
+    def days(self) -> list[date]:
+        """The days combined so far (both their page views and their ledger kept)."""
+        kept = {path.stem for path in storage.part_paths(self.events)}
+        return sorted(date.fromisoformat(path.parent.name) for path in self.ledger.glob("*/counts.parquet")
+                      if path.parent.name in kept)
+
+    def forget(self, days: Iterable[date]) -> None:
+        """Days no longer in the landing folder: their tables removed."""
+        for day in days:
+            for table in (self.events, self.billing):
+                (table / f"{day.isoformat()}.parquet").unlink(missing_ok=True)
+            storage.remove_folder(self.ledger / day.isoformat())
+
+    def duplicates(self) -> pl.LazyFrame:
+        paths = sorted(self.ledger.glob("*/duplicates.parquet"))
+        return pl.scan_parquet(paths) if paths else pl.LazyFrame(schema=QUARANTINE_SCHEMA)
+
+    def counts(self) -> pl.DataFrame:
+        """Per file, its rows kept and found twice over every day."""
+        paths = sorted(self.ledger.glob("*/counts.parquet"))
+        counts = pl.read_parquet(paths) if paths else pl.DataFrame(schema=COUNTS_SCHEMA)
+        return counts.group_by("file").agg(pl.col("kept", "duplicates").sum()).cast(COUNTS_SCHEMA)
 
 
 @dataclass(frozen=True)
 class Targets:
-    """Where the combined tables go, each a folder of parts."""
+    """Where the combined tables go: page views and billing by day, quarantine a folder of parts."""
 
     events: Path
     quarantine: Path
     billing: Path
 
+    def days(self) -> DayTables:
+        return DayTables(self.events, self.billing, self.events.with_name(f".{self.events.name}.ledger"))
+
 
 @dataclass(frozen=True)
 class Combined:
-    events: storage.Parts  # EVENT_SCHEMA, sorted by user, session start, time
-    billing: storage.Parts  # BILLING_SCHEMA
+    events: storage.Parts  # EVENT_SCHEMA, a part per day, each sorted by user, session start, time
+    billing: storage.Parts  # BILLING_SCHEMA, a part per day
     quarantine: storage.Parts  # QUARANTINE_SCHEMA
     files: pl.DataFrame  # one row per file: read, kept, quarantined, filtered, parsed (or from cache, refused)
     filtered: pl.DataFrame  # source_file, reason, rows
     ignored: tuple[str, ...]  # files in the folder that are none of the above
-    parts: int
+    parts: int  # days
 
 
 @dataclass(frozen=True)
@@ -81,7 +273,8 @@ class Ingested:
 
 def ingest_landing(folder: Path, pseudonym_key: bytes, cache: Path | None = None,
                    unreadable: str = "fail", options: ReadOptions | None = None) -> Ingested:
-    """`combine_landing` read back into memory. Without `cache`, the parses are kept in a temporary folder.
+    """`combine_landing` read back into memory, page views sorted by user and session start. Without `cache`,
+    the parses are kept in a temporary folder.
 
     With `cache`, each file's parsed and validated rows are kept there under a digest of its content
     (and of the parser's own code), so a file already seen is not parsed again: adding one file to a
@@ -93,117 +286,51 @@ def ingest_landing(folder: Path, pseudonym_key: bytes, cache: Path | None = None
         work = Path(work)
         targets = Targets(work / "events", work / "quarantine", work / "billing")
         combined = combine_landing(folder, pseudonym_key, cache or work / "cache", targets, unreadable, options)
-        return Ingested(storage.read_table(targets.events), storage.read_table(targets.billing),
+        return Ingested(kept_order(storage.read_table(targets.events, EVENT_SCHEMA)),
+                        storage.read_table(targets.billing, BILLING_SCHEMA),
                         _in_reading_order(storage.read_table(targets.quarantine), combined.files),
                         combined.files, combined.filtered, combined.ignored)
 
 
 def combine_landing(folder: Path, pseudonym_key: bytes, cache: Path, targets: Targets, unreadable: str = "fail",
-                    options: ReadOptions | None = None, rows_per_part: int = ROWS_PER_PART) -> Combined:
-    """Every file of the landing folder parsed (or taken from `cache`) and combined into `targets`."""
-    if unreadable not in UNREADABLE_MODES:
-        raise ValueError(f"unreadable must be one of {', '.join(UNREADABLE_MODES)}, not {unreadable!r}")
-    found = discover(Path(folder))
-    files = [f for f in found if f.kind not in ("ignored", "mapping")]
-    if not any(f.kind in PAGE_VIEW_KINDS for f in files):
-        raise IngestError(f"{folder}: no event files, access logs or exports (CloudTrail, Snowplow, Segment, "
-                          "RudderStack, GA4, or a table mapped in landing.yaml)")
-    store = ParseCache(Path(cache), pseudonym_key, options or ReadOptions())
-    parsed, rejected = _parse_all(store, files, unreadable)
-    if not any(p.kind != "billing" for p in parsed):
-        raise IngestError(f"{folder}: no event file or access log could be read: "
-                          + "; ".join(problem for _, _, problem in rejected))
-    filtered = [p.filtered for p in parsed if p.filtered is not None]
-    filtered_df = pl.concat(filtered) if filtered else pl.DataFrame(schema=access_log.FILTERED_SCHEMA)
-    with (storage.PartsWriter(targets.quarantine) as quarantine, storage.PartsWriter(targets.events) as kept,
-          storage.PartsWriter(targets.billing) as billed):
+                    options: ReadOptions | None = None) -> Combined:
+    """Every file of the landing folder parsed (or taken from `cache`), every day combined into `targets`."""
+    landing = read_landing(folder, pseudonym_key, cache, unreadable, options)
+    days = targets.days()
+    days.forget(set(days.days()) - set(landing.days()))
+    for day in combine_days(landing, landing.days()):
+        days.write(day)
+    return landing_tables(landing, days, targets.quarantine)
+
+
+def landing_tables(landing: Landing, days: DayTables, quarantine_target: Path) -> Combined:
+    """Quarantine (what each parse refused, the copies each day found, the files refused whole), with each
+    file's `read = kept + quarantined + filtered` checked over the days combined in `days`.
+
+    Raises IngestError naming the days still to combine when a file's valid rows are not all accounted for."""
+    missing = sorted(set(landing.days()) - set(days.days()))
+    if missing:
+        raise IngestError(f"{len(missing)} day(s) of the landing folder are not combined yet: "
+                          f"{', '.join(d.isoformat() for d in missing[:10])}"
+                          + (" and more" if len(missing) > 10 else "") + ": materialize raw_sessions for them")
+    store, parsed = landing.store, landing.parsed
+    with storage.PartsWriter(quarantine_target) as quarantine:
         for index, p in enumerate(parsed):  # what the parse refused, file by file
             rows = quarantined_rows(pl.scan_parquet(store.rows_path(p)), "billing" if p.kind == "billing" else "event")
             if (refused := rows.collect()).height:
                 quarantine.write(refused, f"a-file-{index:06d}")
-        if rejected:
-            quarantine.write(_rejected_files(rejected), "c-refused")
-        duplicates, parts = _combine_in_parts(store, parsed, kept, billed, quarantine, rows_per_part)
-        counts = _file_counts(store, parsed, rejected, duplicates, filtered_df)
-        _check_conservation(counts)  # before any table is replaced: all three change together, or none
-        return Combined(events=kept.commit(EVENT_SCHEMA), billing=billed.commit(BILLING_SCHEMA),
-                        quarantine=quarantine.commit(QUARANTINE_SCHEMA), files=counts, filtered=filtered_df,
-                        ignored=tuple(f"{f.name} ({f.reason})" for f in found if f.kind == "ignored"), parts=parts)
-
-
-def _parse_all(store: ParseCache, files: list[LandingFile], unreadable: str):
-    """Each file parsed alone into the cache; what is kept in memory is its figures, not its rows."""
-    parsed, rejected = [], []
-    for f in files:
-        try:
-            parsed.append(store.parse(f, f.name, with_rows=False))
-        except IngestError as error:
-            if unreadable == "fail":
-                raise
-            rejected.append((f.name, f.kind, str(error)))
-    store.keep_only({p.key for p in parsed})
-    return parsed, rejected
-
-
-def _combine_in_parts(store: ParseCache, parsed: list[ParsedFile], kept: storage.PartsWriter,
-                      billed: storage.PartsWriter, quarantine: storage.PartsWriter, rows_per_part: int):
-    """Valid rows split file by file into ranges of users, then each range combined alone: sessions by gap,
-    duplicates."""
-    valid = pl.col("_reason").is_null()
-    events = pl.concat([pl.scan_parquet(store.rows_path(p)) for p in parsed if p.kind != "billing"],
-                       how="diagonal_relaxed").filter(valid)
-    billing_scans = [pl.scan_parquet(store.rows_path(p)) for p in parsed if p.kind == "billing"]
-    billing = kept_rows(pl.concat(billing_scans, how="diagonal_relaxed"), BILLING_SCHEMA) if billing_scans else None
-    page_views = events.select(pl.len()).collect(engine="streaming").item()
-    bounds = _user_bounds(events, billing, math.ceil(page_views / rows_per_part))
-    counted = []
-    with tempfile.TemporaryDirectory(prefix=".parts-", dir=kept.target.parent) as work:
-        work = Path(work)
-        for index, p in enumerate(parsed):  # one file at a time: its valid rows into the ranges of users
-            rows = pl.scan_parquet(store.rows_path(p)).filter(valid)
-            _split_by_range(kept_rows(rows, BILLING_SCHEMA) if p.kind == "billing" else rows, bounds,
-                            work / ("billing" if p.kind == "billing" else "events"), f"{index:06d}")
-        for index in range(len(bounds) + 1):
-            if (rows := _read_part(work / "events", index)) is not None:  # a range may hold only billed users
-                combined = quarantine_duplicates(sessions_by_gap(rows))
-                if (found := quarantined_rows(combined, "event")).height:
-                    quarantine.write(found, f"b-duplicates-{index:05d}")
-                    counted.append(found.group_by(pl.col("source_file").alias("file")).agg(duplicates=pl.len()))
-                kept.write(kept_events(combined), f"part-{index:05d}")
-            if (rows := _read_part(work / "billing", index)) is not None:
-                billed.write(rows, f"part-{index:05d}")
-    duplicates = (pl.concat(counted).group_by("file").agg(pl.col("duplicates").sum().cast(pl.Int64)) if counted
-                  else pl.DataFrame(schema={"file": pl.String, "duplicates": pl.Int64}))
-    return duplicates, len(bounds) + 1
-
-
-def _split_by_range(rows: pl.LazyFrame, bounds: list[str], folder: Path, name: str) -> None:
-    """One file's rows written as `folder/_part=K/name.parquet`, K the range of each row's user. (polars'
-    partitioned sink does this for all files in one query, but held 6.5 GiB for 40 files of the paper's
-    world where this holds one file.)"""
-    first_users = pl.lit(pl.Series(bounds, dtype=pl.String))
-    part_of = first_users.search_sorted(pl.col("user_id").str.strip_chars(), side="right")
-    for (part,), group in rows.with_columns(_part=part_of).collect().partition_by("_part", as_dict=True).items():
-        (folder / f"_part={part}").mkdir(parents=True, exist_ok=True)
-        group.drop("_part").write_parquet(folder / f"_part={part}" / f"{name}.parquet")
-
-
-def _user_bounds(events: pl.LazyFrame, billing: pl.LazyFrame | None, parts: int) -> list[str]:
-    """The first user of each part after the first: `parts` ranges of about as many users each."""
-    if parts <= 1:
-        return []
-    ids = [events.select(pl.col("user_id").str.strip_chars())]
-    if billing is not None:
-        ids.append(billing.select("user_id"))
-    users = pl.concat(ids).unique().sort("user_id").collect(engine="streaming")["user_id"]
-    parts = min(parts, users.len())
-    return [users[i * users.len() // parts] for i in range(1, parts)]
-
-
-def _read_part(folder: Path, index: int) -> pl.DataFrame | None:
-    """One range's rows in the order they were read (files in name order, lines in order)."""
-    paths = sorted((folder / f"_part={index}").glob("*.parquet"))  # files of several kinds: columns differ
-    return pl.concat([pl.read_parquet(path) for path in paths], how="diagonal_relaxed") if paths else None
+        if (copies := days.duplicates().collect()).height:
+            quarantine.write(copies, "b-duplicates")
+        if landing.rejected:
+            quarantine.write(_rejected_files(landing.rejected), "c-refused")
+        counts = _file_counts(store, parsed, landing.rejected, days.counts(), landing.filtered)
+        _check_conservation(counts)  # before the quarantine is replaced
+        kept = counts.group_by(pl.col("kind") == "billing").agg(pl.col("kept").sum())
+        rows = dict(zip(kept["kind"].to_list(), kept["kept"].to_list(), strict=True))
+        return Combined(events=storage.Parts(days.events, int(rows.get(False, 0))),
+                        billing=storage.Parts(days.billing, int(rows.get(True, 0))),
+                        quarantine=quarantine.commit(QUARANTINE_SCHEMA), files=counts, filtered=landing.filtered,
+                        ignored=landing.ignored, parts=len(storage.day_paths(days.events)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,10 +354,8 @@ def quarantined_rows(frame, kind: str):
 
 def _rejected_files(rejected: list[tuple[str, str, str]]) -> pl.DataFrame:
     """One quarantine row per file refused whole: no line, the problem as detail, nothing to show as raw."""
-    return pl.DataFrame({"source_file": [n for n, _, _ in rejected], "line": [None] * len(rejected),
-                         "kind": ["file"] * len(rejected), "reason": ["unreadable file"] * len(rejected),
-                         "detail": [problem for _, _, problem in rejected], "raw": [""] * len(rejected)},
-                        schema=QUARANTINE_SCHEMA)
+    return pl.DataFrame([{"source_file": name, "line": None, "kind": "file", "reason": "unreadable file",
+                          "detail": problem, "raw": ""} for name, _, problem in rejected], schema=QUARANTINE_SCHEMA)
 
 
 def _in_reading_order(quarantine: pl.DataFrame, files: pl.DataFrame) -> pl.DataFrame:
@@ -243,8 +368,9 @@ def _in_reading_order(quarantine: pl.DataFrame, files: pl.DataFrame) -> pl.DataF
 
 
 def _file_counts(store: ParseCache, parsed: list[ParsedFile], rejected: list[tuple[str, str, str]],
-                 duplicates: pl.DataFrame, filtered: pl.DataFrame) -> pl.DataFrame:
-    """Per file: read, kept, quarantined (by its parse or as a duplicate), filtered, and whether it was parsed."""
+                 days: pl.DataFrame, filtered: pl.DataFrame) -> pl.DataFrame:
+    """Per file: read, kept (over the days combined), quarantined (by its parse or as a duplicate), filtered, and
+    whether it was parsed."""
     outcomes = [pl.scan_parquet(store.rows_path(p)).select(
         file=pl.lit(p.name), valid=pl.col("_reason").is_null().sum(), refused=pl.col("_reason").is_not_null().sum())
         for p in parsed]
@@ -258,11 +384,10 @@ def _file_counts(store: ParseCache, parsed: list[ParsedFile], rejected: list[tup
          "parsed": ["from cache" if p.from_cache else "parsed" for p in parsed] + ["refused"] * len(rejected)},
         schema={"file": pl.String, "kind": pl.String, "read": pl.Int64, "parsed": pl.String})
     return (
-        listing.join(counted, on="file", how="left").join(duplicates, on="file", how="left")
+        listing.join(counted, on="file", how="left").join(days, on="file", how="left")
         .join(dropped, on="file", how="left")
-        .with_columns(pl.col("valid", "refused", "duplicates", "filtered").fill_null(0).cast(pl.Int64))
-        .with_columns(kept=pl.col("valid") - pl.col("duplicates"),
-                      quarantined=pl.col("refused") + pl.col("duplicates"))
+        .with_columns(pl.col("valid", "refused", "kept", "duplicates", "filtered").fill_null(0).cast(pl.Int64))
+        .with_columns(quarantined=pl.col("refused") + pl.col("duplicates"))
         .select("file", "kind", "read", "kept", "quarantined", "filtered", "parsed")
     )
 

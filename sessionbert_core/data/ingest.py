@@ -18,6 +18,7 @@ import stat
 import sys
 from collections import Counter
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -174,6 +175,7 @@ class ParsedFile:
     filtered: pl.DataFrame | None  # access logs: rows filtered out, by reason
     key: str = ""  # the cache key it is stored under, "" when not cached
     from_cache: bool = False
+    days: tuple[str, ...] = ()  # the UTC days (ISO) its valid page views fall on: which days it feeds
 
 
 class ParseCache:
@@ -206,7 +208,7 @@ class ParseCache:
         meta = json.loads((entry / "meta.json").read_text())
         filtered = pl.read_parquet(entry / "filtered.parquet") if meta["filtered"] else None
         rows = pl.read_parquet(entry / "rows.parquet") if with_rows else pl.DataFrame()
-        return ParsedFile(name, f.kind, rows, meta["read"], filtered, key, True)
+        return ParsedFile(name, f.kind, rows, meta["read"], filtered, key, True, tuple(meta["days"]))
 
     def parse(self, f: LandingFile, name: str, with_rows: bool = True) -> ParsedFile:
         """The file's parse, from the cache when its content was seen (rows read only `with_rows`)."""
@@ -220,10 +222,12 @@ class ParseCache:
         storage.write_parquet(result.rows, staging / "rows.parquet")
         if result.filtered is not None:
             storage.write_parquet(result.filtered, staging / "filtered.parquet")
+        days = parsed_days(result)
         storage.write_json({"name": name, "kind": f.kind, "sha256": content, "read": result.read,
-                            "filtered": result.filtered is not None}, staging / "meta.json")
+                            "filtered": result.filtered is not None, "days": days}, staging / "meta.json")
         storage.replace_folder(staging, entry)
-        return dataclasses.replace(result, key=key, rows=result.rows if with_rows else pl.DataFrame())
+        return dataclasses.replace(result, key=key, rows=result.rows if with_rows else pl.DataFrame(),
+                                   days=tuple(days))
 
     def rows_path(self, parsed: ParsedFile) -> Path:
         """Where a cached parse keeps its rows (every column the rules read, `_reason` null when valid)."""
@@ -235,6 +239,30 @@ class ParseCache:
             for entry in self.folder.iterdir():
                 if entry.is_dir() and not entry.name.startswith(".") and entry.name not in keys:
                     shutil.rmtree(entry, ignore_errors=True)
+
+
+def parsed_days(parsed: ParsedFile) -> list[str]:
+    """The UTC days of a parse's valid page views, or of a billing file's valid rows."""
+    column = day_of(parsed.kind)
+    if column not in parsed.rows.columns:
+        return []
+    days = parsed.rows.filter(pl.col("_reason").is_null()).select(pl.col(column).cast(pl.Date).unique().sort())
+    return [day.isoformat() for day in days.to_series() if day is not None]
+
+
+def day_of(kind: str) -> str:
+    """The parsed column whose date is a row's day: the page view's time, or the billing row's date."""
+    return "_date" if kind == "billing" else "_ts"
+
+
+def cached_days(folder: Path, names: set[str] | None = None) -> list[date]:
+    """The days the cached parses hold (of the files `names` only, where given), in order."""
+    days = set()
+    for meta in Path(folder).glob("*/meta.json"):
+        record = json.loads(meta.read_text())
+        if names is None or record.get("name") in names:
+            days.update(record.get("days", []))
+    return sorted(date.fromisoformat(day) for day in days)
 
 
 def cached_files(folder: Path) -> set[tuple[str, str]]:

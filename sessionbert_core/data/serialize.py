@@ -9,12 +9,13 @@ its context, or every next-activity figure measured on it would be void.
 from __future__ import annotations
 
 import hashlib
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
 
 from sessionbert_core import storage
-from sessionbert_core.data.validate import BILLING_SCHEMA
+from sessionbert_core.data.validate import BILLING_SCHEMA, EVENT_SCHEMA
 
 SECTION_TOKENS = (
     "[location_token]", "[billing_token]", "[daily_service_token]", "[daily_page_token]",
@@ -192,18 +193,23 @@ def recent_sessions(sessions: pl.DataFrame, n: int) -> pl.DataFrame:
     return sessions.sort("user_id", "start", "session_id").group_by("user_id", maintain_order=True).tail(n)
 
 
-def split_in_parts(events: Path, billing: Path, target: Path, seed: int = 0) -> storage.Parts:
-    """`serialize_sessions` and `split_sessions` on each part of `combine`'s tables (ranges of users: the same
-    part of page views and of billing holds the same users), one at a time: memory holds one part."""
-    billed = {path.name: path for path in storage.part_paths(billing)}
-    with storage.PartsWriter(target) as writer:
-        for path in storage.part_paths(events):
-            page_views = pl.read_parquet(path)
-            if not page_views.height:
-                continue
-            bills = pl.read_parquet(billed[path.name]) if path.name in billed else pl.DataFrame(schema=BILLING_SCHEMA)
-            writer.write(split_sessions(serialize_sessions(page_views, bills), seed=seed), path.stem)
-        return writer.commit({**SESSION_SCHEMA, "split": SPLITS})
+def billing_known_on(billing: pl.LazyFrame, day: date) -> pl.DataFrame:
+    """The billing rows a session of `day` may read: the day before, and the month so far up to it."""
+    first = min(day.replace(day=1), day - timedelta(days=1))
+    return billing.filter((pl.col("date") >= first) & (pl.col("date") < day)).collect().cast(BILLING_SCHEMA)
+
+
+def split_days(events: Path, billing: Path, target: Path, days: list[date], seed: int = 0) -> list[storage.Parts]:
+    """`serialize_sessions` and `split_sessions` of each of `days` alone, from the page views kept by day in
+    `events` and the billing known that day, each written as `target/<day>.parquet`: memory holds one day, and
+    a new day costs that day. (Sessions are cut at midnight, so a day's sessions, their earlier page views of
+    the day and the billing up to the day before are all the context there is.)"""
+    bills, written = storage.scan_table(billing, BILLING_SCHEMA), []
+    for day in days:
+        page_views = storage.read_table(storage.day_paths(events, [day]), EVENT_SCHEMA)
+        sessions = split_sessions(serialize_sessions(page_views, billing_known_on(bills, day)), seed=seed)
+        written.append(storage.Parts(storage.write_day(sessions, target, day), sessions.height))
+    return written
 
 
 def split_figures(sessions: pl.LazyFrame) -> pl.DataFrame:

@@ -1,11 +1,12 @@
 """The persona steps at any scale: clusters fitted on a seeded sample of users, every user then assigned one
-part (a range of users) of the session and embedding tables at a time.
+slice (a range of users) of the session and embedding tables at a time.
 
 The sweep, the choice of representation and the centroids need every vector of the users they fit at
 once; past `CLUSTER_USERS` users they fit on a seeded sample of that many, and memory is bounded by the
 sample. Assigning a user to their nearest centroid, and counting what each cluster's users did, needs only
-that user's own sessions, so it runs part by part of the tables (`storage.Parts`: the same part of
-`session_splits` and of `session_embeddings` holds the same users) and memory holds one part.
+that user's own sessions, so it runs slice by slice: the users of a range, read from every part (a day) of
+`session_splits` and `session_embeddings` (each part sorted by user in small row groups, so a range reads
+its own rows), and memory holds one slice.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sessionbert_core.personas.representation import PersonaSpace
 from sessionbert_core.personas.segment import activity_shares, cluster_activity_counts
 
 CLUSTER_USERS = 20_000  # users the sweep and the centroids fit on; every user is assigned whatever the number
+USERS_PER_SLICE = 5_000  # users assigned at once: at the paper's 37 sessions a user, about 0.6 GiB of vectors
 SESSION_COLUMNS = ["user_id", "session_id", "activities"]  # what the spaces and the counts read of a session
 
 
@@ -61,25 +63,34 @@ def of_users(table: pl.LazyFrame, users: pl.Series | None) -> pl.DataFrame:
     return table.collect(engine="streaming")
 
 
-def paired_parts(embeddings: Path, sessions: Path) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
-    """Each part of `embeddings` with the part of `sessions` it was embedded from (same name, same users);
-    a table written as one file is one part."""
-    if not Path(embeddings).is_dir() or not Path(sessions).is_dir():
-        yield storage.read_table(embeddings), storage.scan_table(sessions).select(SESSION_COLUMNS).collect()
-        return
-    session_parts = {path.name: path for path in storage.part_paths(sessions)}
-    for path in storage.part_paths(embeddings):
-        if path.name not in session_parts:
-            raise ValueError(f"{path} has no part of the same users in {sessions}: re-materialize session_embeddings")
-        yield pl.read_parquet(path), pl.read_parquet(session_parts[path.name], columns=SESSION_COLUMNS)
+def user_ranges(sessions: Path, users_per_slice: int = USERS_PER_SLICE) -> list[pl.Expr]:
+    """The slices of the users of a table (one file or parts): a filter on `user_id` for each range of
+    `users_per_slice` users, in order."""
+    users = storage.scan_table(sessions).select(pl.col("user_id").unique()).collect(engine="streaming")["user_id"]
+    bounds = users.sort()[::max(users_per_slice, 1)].to_list()[1:]
+    ranges, low = [], None
+    for high in [*bounds, None]:
+        ranges.append((pl.lit(True) if low is None else pl.col("user_id") >= low)
+                      & (pl.lit(True) if high is None else pl.col("user_id") < high))
+        low = high
+    return ranges
+
+
+def paired_parts(embeddings: Path, sessions: Path, users_per_slice: int = USERS_PER_SLICE
+                 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """The embeddings and sessions of each slice of users, read from every part of both tables."""
+    for users in user_ranges(sessions, users_per_slice):
+        yield (storage.scan_table(embeddings).filter(users).collect(),
+               storage.scan_table(sessions).select(SESSION_COLUMNS).filter(users).collect())
 
 
 def user_vectors_in_parts(embeddings: Path, sessions: Path, space: PersonaSpace, n_recent: int,
-                          users: pl.Series | None = None) -> tuple[list[str], np.ndarray]:
-    """`embed.user_vectors` in `space` of the given users (all where None), part by part: memory holds one
-    part and the users' vectors, not their sessions."""
+                          users: pl.Series | None = None, users_per_slice: int = USERS_PER_SLICE
+                          ) -> tuple[list[str], np.ndarray]:
+    """`embed.user_vectors` in `space` of the given users (all where None), slice by slice: memory holds one
+    slice and the users' vectors, not their sessions."""
     ids, vectors = [], []
-    for embedded, part in paired_parts(embeddings, sessions):
+    for embedded, part in paired_parts(embeddings, sessions, users_per_slice):
         if users is not None:
             embedded = embedded.filter(pl.col("user_id").is_in(users.implode()))
         found, found_vectors = user_vectors(space.session_vectors(embedded, part), n_recent)
@@ -95,10 +106,10 @@ class Assigned:
 
 
 def clusters_in_parts(embeddings: Path, sessions: Path, space: PersonaSpace, centroids: np.ndarray,
-                      n_recent: int) -> Assigned:
-    """Every user at their nearest centroid in `space`, and each cluster's activity counts, part by part."""
+                      n_recent: int, users_per_slice: int = USERS_PER_SLICE) -> Assigned:
+    """Every user at their nearest centroid in `space`, and each cluster's activity counts, slice by slice."""
     users, counts = [], []
-    for embedded, part in paired_parts(embeddings, sessions):
+    for embedded, part in paired_parts(embeddings, sessions, users_per_slice):
         of_user = nearest_clusters(space.session_vectors(embedded, part), centroids, n_recent)
         users.append(of_user)
         counts.append(cluster_activity_counts(part, of_user).select("cluster", "activity", "count"))
