@@ -3,12 +3,14 @@
 - New data (`new_data_sensor`, on): a settled new or changed file in the landing folder becomes a
   `landing_files` partition, and `read_new_files` reads that partition alone.
 - New days (`new_days_sensor`, on): once a file is read, its parse says which days it holds, and
-  `ingest_days` computes those days of `raw_sessions`, `billing_records` and `session_splits` in one run,
-  and only those days.
-- Then declarative automation (`ingestion_automation`, on): `quarantined_events` and `vocabulary_drift`
-  follow their parents once they have new data and their blocking checks passed
-  (`conditions.follows_new_data`), in one run tagged as new data (a day of `session_splits` whose page
-  views changed some other way follows them too).
+  `ingest_days` computes those days of `raw_sessions`, `billing_records`, `session_splits` and
+  `vocabulary_drift` (the page views of the day and the six before it: a `TimeWindowPartitionMapping`
+  of `session_splits`), and the quarantine over every day with its blocking check, in one run tagged as
+  new data, and only those days.
+- Declarative automation (`ingestion_automation`, on) keeps the rest in step when a parent changes some
+  other way (days materialized by hand, a backfill): each day of `session_splits` and `vocabulary_drift`,
+  and `quarantined_events`, follows its parents once they have new data and no parent failed a blocking
+  check (`conditions.follows_new_data`).
 - Then `retrain_sensor` (on) reads the drift: at most 1% of recent page views in activities the
   tokenizer never saw starts `finetune_and_refresh` (re-fine-tune from the current pretrained model,
   evaluate, refresh personas and recommendations); above it, or with no pretrained model yet,
@@ -47,10 +49,10 @@ files_job = dg.define_asset_job(
 )
 ingest_job = dg.define_asset_job(
     "ingest_days",
-    selection=DAYS | dg.AssetSelection.assets("quarantined_events", "vocabulary_drift"),
-    description="Days of data in (read by read_new_files first): those days of raw_sessions, billing_records and "
-                "session_splits (each day alone), the quarantine over every day, and the vocabulary drift that "
-                "decides how much to retrain. Launch it over a range of days for a backfill.",
+    selection=DAYS | dg.AssetSelection.assets("quarantined_events"),
+    description="Days of data in (read by read_new_files first): those days of raw_sessions, billing_records, "
+                "session_splits and the vocabulary drift that decides how much to retrain (each day alone), and the "
+                "quarantine over every day. Launch it over a range of days for a backfill.",
 )
 finetune_job = dg.define_asset_job(
     "finetune_and_refresh",
@@ -129,9 +131,9 @@ def new_data_sensor(context: dg.SensorEvaluationContext, sessionbert: SessionBer
 
 
 @dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="After files are read (landing_files), requests the days they hold of raw_sessions, "
-                       "billing_records and session_splits, in one run: only those days are computed again; the "
-                       "quarantine and the drift follow by automation.")
+           description="After files are read (landing_files), requests ingest_days over the days they hold: "
+                       "those days of raw_sessions, billing_records, session_splits and vocabulary_drift, and the "
+                       "quarantine over every day, in one run; only those days are computed again.")
 def new_days_sensor(context: dg.SensorEvaluationContext, sessionbert: SessionBertResource):
     if context.cursor is None:  # its first tick: what was read before it ran (`make run`) is ingested already
         latest = context.instance.fetch_materializations(dg.AssetKey("landing_files"), limit=1)
@@ -154,9 +156,9 @@ def new_days_sensor(context: dg.SensorEvaluationContext, sessionbert: SessionBer
     reason = (f"{len(days)} day(s), {days[0].isoformat()} to {days[-1].isoformat()}, in {len(files)} file(s) read: "
               f"{_names(files)}")
     # tagged as new data: a file that cannot be read is quarantined (unreadable_files: auto), not fatal
-    request = dg.RunRequest(run_key=f"days-after-{records[-1].storage_id}", asset_selection=[
-        dg.AssetKey(name) for name in DAY_ASSETS],
-        tags={TRIGGER: "new_data", REASON: reason[:1000], **tags})
+    # the whole of ingest_days in one run: the drift after the quarantine's blocking check, never beside it
+    request = dg.RunRequest(run_key=f"days-after-{records[-1].storage_id}",
+                            tags={TRIGGER: "new_data", REASON: reason[:1000], **tags})
     return dg.SensorResult(run_requests=[request], cursor=cursor)
 
 

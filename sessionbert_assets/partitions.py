@@ -24,7 +24,7 @@ from sessionbert_core.data.ingest import cached_days
 LANDING_FILES = dg.DynamicPartitionsDefinition(name="landing_files")
 # end_offset=1: today is a partition too, so the day now arriving is ingested as it lands
 SESSION_DAYS = dg.DailyPartitionsDefinition(start_date=settings_from_env().first_day, end_offset=1)
-DAY_ASSETS = ("raw_sessions", "billing_records", "session_splits")
+DAY_ASSETS = ("raw_sessions", "billing_records", "session_splits", "vocabulary_drift")
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 

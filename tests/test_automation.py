@@ -26,7 +26,7 @@ from sessionbert_assets.automation import (
 )
 from sessionbert_assets.conditions import FOLLOWERS
 from sessionbert_assets.definitions import build_definitions
-from sessionbert_assets.partitions import RANGE_END, RANGE_START, execute_over_files
+from sessionbert_assets.partitions import DAY_ASSETS, RANGE_END, RANGE_START, execute_over_files
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core.model.tokenizer import KNOWN_ACTIVITIES, vocabulary_drift
 
@@ -232,26 +232,24 @@ def test_new_data_reaches_a_refined_model_and_a_refreshed_table(retrained_home):
     assert parsed == ["events-next-day.parquet"]  # only the new file's partition ran, and it parsed the file
     assert next(e for e in read.get_asset_materialization_events() if e.partition == parsed[0]
                 ).event_specific_data.materialization.metadata["state"].value == "parsed"
-    # the new-days sensor: the file's parse holds one day, and only that day of raw_sessions is combined again
+    # the new-days sensor: the file's parse holds one day, and only that day is computed again, in one run with
+    # the quarantine over every day and its check
     days = new_days_sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=days_cursor,
                                                                  resources={"sessionbert": sessionbert}))
     [combine] = days.run_requests
     new_day = (pl.read_parquet(landing / "events-next-day.parquet")["timestamp"].max().date()).isoformat()
     assert combine.tags[RANGE_START] == combine.tags[RANGE_END] == new_day and combine.tags[TRIGGER] == "new_data"
-    job = defs.resolve_job_def(ingest_job.name)
-    combined = job.execute_in_process(instance=instance, tags=combine.tags, asset_selection=combine.asset_selection)
+    combined = defs.resolve_job_def(ingest_job.name).execute_in_process(instance=instance, tags=combine.tags)
     materialized = {(e.asset_key.to_user_string(), e.partition) for e in combined.get_asset_materialization_events()}
-    assert materialized == {(name, new_day) for name in ("raw_sessions", "billing_records", "session_splits")}
-    # declarative automation: the quarantine over every day and the drift follow, in one run tagged as new data
-    requested, followed = _follow(defs, instance, settled.cursor)
-    assert requested == {"quarantined_events", "vocabulary_drift"}
-    assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(k) for k in requested],
-                                  tags=ingestion_automation.run_tags).success
-    quarantine = next(e for e in instance.fetch_materializations(dg.AssetKey("quarantined_events"), limit=1).records)
-    metadata = quarantine.asset_materialization.metadata
+    assert materialized == {(name, new_day) for name in DAY_ASSETS} | {("quarantined_events", None)}
+    quarantine = next(e for e in combined.get_asset_materialization_events() if e.partition is None)
+    metadata = quarantine.event_specific_data.materialization.metadata
     # incremental: the new file's partition parsed it, and quarantined_events found every file in the cache
     assert metadata["files_parsed"].value == 0 and metadata["files_from_cache"].value > 2
-    assert metadata["refreshed_because"].value == ingestion_automation.run_tags[REASON]
+    assert metadata["refreshed_because"].value == combine.tags[REASON]
+    # declarative automation: nothing left to follow, the sensor's run held all of it
+    requested, followed = _follow(defs, instance, settled.cursor)
+    assert requested == set()
     drift = json.loads((home / "vocabulary_drift.json").read_text())
     assert drift["needs_pretraining"] is False and drift["drift"] < 0.01  # the same activities, a day later
     retrain = retrain_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
@@ -300,21 +298,27 @@ def test_a_run_not_started_by_new_data_retrains_nothing(retrained_home):
 
 
 @pytest.mark.parametrize(("extra", "follows"), [("", {"vocabulary_drift"}),
-                                               ("u1,s9,not a time,compute,x\n" * 5, set())])
+                                               ("u1,s9,not a time,compute,x\n" * 40, set())])
 def test_a_failed_blocking_check_holds_what_follows_back(landing, tmp_path, extra, follows):
-    # 40 users (every split needs some), and extra: 5 rows of 85 quarantined, over the 5% limit
-    users = "".join(ROWS.replace("u1,", f"u{i},") for i in range(40))
-    folder = landing({"events-a.csv": HEADER + users + extra})
+    # 40 users over a week (every split needs some; the drift reads 7 days), and extra: 40 rows of 600
+    # quarantined, over the 5% limit
+    week = "".join(ROWS.replace("u1,", f"u{i},").replace("2026-03-02", f"2026-03-0{2 + day}")
+                   for i in range(40) for day in range(7))
+    folder = landing({"events-a.csv": HEADER + week + extra})
     sessionbert = SessionBertResource(home=str(tmp_path / "home"), source=str(folder), profile="tiny")
     defs, instance = build_definitions(sessionbert), dg.DagsterInstance.ephemeral()
     _, before = _follow(defs, instance)
     # ingested by hand, up to quarantined_events and its quarantine-share check
     assert _execute(defs, sessionbert, instance, INGESTED) == [True, True, not extra]
-    # the day's sessions follow their page views whatever the quarantine; the drift (so retraining) follows them
-    # only after a passing quarantine share
+    # the days' sessions follow their page views whatever the quarantine; the drift (so retraining) follows them
+    # only after a passing quarantine share, and only a day whose whole window of 7 days is there
     requested, sessions = _follow(defs, instance, before.cursor)
     assert requested == {"session_splits"}
-    assert sessions.get_requested_partitions(dg.AssetKey("session_splits")) == {"2026-03-02"}
+    assert len(sessions.get_requested_partitions(dg.AssetKey("session_splits"))) == 7
     assert defs.resolve_job_def(ingest_job.name).execute_in_process(
-        instance=instance, asset_selection=[dg.AssetKey("session_splits")], partition_key="2026-03-02").success
-    assert _follow(defs, instance, sessions.cursor)[0] == follows
+        instance=instance, asset_selection=[dg.AssetKey("session_splits")],
+        tags={RANGE_START: "2026-03-02", RANGE_END: "2026-03-08"}).success
+    requested, drift = _follow(defs, instance, sessions.cursor)
+    assert requested == follows
+    if follows:
+        assert drift.get_requested_partitions(dg.AssetKey("vocabulary_drift")) == {"2026-03-08"}

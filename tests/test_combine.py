@@ -119,3 +119,14 @@ def test_sessions_split_day_by_day_equal_the_whole_table(tiny_world, tmp_path):
     got = storage.read_table(tmp_path / "sessions").sort("user_id", "start", "session_id")
     assert got.equals(expected.sort("user_id", "start", "session_id"))
     assert sum(p.rows for p in written) == expected.height and len(written) == len(days) == 45
+
+
+def test_a_day_serialized_alone_equals_that_day_of_a_run_over_every_day(tiny_world, tmp_path):
+    result = combine_landing(tiny_world.landing, KEY, tmp_path / "cache", _tables(tmp_path / "out"))
+    days = [date.fromisoformat(p.stem) for p in storage.day_paths(result.events.folder)]
+    split_days(result.events.folder, result.billing.folder, tmp_path / "every", days)
+    for day in (date(2026, 4, 1), days[-1]):  # the first of a month, and a day with the month's billing before it
+        split_days(result.events.folder, result.billing.folder, tmp_path / "alone", [day])
+        alone = storage.read_table(storage.day_paths(tmp_path / "alone", [day]))
+        assert alone.equals(storage.read_table(storage.day_paths(tmp_path / "every", [day])))
+        assert alone["context"].str.contains("monthly_billed_token").any() == (day != date(2026, 4, 1))

@@ -51,8 +51,11 @@ def session_text(context: pl.Expr, activities: pl.Expr) -> pl.Expr:
     return pl.when(context == "").then(body).otherwise(pl.concat_str(context, pl.lit(" "), body))
 
 
-def serialize_sessions(events: pl.DataFrame, billing: pl.DataFrame) -> pl.DataFrame:
-    """One row per session (SESSION_SCHEMA), ordered by user and start time."""
+def serialize_sessions(events: pl.DataFrame, billing: pl.DataFrame | None = None,
+                       billed: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per session (SESSION_SCHEMA), ordered by user and start time. Its billing sections are found in
+    `billing` (every row: what each session's day may read is picked here), or come ready in `billed`
+    (user_id, day, daily_billed, monthly_billed: `MonthToDate.on`, for the sessions of one day)."""
     events = events.with_columns(activity=activity(pl.col("service"), pl.col("page")),
                                  day=pl.col("timestamp").dt.date())
     sessions = (
@@ -68,7 +71,8 @@ def serialize_sessions(events: pl.DataFrame, billing: pl.DataFrame) -> pl.DataFr
         .sort("user_id", "start", "session_id")
     )
     daily = _earlier_same_day(events, sessions)
-    billed = _billed_before(sessions, billing)
+    billed = _billed_before(sessions, billing if billing is not None else pl.DataFrame(schema=BILLING_SCHEMA)
+                            ) if billed is None else billed
     sessions = (
         sessions.join(daily, on=["user_id", "session_id"], how="left", maintain_order="left")
         .join(billed, on=["user_id", "day"], how="left", maintain_order="left")
@@ -115,8 +119,7 @@ def _billed_before(sessions: pl.DataFrame, billing: pl.DataFrame) -> pl.DataFram
         return days.with_columns(daily_billed=pl.lit(None, pl.List(pl.String)),
                                  monthly_billed=pl.lit(None, pl.List(pl.String)))
     daily_cost = billing.group_by("user_id", "date", "service").agg(pl.col("cost").sum())
-    # the most billed first (ties: by name), ordered within each small group: no global sort (benchmarks/NOTES.md)
-    most_billed = word(pl.col("service")).sort_by("cost", "service", descending=[True, False]).head(TOP_BILLED)
+    most_billed = _most_billed()
     yesterday = (
         daily_cost.group_by("user_id", "date")
         .agg(daily_billed=most_billed)
@@ -146,6 +149,49 @@ def _billed_before(sessions: pl.DataFrame, billing: pl.DataFrame) -> pl.DataFram
         days.join(yesterday, on=["user_id", "day"], how="left")
         .join(monthly, on=["user_id", "day"], how="left")
     )
+
+
+def _most_billed() -> pl.Expr:
+    """The most billed services first (ties: by name), ordered within each small group: no global sort
+    (benchmarks/NOTES.md)."""
+    return word(pl.col("service")).sort_by("cost", "service", descending=[True, False]).head(TOP_BILLED)
+
+
+COST_SCHEMA = {"user_id": pl.String, "service": pl.String, "cost": pl.Float64}
+
+
+class MonthToDate:
+    """The billing a day's sessions may read, carried from day to day: the costs of the day before, and of the
+    month so far, per user and service. The month is summed in date order, one day's costs added at a time, as
+    `_billed_before` sums a whole table (the same figures to the last bit); each day of `billing` (kept by day)
+    is read once for days asked in order, so a day costs its own billing, not the month's."""
+
+    def __init__(self, billing: Path):
+        self.billing = Path(billing)
+        self.upto: date | None = None  # the month so far holds the days before this one
+        self.month = pl.DataFrame(schema=COST_SCHEMA)
+
+    def _costs(self, day: date) -> pl.DataFrame:
+        return (storage.read_table(storage.day_paths(self.billing, [day]), BILLING_SCHEMA)
+                .group_by("user_id", "service").agg(pl.col("cost").sum()).cast(COST_SCHEMA))
+
+    def on(self, day: date) -> pl.DataFrame:
+        """user_id, day, daily_billed, monthly_billed: what was known of billing when `day` began."""
+        first = day.replace(day=1)
+        if self.upto is None or not first <= self.upto <= day:
+            self.upto, self.month = first, pl.DataFrame(schema=COST_SCHEMA)
+        yesterday = None
+        while self.upto < day:
+            yesterday = self._costs(self.upto)
+            joined = self.month.join(yesterday, on=["user_id", "service"], how="full", coalesce=True)
+            self.month = joined.select("user_id", "service",
+                                       cost=pl.col("cost").fill_null(0.0) + pl.col("cost_right").fill_null(0.0))
+            self.upto += timedelta(days=1)
+        if yesterday is None:  # the first of a month: the day before is the last month's
+            yesterday = self._costs(day - timedelta(days=1))
+        daily = yesterday.group_by("user_id").agg(daily_billed=_most_billed())
+        monthly = self.month.group_by("user_id").agg(monthly_billed=_most_billed())
+        return daily.join(monthly, on="user_id", how="full", coalesce=True).with_columns(day=pl.lit(day))
 
 
 def split_sessions(sessions: pl.DataFrame, seed: int = 0,
@@ -193,21 +239,16 @@ def recent_sessions(sessions: pl.DataFrame, n: int) -> pl.DataFrame:
     return sessions.sort("user_id", "start", "session_id").group_by("user_id", maintain_order=True).tail(n)
 
 
-def billing_known_on(billing: pl.LazyFrame, day: date) -> pl.DataFrame:
-    """The billing rows a session of `day` may read: the day before, and the month so far up to it."""
-    first = min(day.replace(day=1), day - timedelta(days=1))
-    return billing.filter((pl.col("date") >= first) & (pl.col("date") < day)).collect().cast(BILLING_SCHEMA)
-
-
 def split_days(events: Path, billing: Path, target: Path, days: list[date], seed: int = 0) -> list[storage.Parts]:
-    """`serialize_sessions` and `split_sessions` of each of `days` alone, from the page views kept by day in
-    `events` and the billing known that day, each written as `target/<day>.parquet`: memory holds one day, and
-    a new day costs that day. (Sessions are cut at midnight, so a day's sessions, their earlier page views of
-    the day and the billing up to the day before are all the context there is.)"""
-    bills, written = storage.scan_table(billing, BILLING_SCHEMA), []
-    for day in days:
+    """`serialize_sessions` and `split_sessions` of each of `days` alone, from the page views and billing kept by
+    day in `events` and `billing` (the billing known that day carried over from the day before: `MonthToDate`),
+    each written as `target/<day>.parquet`: memory holds one day, and a new day costs that day and the month's
+    billing before it. (Sessions are cut at midnight, so a day's sessions, their earlier page views of the day
+    and the billing up to the day before are all the context there is.)"""
+    known, written = MonthToDate(billing), []
+    for day in sorted(days):
         page_views = storage.read_table(storage.day_paths(events, [day]), EVENT_SCHEMA)
-        sessions = split_sessions(serialize_sessions(page_views, billing_known_on(bills, day)), seed=seed)
+        sessions = split_sessions(serialize_sessions(page_views, billed=known.on(day)), seed=seed)
         written.append(storage.Parts(storage.write_day(sessions, target, day), sessions.height))
     return written
 
