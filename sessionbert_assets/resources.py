@@ -234,6 +234,11 @@ class MlflowResource(dg.ConfigurableResource):
         return version.version
 
 
+# a table kept by day, read whole, comes back in the order of its users: what trains on it then does not depend on
+# how its days were written (one run, or day by day as they landed)
+READ_ORDER = {"session_splits": ["user_id", "start", "session_id"]}
+
+
 class ArtifactIOManager(dg.IOManager):
     """Tables as `$SESSIONBERT_HOME/<asset>.parquet` (one file, or a folder of parts the asset wrote one at a
     time: `storage.Parts`), small records as `<asset>.json`, models and tokenizers as folders
@@ -275,8 +280,10 @@ class ArtifactIOManager(dg.IOManager):
             return folder
         parquet = self._path(context, ".parquet")
         if parquet.exists():  # one file or a folder of parts; lazily for an input typed pl.LazyFrame
-            lazy = getattr(context.dagster_type, "typing_type", None) is pl.LazyFrame
-            return storage.scan_table(parquet) if lazy else storage.read_table(parquet)
+            if getattr(context.dagster_type, "typing_type", None) is pl.LazyFrame:
+                return storage.scan_table(parquet)
+            order = READ_ORDER.get(context.asset_key.path[-1])
+            return storage.read_table(parquet).sort(order) if order else storage.read_table(parquet)
         record = self._path(context, ".json")
         if record.exists():
             return json.loads(record.read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date
 
 import dagster as dg
+import polars as pl
 import pytest
 from conftest import materialize_all
 
@@ -98,3 +99,16 @@ def test_a_run_spans_the_days_of_the_data_and_days_outside_the_partitions_are_re
         day_tags([before])
     with pytest.raises(ValueError, match="clock"):
         day_tags([date(2999, 1, 1)])
+
+
+def test_a_table_kept_by_day_is_read_back_in_the_order_of_its_users(tmp_path):
+    from sessionbert_assets.resources import ArtifactIOManager, SessionBertResource
+
+    day = {"user_id": ["u2", "u1"], "start": [1, 2], "session_id": ["b", "a"]}
+    for name in ("2026-03-03", "2026-03-02"):  # written in any order, a day at a time
+        storage.write_day(pl.DataFrame(day), tmp_path / "session_splits.parquet", date.fromisoformat(name))
+    manager = ArtifactIOManager(SessionBertResource(home=str(tmp_path)))
+    loaded = manager.load_input(dg.build_input_context(asset_key=dg.AssetKey("session_splits"),
+                                                       dagster_type=dg.PythonObjectDagsterType(pl.DataFrame)))
+    assert loaded["user_id"].to_list() == ["u1", "u1", "u2", "u2"]
+    assert loaded.equals(loaded.sort("user_id", "start", "session_id"))
