@@ -1,5 +1,5 @@
 """The persona steps at the paper's scale: clusters fitted on a seeded sample of users, every user assigned
-part by part (`sessionbert_core.personas.slices`), against the whole table held at once.
+slice by slice of users (`sessionbert_core.personas.slices`), against the whole table held at once.
 
     python -m benchmarks.personas_scale                         # 200k users, 37 sessions each, 768 wide
     python -m benchmarks.personas_scale --users 20000 50000     # peak memory against the data's size
@@ -11,9 +11,9 @@ say; the paper's 7.4M sessions of BERT-base are 22.8 GB of float32), then each s
 - imports: the process with the libraries loaded and nothing read (what every peak below includes);
 - sample: what `cluster_sweep` holds: the sessions and embeddings of the seeded sample of `CLUSTER_USERS`
   users, read from the parts (a semi-join streamed over them), and their user vectors;
-- fit: `cluster_centroids`' fitting half: the same users' vectors computed part by part, cosine K-means
+- fit: `cluster_centroids`' fitting half: the same users' vectors computed slice by slice, cosine K-means
   at k = 8;
-- assign: every user to their nearest centroid and each cluster's activity counts, part by part
+- assign: every user to their nearest centroid and each cluster's activity counts, slice by slice
   (`clusters_in_parts`: what `cluster_centroids`, `persona_mapping` and `user_personas` run);
 - whole: the same assignment with both tables read whole (the path before the parts), only where the
   tables take under a third of the machine's memory.

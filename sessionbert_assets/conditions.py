@@ -1,20 +1,21 @@
 """Declarative automation: the conditions under which ingestion follows new landing files by itself.
 
 The new-data sensor registers a new file as a `landing_files` partition and requests that partition
-alone (`read_new_files`); the new-days sensor then requests the days that file holds of `raw_sessions`.
-From there each asset built from the days follows its parents (`follows_new_data`): a day (or an
-unpartitioned asset) is requested once a parent of it has new data and no parent failed a blocking check,
-with none of them in progress, whatever day it is (not only the latest: a late file refreshes its own
-days). `ingestion_automation` in `automation` evaluates these conditions and tags its runs as new data, so
-the retraining policy (`retrain_sensor`) reads the drift they measure. Training is not here: how much to
-retrain is the drift's decision.
+alone (`read_new_files`); the new-days sensor then runs `ingest_days` over the days that file holds (the
+days' tables, the drift, and the quarantine with its check, in one run). What is built from the days also
+follows its parents by itself (`follows_new_data`), for days written some other way (by hand, a backfill):
+a day (or an unpartitioned asset) is requested once a parent of it has new data and no parent failed a
+blocking check, with none of them in progress, whatever day it is (not only the latest: a late day
+refreshes its own). `ingestion_automation` in `automation` evaluates these conditions and tags its runs as
+new data, so the retraining policy (`retrain_sensor`) reads the drift they measure. Training is not here:
+how much to retrain is the drift's decision.
 """
 
 import dagster as dg
 
 # every run a sensor, a schedule or automation starts carries these: what started it and why
 TRIGGER, REASON = "sessionbert/trigger", "sessionbert/reason"
-# the assets that follow a new file by themselves, in order: the files' combination, sessions, drift
+# the assets that follow their parents by themselves: the quarantine over every day, a day's sessions, its drift
 FOLLOWERS = ("quarantined_events", "session_splits", "vocabulary_drift")
 
 

@@ -1,4 +1,4 @@
-"""The persona steps at scale: users assigned part by part give what the whole table gives, the seeded sample
+"""The persona steps at scale: users assigned slice by slice give what the whole table gives, the seeded sample
 of users the clusters fit on, and the graph on tiny with a sample smaller than its users."""
 
 from __future__ import annotations

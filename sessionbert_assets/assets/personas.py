@@ -63,8 +63,8 @@ def session_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfi
     """One unit vector per session from the SessionBERT encoder, with its user, session id and start.
 
     Every session of every split is encoded (this is inference, no label is used), in length-sorted
-    batches so memory is bounded by the batch size, part by part of `session_splits` (ranges of users),
-    each part of vectors written as it is done. `mean` pooling (the default) averages the token states;
+    batches so memory is bounded by the batch size, day by day of `session_splits`, each day of vectors
+    written as it is done. `mean` pooling (the default) averages the token states;
     `cls` takes the [CLS] state.
     """
     precision = compute.report_precision(context)
@@ -207,7 +207,7 @@ def _tables(sessionbert: SessionBertResource) -> tuple[Path, Path]:
 
 def _assigned(sessionbert: SessionBertResource, space: PersonaSpace, centroids: np.ndarray,
               n_recent: int) -> Assigned:
-    """Every user's nearest centroid and each cluster's activity counts, part by part of the home's tables."""
+    """Every user's nearest centroid and each cluster's activity counts, slice by slice of users of the tables."""
     return clusters_in_parts(*_tables(sessionbert), space, centroids, n_recent)
 
 
@@ -279,7 +279,7 @@ def user_personas(context: dg.AssetExecutionContext, sessionbert: SessionBertRes
                   session_embeddings: pl.LazyFrame, session_splits: pl.LazyFrame, cluster_sweep: dict,
                   cluster_centroids: pl.DataFrame, persona_mapping: pl.DataFrame) -> pl.DataFrame:
     """Every user's cluster (nearest centroid of their recent sessions), persona tag and its probability,
-    part by part of the tables: every user, whatever the sample the centroids were fitted on.
+    slice by slice of users of the tables: every user, whatever the sample the centroids were fitted on.
 
     `sessionbert_core.personas.mapping.assign_personas` does this for any user, also one the model never saw.
     """
