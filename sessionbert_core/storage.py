@@ -24,7 +24,7 @@ def _temp_beside(path: Path, suffix: str = "") -> Path:
 def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
     tmp = _temp_beside(path)
     try:
-        frame.write_parquet(tmp, compression="zstd", statistics=True)
+        frame.write_parquet(tmp, compression="zstd", statistics=True, row_group_size=ROW_GROUP)
         if path.is_dir():  # a table that was written in parts before
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -126,17 +126,10 @@ def write_day(frame: pl.DataFrame, folder: Path, day: date) -> Path:
     folder = Path(folder)
     if folder.is_file():
         folder.unlink()
-    if folder.is_dir():
-        for stale in part_paths(folder):
-            if not _is_day(stale.stem):
-                stale.unlink()
-    tmp = _temp_beside(folder / f"{day.isoformat()}.parquet")
-    try:
-        frame.write_parquet(tmp, compression="zstd", statistics=True, row_group_size=ROW_GROUP)
-        os.replace(tmp, folder / f"{day.isoformat()}.parquet")
-    finally:
-        tmp.unlink(missing_ok=True)
-    return folder / f"{day.isoformat()}.parquet"
+    for stale in part_paths(folder) if folder.is_dir() else []:
+        if not _is_day(stale.stem):
+            stale.unlink()
+    return write_parquet(frame, folder / f"{day.isoformat()}.parquet")
 
 
 def _is_day(name: str) -> bool:
@@ -157,8 +150,7 @@ def day_paths(folder: Path, days: list[date] | None = None) -> list[Path]:
 
 
 def remove_folder(folder: Path) -> None:
-    if Path(folder).exists():
-        shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def part_paths(folder: Path) -> list[Path]:

@@ -63,7 +63,7 @@ class Landing:
     ignored: tuple[str, ...]  # files in the folder that are none of the above
 
     def days(self) -> list[date]:
-        """Every day a valid page view falls on, in order."""
+        """Every day a valid page view or billing row falls on, in order."""
         return sorted({date.fromisoformat(day) for p in self.parsed for day in p.days})
 
 
@@ -121,8 +121,8 @@ class Day:
 def combine_days(landing: Landing, days: Iterable[date]) -> Iterator[Day]:
     """Each of `days` combined alone (a day with no row gives empty tables).
 
-    The files holding any of them are read once, one file at a time, each day's rows set apart; the day
-    before the first is read for its session ids only (a session continuing past midnight)."""
+    The files holding any of them are read once, one file at a time, each day's rows set apart; the page
+    views of the day before the first are read too, for their session ids (a session going on past midnight)."""
     days = sorted(set(days))
     if not days:
         return
@@ -131,8 +131,9 @@ def combine_days(landing: Landing, days: Iterable[date]) -> Iterator[Day]:
     with tempfile.TemporaryDirectory(prefix=".days-", dir=landing.store.folder.parent) as work:
         work = Path(work)
         for index, p in enumerate(landing.parsed):
-            if wanted & {date.fromisoformat(day) for day in p.days}:
-                _split_by_day(landing.store, p, wanted, work / ("billing" if p.kind == "billing" else "events"),
+            of_file = wanted if p.kind in PAGE_VIEW_KINDS else set(days)  # the day before: its page views only
+            if of_file & {date.fromisoformat(day) for day in p.days}:
+                _split_by_day(landing.store, p, of_file, work / ("billing" if p.kind == "billing" else "events"),
                               f"{index:06d}")
         earlier = _session_keys(_read_day(work / "events", before))
         for day in days:

@@ -17,6 +17,7 @@ import shutil
 import stat
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -255,36 +256,33 @@ def day_of(kind: str) -> str:
     return "_date" if kind == "billing" else "_ts"
 
 
+def _cached_records(folder: Path) -> Iterator[tuple[Path, dict]]:
+    """Each cached parse's folder and its meta.json record."""
+    for meta in sorted(Path(folder).glob("*/meta.json")):
+        yield meta.parent, json.loads(meta.read_text())
+
+
 def cached_days(folder: Path, names: set[str] | None = None) -> list[date]:
     """The days the cached parses hold (of the files `names` only, where given), in order."""
-    days = set()
-    for meta in Path(folder).glob("*/meta.json"):
-        record = json.loads(meta.read_text())
-        if names is None or record.get("name") in names:
-            days.update(record.get("days", []))
+    days = {day for _, record in _cached_records(folder) if names is None or record.get("name") in names
+            for day in record.get("days", [])}
     return sorted(date.fromisoformat(day) for day in days)
 
 
 def cached_files(folder: Path) -> set[tuple[str, str]]:
     """(name, content digest) of every file a cached ingest has already read from the landing folder."""
-    found = set()
-    for meta in Path(folder).glob("*/meta.json"):
-        record = json.loads(meta.read_text())
-        if "sha256" in record:
-            found.add((record["name"], record["sha256"]))
-    return found
+    return {(record["name"], record["sha256"]) for _, record in _cached_records(folder) if "sha256" in record}
 
 
 def cached_outcome(folder: Path, name: str, digest: str) -> dict | None:
     """Where the rows of one cached parse went (read, valid, quarantined, filtered), counted from its stored
     rows, for the file `name` with content `digest`; None when no parse of that content is cached."""
-    for meta_path in sorted(Path(folder).glob("*/meta.json")):
-        meta = json.loads(meta_path.read_text())
+    for entry, meta in _cached_records(folder):
         if (meta.get("name"), meta.get("sha256")) != (name, digest):
             continue
-        reasons = pl.scan_parquet(meta_path.parent / "rows.parquet").select(
+        reasons = pl.scan_parquet(entry / "rows.parquet").select(
             valid=pl.col("_reason").is_null().sum(), quarantined=pl.col("_reason").is_not_null().sum()).collect()
-        filtered = (pl.scan_parquet(meta_path.parent / "filtered.parquet").select(pl.col("rows").sum()).collect()
+        filtered = (pl.scan_parquet(entry / "filtered.parquet").select(pl.col("rows").sum()).collect()
                     .item() if meta["filtered"] else 0)
         return {"read": meta["read"], "valid": int(reasons["valid"][0]),
                 "quarantined": int(reasons["quarantined"][0]), "filtered": int(filtered or 0)}
