@@ -6,6 +6,10 @@ tests, so each case holds on any machine; the last test runs the real probe of t
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
@@ -31,6 +35,8 @@ def hardware(monkeypatch):
 
     def stub(native: bool, bf16: float = 400.0, fp32: float = 150.0) -> None:
         monkeypatch.setattr(precision, "native_bf16", lambda device: native)
+        monkeypatch.setattr(precision, "cpu_bf16_support",
+                            lambda: (native, "bf16 native (AMX)" if native else "this CPU has no bf16 instructions"))
         monkeypatch.setattr(precision, "matmul_gflops",
                             lambda dtype, *args, **kwargs: bf16 if dtype == torch.bfloat16 else fp32)
         precision._resolve.cache_clear()
@@ -43,7 +49,7 @@ def test_auto_picks_fp32_where_bf16_is_not_native(hardware):
     hardware(native=False, bf16=0.7, fp32=80.0)  # stub: an AVX2-only CPU that emulates bf16
     chosen = resolve_precision("cpu", "auto")
     assert chosen.name == "fp32" and not chosen.bf16
-    assert "not native" in chosen.reason and chosen.native_bf16 is False
+    assert "no bf16 instructions" in chosen.reason and chosen.native_bf16 is False
 
 
 def test_auto_picks_bf16_where_it_is_native_and_faster(hardware):
@@ -53,9 +59,42 @@ def test_auto_picks_bf16_where_it_is_native_and_faster(hardware):
     assert chosen.probe_bf16_gflops == 400.0 and chosen.probe_fp32_gflops == 170.0
 
 
-def test_auto_keeps_fp32_where_native_bf16_is_no_faster(hardware):
-    hardware(native=True, bf16=160.0, fp32=150.0)  # stub: native, but not enough faster to pay for the casts
-    assert resolve_precision("cpu", "auto").name == "fp32"
+def test_a_busy_machine_cannot_flip_native_bf16_to_fp32(hardware):
+    hardware(native=True, bf16=160.0, fp32=150.0)  # stub: native, the probe skewed by another job (1.1x)
+    assert resolve_precision("cpu", "auto").name == "bf16"
+
+
+def test_the_probe_vetoes_bf16_that_runs_emulated_after_all(hardware):
+    hardware(native=True, bf16=2.4, fp32=97.8)  # stub: the hardware says native, the products say emulated
+    chosen = resolve_precision("cpu", "auto")
+    assert chosen.name == "fp32" and "emulated" in chosen.reason
+
+
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+CHOICE = ("from sessionbert_core.model.precision import resolve_precision; "
+          "p = resolve_precision('cpu', 'auto'); print(p.name); print(p.reason)")
+
+
+def _choice_in_a_process(env: dict[str, str]) -> tuple[str, str]:
+    """`auto`'s choice and reason in a fresh process whose environment is this one's, AVX2 caps dropped, plus
+    `env` (the caps act when PyTorch starts)."""
+    base = {name: value for name, value in os.environ.items() if name not in AVX2_ONLY}
+    done = subprocess.run([sys.executable, "-c", CHOICE], env=base | env, capture_output=True, text=True,
+                          check=True, timeout=120)
+    name, reason = done.stdout.strip().splitlines()[-2:]
+    return name, reason
+
+
+def test_a_cpu_held_to_avx2_runs_fp32():
+    name, reason = _choice_in_a_process(AVX2_ONLY)
+    assert name == "fp32"
+    assert "AVX2" in reason or "no bf16 instructions" in reason  # held to AVX2, or without bf16 at all
+
+
+@pytest.mark.skipif(not precision.cpu_bf16_support()[0], reason="this CPU has no native bf16 (AVX-512 BF16 or AMX)")
+def test_a_cpu_with_native_bf16_runs_bf16():
+    name, reason = _choice_in_a_process({})
+    assert name == "bf16" and reason.startswith("bf16 native"), reason
 
 
 def test_auto_on_cuda_follows_the_device_support(hardware):
@@ -83,7 +122,7 @@ def test_environment_sets_the_precision(hardware, monkeypatch):
 
 def test_the_probe_runs_once_per_process(monkeypatch):
     calls = []
-    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: (True, "bf16 native (AMX)"))
     monkeypatch.setattr(precision, "matmul_gflops", lambda dtype, *a, **k: calls.append(dtype) or 100.0)
     precision._resolve.cache_clear()
     try:

@@ -1,15 +1,18 @@
-"""Numeric precision: bf16 only where the hardware runs it natively and faster than fp32, fp32 otherwise.
+"""Numeric precision: bf16 only where the hardware runs it natively, fp32 otherwise.
 
 Some CPUs multiply bf16 matrices in hardware (AVX-512 BF16, AMX); others emulate it, at about 1% of
 their fp32 speed (an AVX2-only AMD EPYC: 0.7 GFLOP/s against 45-112), which made bf16 autocast
-training 60x slower there. So `auto` asks oneDNN whether bf16 is native and, when it is, times one
-short matrix product in each precision (a fraction of a second, once per process); on CUDA it takes
-bf16 where the device supports it. Every path that runs a model resolves its precision here.
+training 60x slower there. So `auto` decides by what the hardware has and what PyTorch may use of it
+(`cpu_bf16_support`); a short timed product in each precision (a fraction of a second, once per
+process) can only veto bf16 where it runs far below fp32, so a busy machine cannot flip the choice.
+On CUDA it takes bf16 where the device supports it. Every path that runs a model resolves its
+precision here.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import time
 from dataclasses import dataclass
 
@@ -20,8 +23,8 @@ from sessionbert_core.config import compute_from_env
 PRECISIONS = ("auto", "bf16", "fp32")
 PROBE_SIZE = 256  # the probe's square product: long enough to time, short even where bf16 is emulated
 PROBE_SECONDS = 0.05  # per precision
-# bf16 must beat fp32 by this factor to be chosen: autocast's casts cost something on every layer
-BF16_MIN_SPEEDUP = 1.2
+# native bf16 runs 1.5-5x fp32; emulated, 1-3% of it: below half of fp32 in the probe, bf16 is not native after all
+BF16_VETO_BELOW = 0.5
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,41 @@ class Precision:
 
 
 def native_bf16(device: str) -> bool:
-    """Whether `device` multiplies bf16 in hardware: oneDNN's answer on CPU, the driver's on CUDA."""
+    """Whether `device` multiplies bf16 in hardware for PyTorch: the driver's answer on CUDA; on CPU,
+    `cpu_bf16_support`'s."""
     if device == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return cpu_bf16_support()[0]
+
+
+def cpu_bf16_support() -> tuple[bool, str]:
+    """Whether this CPU runs bf16 matrix products natively for PyTorch, and why, from what the hardware has
+    and what PyTorch may use of it (never from a timing, which a busy machine skews): the instructions (AVX-512
+    BF16 or AMX tiles, read by cpuinfo), ATen's dispatch level (`ATEN_CPU_CAPABILITY` caps it) and oneDNN's
+    (`ONEDNN_MAX_CPU_ISA` caps it). `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2` turns a CPU with bf16
+    into one without: the stand-in for an AVX2-only laptop or server."""
+    amx, avx512_bf16 = torch.cpu._is_amx_tile_supported(), torch.cpu._is_avx512_bf16_supported()
+    if not (amx or avx512_bf16):
+        return False, "this CPU has no bf16 instructions (AVX-512 BF16 or AMX): bf16 would be emulated"
+    instructions = "AMX" if amx else "AVX-512 BF16"
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not capability.startswith("AVX512"):
+        return False, f"PyTorch is held to {capability} (ATEN_CPU_CAPABILITY): the CPU's {instructions} is not used"
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").strip().upper()  # the hardware's cap, not a setting
+    if cap not in ONEDNN_BF16_ISAS:
+        return False, f"oneDNN is held to {cap} (ONEDNN_MAX_CPU_ISA): the CPU's {instructions} is not used"
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False, "oneDNN does not run bf16 on this CPU"
     except (AttributeError, RuntimeError):  # a torch build without oneDNN
-        return False
+        return False, "this torch build has no oneDNN"
+    return True, f"bf16 native ({instructions})"
+
+
+# oneDNN's ISA levels (ONEDNN_MAX_CPU_ISA) at which bf16 products still run in hardware
+ONEDNN_BF16_ISAS = ("ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
+                    "AVX512_CORE_AMX_FP16", "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16",
+                    "AVX10_2_512", "AVX10_2_512_AMX_2")
 
 
 def matmul_gflops(dtype: torch.dtype, m: int = PROBE_SIZE, k: int = PROBE_SIZE, n: int = PROBE_SIZE,
@@ -101,13 +132,17 @@ def _resolve(device: str, requested: str) -> Precision:
     if device == "cuda":
         return Precision("bf16" if native else "fp32", device, requested,
                          "the GPU supports bf16" if native else "the GPU has no bf16", native)
+    native, why = cpu_bf16_support()
     if not native:
-        return Precision("fp32", device, requested, "bf16 is not native on this CPU (emulated: far slower)", native)
+        return Precision("fp32", device, requested, why, native)
+    # the probe is a second check only: it vetoes bf16 where it runs far below fp32 (emulated after all), a
+    # margin that load on the machine (both precisions slowed alike) cannot reach
     bf16, fp32 = matmul_gflops(torch.bfloat16), matmul_gflops(torch.float32)
-    faster = bf16 >= BF16_MIN_SPEEDUP * fp32
-    reason = (f"bf16 native and {bf16 / fp32:.1f}x fp32 in the probe" if faster
-              else f"bf16 native but only {bf16 / fp32:.1f}x fp32 in the probe (below {BF16_MIN_SPEEDUP}x)")
-    return Precision("bf16" if faster else "fp32", device, requested, reason, native, round(bf16, 1), round(fp32, 1))
+    emulated = bf16 < BF16_VETO_BELOW * fp32
+    reason = (f"{why}, but only {bf16 / fp32:.2f}x fp32 in the probe: emulated" if emulated
+              else f"{why}; {bf16 / fp32:.1f}x fp32 in the probe")
+    return Precision("fp32" if emulated else "bf16", device, requested, reason, native, round(bf16, 1),
+                     round(fp32, 1))
 
 
 def use_bf16(bf16: bool | None, device: str | torch.device) -> bool:
