@@ -11,7 +11,7 @@ import dagster as dg
 
 from sessionbert_assets.instance import prepare
 from sessionbert_assets.metadata import duration
-from sessionbert_assets.partitions import execute_over_files
+from sessionbert_assets.partitions import DAY_ASSETS, execute_over_files, upstream_needed
 from sessionbert_core.config import settings_from_env
 from sessionbert_core.data.ingest import EXPORT_KINDS
 
@@ -72,6 +72,30 @@ def _selected_keys(defs: dg.Definitions, selection: str) -> list[dg.AssetKey]:
     return sorted(keys, key=lambda key: key.to_user_string())
 
 
+def upstream_line(selected: list[dg.AssetKey], added: list[dg.AssetKey]) -> str:
+    """One line on why `added` runs first: `raw_sessions needs the days of the landing files: reading them first
+    (landing_files)`."""
+    names = [key.to_user_string() for key in selected if key.path[-1] in (*DAY_ASSETS, "landing_files")]
+    reads = dg.AssetKey("landing_files") in added
+    what = "the days of the landing files" if reads else "the files of the landing folder registered"
+    doing = {2: "listing and reading them", 1: "reading them" if reads else "listing them"}[len(added)]
+    return (f"{', '.join(names)} {'need' if len(names) > 1 else 'needs'} {what}: {doing} first "
+            f"({', '.join(key.to_user_string() for key in added)})")
+
+
+def absent_line(selected: list[dg.AssetKey], results: list[dg.ExecuteInProcessResult]) -> str | None:
+    """The selected assets that no run materialized (a partitioned one: not one partition), or None when none is
+    absent: `run` says `succeeded` only when every selected asset is there."""
+    materialized = {e.asset_key for r in results for e in r.get_asset_materialization_events()}
+    absent = [key.to_user_string() for key in selected if key not in materialized]
+    if not absent:
+        return None
+    by_day = [name for name in absent if name in DAY_ASSETS]
+    why = (" (no day was found in the landing files: are there page views in the landing folder? --days "
+           "FIRST:LAST names the days)" if by_day else "")
+    return f"selected but not materialized: {', '.join(absent)}{why}"
+
+
 def day_range(text: str) -> tuple[date, date]:
     """`2026-03-02` or `2026-03-02:2026-03-08` as (first, last)."""
     first, _, last = text.partition(":")
@@ -88,19 +112,24 @@ def day_range(text: str) -> tuple[date, date]:
 def run(selection: str | None, days: str | None = None) -> int:
     settings = settings_from_env()
     prepare(settings.home)
-    from sessionbert_assets.definitions import defs  # after DAGSTER_HOME is set
+    from sessionbert_assets.definitions import build_definitions  # after DAGSTER_HOME is set
 
+    defs = build_definitions()  # from the environment now, not as it was when the module was first imported
     jobs = {"main": defs.resolve_job_def("sessionbert_main"), "files": defs.resolve_job_def("read_new_files")}
     keys = _selected_keys(defs, selection) if selection else sorted(defs.resolve_asset_graph().get_all_asset_keys())
+    cache, days_asked = settings.home / "ingest_cache", day_range(days) if days else None
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
+        if added := upstream_needed(keys, instance, cache, days_asked):
+            print(upstream_line(keys, added))
         # landing_folder first (it registers the files), then the files, then the rest over the days they hold
-        results = execute_over_files(jobs, instance, keys, settings.home / "ingest_cache",
-                                     days=day_range(days) if days else None)
-        result = results[-1]
+        results = execute_over_files(jobs, instance, [*added, *keys], cache, days=days_asked)
+        ran = all(r.success for r in results)  # the runs stop at the first that fails
+        absent = absent_line(keys, results) if ran else None
         elapsed = time.perf_counter() - started
-        print(f"\nSessionBERT run {', '.join(r.run_id for r in results)} on source={settings.source} "
-              f"profile={settings.profile}: {'succeeded' if result.success else 'FAILED'} in {duration(elapsed).value}")
+        print(f"\nSessionBERT run {', '.join(r.run_id for r in results) or '(none)'} on source={settings.source} "
+              f"profile={settings.profile}: {'succeeded' if ran and not absent else 'FAILED'} in "
+              f"{duration(elapsed).value}")
         print(f"artifacts: {settings.home}   Dagster instance: {settings_from_env().dagster_home}")
         materializations = [e for r in results for e in r.get_asset_materialization_events()]
         print(_precision_line(materializations) + "\n")
@@ -129,8 +158,11 @@ def run(selection: str | None, days: str | None = None) -> int:
                       f"{check.check_name}")
                 if not check.passed:
                     print(f"              {', '.join(f'{k}: {_value(v)}' for k, v in check.metadata.items())}")
-        if not result.success:
-            for event in result.all_events:
+        if absent:
+            print(f"\n{absent}", file=sys.stderr)
+            return 1
+        if not ran:
+            for event in results[-1].all_events:
                 if event.is_step_failure and event.step_failure_data.error:
                     print(f"\nstep {event.step_key} failed: {event.step_failure_data.error.message.strip()}",
                           file=sys.stderr)

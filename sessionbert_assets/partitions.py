@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from sessionbert_core.config import settings_from_env
-from sessionbert_core.data.ingest import cached_days
+from sessionbert_core.data.ingest import cached_days, cached_files
 
 LANDING_FILES = dg.DynamicPartitionsDefinition(name="landing_files")
 # end_offset=1: today is a partition too, so the day now arriving is ingested as it lands
@@ -75,6 +75,23 @@ def day_tags(days: list[date]) -> dict[str, str]:
 def landing_days(instance: dg.DagsterInstance, cache: Path) -> list[date]:
     """The days of the registered files, as their parses in `cache` found them."""
     return cached_days(cache, set(registered(instance)))
+
+
+def upstream_needed(selected: list[dg.AssetKey], instance: dg.DagsterInstance, cache: Path,
+                    days: tuple[date, date] | None = None) -> list[dg.AssetKey]:
+    """What `selected` lacks to run its partitions, in the order it runs: `landing_folder` where it holds a
+    partitioned asset and no file is registered (listing the folder registers them), and `landing_files` where it
+    holds assets by day without `days` and the days are not all known before the files are read: the folder is
+    listed in this run, or a registered file has no parse in `cache`. [] when nothing is lacking."""
+    files, folder = dg.AssetKey("landing_files"), dg.AssetKey("landing_folder")
+    chosen, by_day = set(selected), {dg.AssetKey(name) for name in DAY_ASSETS} & set(selected)
+    files_known = registered(instance)
+    needed = [folder] if (by_day or files in chosen) and folder not in chosen and not files_known else []
+    parsed = {name for name, _ in cached_files(cache)}
+    if by_day and days is None and files not in chosen and (
+            folder in chosen or needed or not set(files_known) <= parsed):
+        needed.append(files)
+    return needed
 
 
 def runs_over_files(selected: list[dg.AssetKey], instance: dg.DagsterInstance, cache: Path | None = None,
