@@ -59,7 +59,7 @@ def check_quarantine_share(sessionbert: SessionBertResource, quality_gates: Qual
                             "itself holds for the whole ingest, on raw_sessions).")
 def check_files_are_conserved(context: dg.AssetCheckExecutionContext, sessionbert: SessionBertResource,
                               quality_gates: QualityGatesResource) -> dg.AssetCheckResult:
-    files = {f.name: f for f in discover(sessionbert.landing_path())}
+    files = {f.name: f for f in discover(sessionbert.landing_path(), sessionbert.pseudonym_key())}
     rows, broken, missing = [], [], []
     for key in context.partition_keys:
         if key not in files or files[key].kind in ("ignored", "mapping"):

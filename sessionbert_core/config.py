@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -118,7 +119,7 @@ FIRST_DAY = "1990-01-01"
 
 @dataclass(frozen=True)
 class Settings:
-    """The environment variables of DESIGN.md, resolved to values. This module is the one that reads
+    """The environment variables of docs/configuration.md, resolved to values. This module is the one that reads
     the environment (and, for `sessionbert serve` and the Dagster instance, writes it)."""
 
     home: Path
@@ -154,6 +155,35 @@ def compute_from_env(env: dict[str, str] | None = None) -> ComputeSettings:
     env = os.environ if env is None else env
     return ComputeSettings(device=env.get("SESSIONBERT_DEVICE") or "auto",
                            precision=env.get("SESSIONBERT_PRECISION") or "auto")
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """How much of one landing file is read (SESSIONBERT_MAX_FILE_BYTES, SESSIONBERT_MAX_LINE_BYTES): bytes
+    per file once decompressed, and per line. Past the first the file keeps what came before and gets a
+    quarantine row of kind `file`; a line past the second is quarantined alone. The paper's files are some
+    170 MB each."""
+
+    file_bytes: int = 1 << 30
+    line_bytes: int = 1 << 20
+
+
+def read_limits_from_env(env: dict[str, str] | None = None) -> ReadLimits:
+    env = os.environ if env is None else env
+    return ReadLimits(_size(env, "SESSIONBERT_MAX_FILE_BYTES", ReadLimits.file_bytes),
+                      _size(env, "SESSIONBERT_MAX_LINE_BYTES", ReadLimits.line_bytes))
+
+
+def _size(env, name: str, default: int) -> int:
+    """A size in bytes: a whole number, or one with a KiB, MiB or GiB unit (`512MiB`, `2GiB`)."""
+    value = (env.get(name) or "").strip()
+    if not value:
+        return default
+    found = re.fullmatch(r"(\d+)\s*(?:([KMG])i?B?)?", value, re.IGNORECASE)
+    if not found or int(found[1]) == 0:
+        raise ValueError(f"{name} must be a positive number of bytes such as 1073741824, 512MiB or 2GiB, "
+                         f"not {value!r}")
+    return int(found[1]) << {"": 0, "K": 10, "M": 20, "G": 30}[(found[2] or "").upper()]
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> Settings:

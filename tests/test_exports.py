@@ -56,7 +56,7 @@ def _filtered(result, name: str) -> dict[str, int]:
 
 
 def test_each_export_is_recognized_by_its_content(exports):
-    found = {f.name: f.kind for f in discover(exports)}
+    found = {f.name: f.kind for f in discover(exports, KEY)}
     assert found == KINDS | {"landing.yaml": "mapping"}
 
 
@@ -306,5 +306,5 @@ def test_a_mapped_json_field_no_record_has_is_null(landing):
 def test_notes_that_merely_start_with_billing_are_not_billing(landing):
     folder = landing({"billing_notes.txt": "costs, as agreed\n",
                       "events.csv": "user_id,session_id,timestamp,service,page\nu1,s1,1772449200,s3,list\n"})
-    found = {f.name: f.kind for f in discover(folder)}
+    found = {f.name: f.kind for f in discover(folder, KEY)}
     assert found["billing_notes.txt"] == "ignored"

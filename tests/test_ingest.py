@@ -181,4 +181,4 @@ def test_probe_reads_headers_only_and_names_the_problem(landing):
 
 def _found(folder, name: str):
     """The landing folder's file of that name, as discovery classifies it."""
-    return next(f for f in discover(folder) if f.name == name)
+    return next(f for f in discover(folder, KEY) if f.name == name)

@@ -60,7 +60,7 @@ def test_fifos_and_dangling_links_are_listed_as_ignored(landing, tmp_path):
     folder = landing({"events.csv": _good_csv(range(2))})
     os.mkfifo(folder / "pipe.csv")
     (folder / "gone.csv").symlink_to(tmp_path / "missing.csv")
-    reasons = {f.name: f.reason for f in discover(folder) if f.kind == "ignored"}
+    reasons = {f.name: f.reason for f in discover(folder, KEY) if f.kind == "ignored"}
     assert reasons == {"gone.csv": "a dangling symlink", "pipe.csv": "not a regular file (a FIFO, socket or device)"}
     assert ingest_landing(folder, KEY).events.height == 2
 
@@ -70,8 +70,8 @@ def test_the_sensor_does_not_follow_a_link_out(landing, tmp_path):
     outside.write_text(_good_csv(range(5)))
     folder = landing({"events.csv": _good_csv(range(2))})
     (folder / "more.csv").symlink_to(outside)
-    first = look(folder, None)
-    second = look(folder, first.cursor)
+    first = look(folder, None, KEY)
+    second = look(folder, first.cursor, KEY)
     assert set(second.new) == {"events.csv"}
 
 
@@ -262,4 +262,4 @@ def test_no_raw_client_host_or_user_is_stored(landing, tmp_path):
 
 def _found(folder, name: str):
     """The landing folder's file of that name, as discovery classifies it."""
-    return next(f for f in discover(folder) if f.name == name)
+    return next(f for f in discover(folder, KEY) if f.name == name)

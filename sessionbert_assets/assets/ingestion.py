@@ -12,6 +12,7 @@ from sessionbert_assets.metadata import TABLE_ROWS, count, date_range, streamed,
 from sessionbert_assets.partitions import LANDING_FILES, SESSION_DAYS
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core import storage
+from sessionbert_core.config import read_limits_from_env
 from sessionbert_core.data.combine import Combined, Day, Targets, combine_days, landing_tables, read_landing
 from sessionbert_core.data.exports.cloudtrail import Callers
 from sessionbert_core.data.ingest import (
@@ -34,6 +35,13 @@ class IngestConfig(dg.Config):
     cloudtrail_callers: Callers = "console"
 
 
+def read_options(config: IngestConfig) -> ReadOptions:
+    """What a parse keeps: CloudTrail's callers as configured, page views from the first day partition on, and
+    how much of a file it reads (SESSIONBERT_MAX_FILE_BYTES, SESSIONBERT_MAX_LINE_BYTES, read as the run starts)."""
+    return ReadOptions(config.cloudtrail_callers, first_day=SESSION_DAYS.start.date().isoformat(),
+                       limits=read_limits_from_env())
+
+
 @dg.asset(group_name="data", partitions_def=LANDING_FILES, backfill_policy=dg.BackfillPolicy.single_run(),
           deps=["landing_folder"], kinds={"polars", "parquet"})
 def landing_files(context: dg.AssetExecutionContext, config: IngestConfig, sessionbert: SessionBertResource) -> None:
@@ -47,9 +55,9 @@ def landing_files(context: dg.AssetExecutionContext, config: IngestConfig, sessi
     partition (or, with `unreadable_files: quarantine`, is reported there and quarantined by
     `quarantined_events`).
     """
-    files = {f.name: f for f in discover(sessionbert.landing_path())}
+    files = {f.name: f for f in discover(sessionbert.landing_path(), sessionbert.pseudonym_key())}
     store = ParseCache(sessionbert.home_path / "ingest_cache", sessionbert.pseudonym_key(),
-                       ReadOptions(config.cloudtrail_callers))
+                       read_options(config))
     mode = unreadable_mode(context, config)
     for key in context.partition_keys:
         f = files.get(key)
@@ -115,7 +123,7 @@ def raw_sessions(context: dg.AssetExecutionContext, config: IngestConfig, sessio
     tables = _targets(home).days()
     try:
         landing = read_landing(sessionbert.landing_path(), sessionbert.pseudonym_key(), home / "ingest_cache",
-                               unreadable_mode(context, config), ReadOptions(config.cloudtrail_callers))
+                               unreadable_mode(context, config), read_options(config))
         events = billed = 0
         for day in combine_days(landing, days):
             tables.write(day)
@@ -165,12 +173,12 @@ def quarantined_events(context: dg.AssetExecutionContext, config: IngestConfig,
     targets = _targets(home)
     try:
         landing = read_landing(sessionbert.landing_path(), sessionbert.pseudonym_key(), home / "ingest_cache",
-                               unreadable_mode(context, config), ReadOptions(config.cloudtrail_callers))
+                               unreadable_mode(context, config), read_options(config))
         result = landing_tables(landing, targets.days(), targets.quarantine)
     except IngestError as error:
         raise dg.Failure(description=str(error)) from error
     quarantine = storage.scan_table(targets.quarantine)
-    refused = quarantine.filter(pl.col("kind") == "file").collect()
+    refused = quarantine.filter(pl.col("reason") == "unreadable file").collect()  # not a file cut short
     for problem in refused["detail"]:
         context.log.warning(f"file refused and quarantined: {problem}")
     if result.files.height > TABLE_ROWS:

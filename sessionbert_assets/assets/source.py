@@ -35,7 +35,7 @@ def landing_folder(context: dg.AssetExecutionContext, sessionbert: SessionBertRe
     else:
         folder, truth, personas, extra = Path(sessionbert.source).expanduser().resolve(), None, sessionbert.personas, {}
     try:
-        files = discover(folder)
+        files = discover(folder, sessionbert.pseudonym_key())
     except IngestError as error:
         raise dg.Failure(description=str(error)) from error
     kinds = Counter(f.kind for f in files)  # what each file was recognized as, by its content

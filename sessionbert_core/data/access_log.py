@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -10,6 +9,8 @@ from pathlib import Path
 
 import polars as pl
 
+from sessionbert_core.config import ReadLimits
+from sessionbert_core.data.reading import FileReader, decoded
 from sessionbert_core.errors import IngestError
 
 SESSION_GAP_MINUTES = 30
@@ -62,12 +63,16 @@ def pseudonymized_line(lines: pl.Series, key: bytes) -> pl.Series:
 
     out = []
     for line in lines:
-        fields = line.split(" ", 3) if line is not None else []
+        if line is None:
+            out.append(None)
+            continue
+        words = line.lstrip()  # a line that starts with blanks still has its host as its first word
+        fields = words.split(" ", 3)
         if fields and fields[0]:
             fields[0] = alias(fields[0])
         if len(fields) > 2 and fields[2] not in ("", "-"):
             fields[2] = alias(fields[2])
-        out.append(" ".join(fields) if line is not None else None)
+        out.append(line[: len(line) - len(words)] + " ".join(fields))
     return pl.Series(lines.name, out, dtype=pl.String)
 
 
@@ -87,26 +92,33 @@ def normalize_path(target: pl.Expr) -> pl.Expr:
     return pl.when(path == "").then(pl.lit("/")).otherwise(path)
 
 
-def _read_lines(path: Path) -> list[str]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        return [line.decode("utf-8", errors="replace").rstrip("\r\n") for line in handle]
+def _read_lines(path: Path, name: str, limits: ReadLimits | None = None) -> tuple[pl.DataFrame, int]:
+    """The log's non-blank lines (`reading.FileReader`: bounded, verified to its end) as _text, _line and the
+    reader's _read_reason, _read_detail (a line too long, the line a cut file stopped in, a Latin-1 guess);
+    and its blank lines."""
+    reader, texts, numbers, reasons, details = FileReader(path, name, limits), [], [], [], []
+    for line in reader.lines():
+        text, _, note = decoded(line.data, quote=False)  # the text around a bad byte may name the client
+        texts.append(text)
+        numbers.append(line.number)
+        reasons.append(line.reason)
+        details.append(line.detail or note)
+    return pl.DataFrame({"_text": texts, "_line": numbers, "_read_reason": reasons, "_read_detail": details},
+                        schema={"_text": pl.String, "_line": pl.Int64, "_read_reason": pl.String,
+                                "_read_detail": pl.String}), reader.blank
 
 
 def first_line(path: Path) -> str:
-    """The first line of a log (gzip or plain), read without reading the rest; raises when unreadable."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        return handle.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+    """The first non-blank line of a log (gzip or plain), read without reading the rest; raises when unreadable."""
+    line = next(FileReader(path, path.name).lines(), None)
+    return decoded(line.data)[0] if line is not None else ""
 
 
-def read_page_views(path: Path, name: str, key: bytes) -> ParsedLog:
+def read_page_views(path: Path, name: str, key: bytes, limits: ReadLimits | None = None) -> ParsedLog:
     try:
-        lines = _read_lines(path)
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
-        raise IngestError(f"{name}: cannot be read as an access log: {error}") from error
-    frame = pl.DataFrame({"_text": lines}, schema={"_text": pl.String}).with_columns(
-        _line=pl.int_range(1, pl.len() + 1, dtype=pl.Int64))
+        frame, blank = _read_lines(path, name, limits)
+    except OSError as error:
+        raise IngestError(f"{name}: cannot be read as an access log: {error.strerror or error}") from error
     parts = frame.with_columns(pl.col("_text").str.extract_groups(LOG_PATTERN).alias("_log")).unnest("_log")
     parts = parts.with_columns(pl.col("request").str.extract_groups(REQUEST_PATTERN).alias("_req")).unnest("_req")
     parts = parts.with_columns(
@@ -116,7 +128,8 @@ def read_page_views(path: Path, name: str, key: bytes) -> ParsedLog:
         _suffix=pl.col("target").str.replace(r"[?#].*$", "").str.extract(r"\.([A-Za-z0-9]{1,6})$").str.to_lowercase(),
     )
     parse_reason = (
-        pl.when(pl.col("host").is_null()).then(pl.lit("not a Common or Combined Log Format line"))
+        pl.when(pl.col("_read_reason").is_not_null()).then(pl.col("_read_reason"))
+        .when(pl.col("host").is_null()).then(pl.lit("not a Common or Combined Log Format line"))
         .when(pl.col("_ts").is_null()).then(pl.lit("unparseable timestamp"))
         .when(pl.col("method").is_null()).then(pl.lit("unparseable request line"))
     )
@@ -136,6 +149,9 @@ def read_page_views(path: Path, name: str, key: bytes) -> ParsedLog:
         .select(pl.lit(name).alias("source_file"), "reason", "rows")
         .sort("rows", descending=True)
     )
+    if blank:
+        blanks = pl.DataFrame({"source_file": [name], "reason": ["blank line"], "rows": [blank]})
+        filtered = pl.concat([filtered, blanks], how="vertical_relaxed").sort("rows", descending=True)
     views = parts.filter(pl.col("_filtered").is_null())
     views = views.with_columns(
         user_id=pseudonymize(views["host"], key),
@@ -146,10 +162,10 @@ def read_page_views(path: Path, name: str, key: bytes) -> ParsedLog:
     views = mark_gap_sessions(views)
     page_views = views.select(
         "user_id", "session_id", pl.col("time").alias("timestamp"), "service", "page",
-        pl.col("_ts").alias("_typed_timestamp"), "_line", "_reason", "_gap",
+        pl.col("_ts").alias("_typed_timestamp"), "_line", "_reason", pl.col("_read_detail").alias("_detail"), "_gap",
         pl.lit(name).alias("_file"), pseudonymized_line(views["_text"], key).alias("_raw"),
     )
-    return ParsedLog(page_views, filtered.cast(FILTERED_SCHEMA), len(lines))
+    return ParsedLog(page_views, filtered.cast(FILTERED_SCHEMA), frame.height + blank)
 
 
 GAP_SESSION = "(by gap)"  # the session of a row whose session is cut later, across files

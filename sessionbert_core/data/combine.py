@@ -14,7 +14,9 @@ Every row read ends in one place: kept, quarantined (with file, line, reason and
 (access logs: static files, crawlers, failed requests), so `read = kept + quarantined + filtered` holds for
 every file once its days are combined (`landing_tables` names the days missing otherwise). A file that cannot
 be read, or lacks a required column, raises `IngestError` naming it (or, asked, becomes a quarantine row of
-kind `file`). Nothing is written to the landing folder.
+kind `file`). A file cut short, corrupt part-way or past the size limit keeps the lines before the damage and
+adds one row of kind `file` naming the last complete line, counted as read and quarantined. Nothing is
+written to the landing folder.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 import polars as pl
 
 from sessionbert_core import storage
-from sessionbert_core.data import access_log
+from sessionbert_core.data import access_log, reading
 from sessionbert_core.data.access_log import sessions_by_gap
 from sessionbert_core.data.ingest import (
     PAGE_VIEW_KINDS,
@@ -73,7 +75,7 @@ def read_landing(folder: Path, pseudonym_key: bytes, cache: Path, unreadable: st
     file's figures, not its rows."""
     if unreadable not in UNREADABLE_MODES:
         raise ValueError(f"unreadable must be one of {', '.join(UNREADABLE_MODES)}, not {unreadable!r}")
-    found = discover(Path(folder))
+    found = discover(Path(folder), pseudonym_key)
     files = [f for f in found if f.kind not in ("ignored", "mapping")]
     if not any(f.kind in PAGE_VIEW_KINDS for f in files):
         raise IngestError(f"{folder}: no event files, access logs or exports (CloudTrail, Snowplow, Segment, "
@@ -346,9 +348,12 @@ def kept_rows(frame, schema: dict):
 
 
 def quarantined_rows(frame, kind: str):
-    """The rows a rule refused, as QUARANTINE_SCHEMA (a DataFrame or a LazyFrame)."""
+    """The rows a rule refused, as QUARANTINE_SCHEMA (a DataFrame or a LazyFrame); the line a file was cut short
+    in (or stopped at its size limit) is of kind `file`, its detail naming the last complete line."""
+    file_row = pl.col("_reason").is_in(reading.FILE_REASONS)
     return frame.filter(pl.col("_reason").is_not_null()).select(
-        pl.col("_file").alias("source_file"), pl.col("_line").alias("line"), pl.lit(kind).alias("kind"),
+        pl.col("_file").alias("source_file"), pl.col("_line").alias("line"),
+        pl.when(file_row).then(pl.lit("file")).otherwise(pl.lit(kind)).alias("kind"),
         pl.col("_reason").alias("reason"), pl.col("_detail").alias("detail"), pl.col("_raw").alias("raw"),
     ).cast(QUARANTINE_SCHEMA)
 
@@ -360,11 +365,13 @@ def _rejected_files(rejected: list[tuple[str, str, str]]) -> pl.DataFrame:
 
 
 def _in_reading_order(quarantine: pl.DataFrame, files: pl.DataFrame) -> pl.DataFrame:
-    """Quarantined rows as the files were read: page-view files, then billing, then refused files; by line."""
+    """Quarantined rows as the files were read: page-view files, then billing, then refused files; by line (a
+    file's row for where it was cut short after its lines)."""
     order = files.select("file", _kind=pl.col("kind").replace_strict({"billing": 1}, default=0, return_dtype=pl.Int8),
                          _index=pl.int_range(pl.len()))
     return (quarantine.with_row_index("_row").join(order, left_on="source_file", right_on="file", how="left")
-            .with_columns(pl.when(pl.col("kind") == "file").then(2).otherwise("_kind").alias("_kind"))
+            .with_columns(pl.when((pl.col("kind") == "file") & pl.col("line").is_null()).then(2).otherwise("_kind")
+                          .alias("_kind"))
             .sort("_kind", "_index", "line", "_row", nulls_last=True).drop("_row", "_kind", "_index"))
 
 

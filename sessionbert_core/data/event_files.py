@@ -3,28 +3,37 @@
 Every reader returns the file's columns as text plus `_line` (the record's first physical line),
 `_reason`/`_detail` (a reading problem, or null) and `_raw_line` (the record as the user wrote it,
 where it is not plain UTF-8 text or could not be parsed), and counts what it filtered (blank lines).
-A CSV record whose quote does not close within MAX_RECORD_LINES physical lines is quarantined alone
-as `unbalanced quote`, and reading goes on at its next line; a JSON line that does not parse, nests
-too deep, holds a number too long or text that is not Unicode is one quarantine row.
+Lines come from `reading.FileReader` (bounded, verified to the file's end): a line too long, or the one
+the file was cut short in, is a row with its reason. A CSV record whose quote does not close within
+MAX_RECORD_LINES physical lines is quarantined alone as `unbalanced quote`, and reading goes on at its
+next line; a stray quote or carriage return in an unquoted field costs its record (RFC 4180 quoting); a
+JSON line that does not parse, nests too deep, holds a number too long or text that is not Unicode is
+one quarantine row. A file of blank lines only has no columns and no rows, like an empty one.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import zlib
+import re
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from sessionbert_core.config import ReadLimits
+from sessionbert_core.data.reading import FILE_REASONS, LINE_TOO_LONG, FileReader, Line, decoded
 from sessionbert_core.errors import IngestError
 
 MAX_RECORD_LINES = 50  # physical lines a quoted CSV field may span before its quote counts as unbalanced
-csv.field_size_limit(64 * 2**20)  # long fields are read and then quarantined by length, not refused by csv
+csv.field_size_limit(2**31 - 1)  # a record is bounded by the line limit; long fields are quarantined by length
+_FIELD = r'(?:"(?:[^"]|"")*+"|[^",]*+)'  # RFC 4180: quoted whole (quotes doubled inside), or holding no quote
+WELL_QUOTED = re.compile(rf"{_FIELD}(?:,{_FIELD})*+")
+QUOTE_OPEN = re.compile(rf'(?:{_FIELD},)*+"(?:[^"]|"")*+')  # a record whose last field's quote is still open
 TEXT_KEYS = ("user_id", "session_id", "service", "page", "country", "city", "billing_tier")  # text or integers
 BOM = "\ufeff"
-GZIP_MAGIC = b"\x1f\x8b"
 # the columns of a file that gave none (no header, no JSON object): its lines are quarantined, not the file refused
 FALLBACK_COLUMNS = ("user_id", "session_id", "timestamp", "service", "page")
 
@@ -36,45 +45,6 @@ class Records:
     blank: int  # blank lines, filtered
 
 
-def _decoded(line: bytes) -> tuple[str, str | None]:
-    """The line as text (invalid bytes as U+FFFD, which validation quarantines) and, when it was not
-    valid UTF-8, the untouched bytes as text with backslash escapes (for the raw record)."""
-    try:
-        return line.decode("utf-8"), None
-    except UnicodeDecodeError:
-        return line.decode("utf-8", "replace"), line.decode("utf-8", "backslashreplace")
-
-
-def file_bytes(path: Path, limit: int | None = None) -> bytes:
-    """A file's bytes (its first `limit` ones), decompressed when they are gzip's, whatever the file is
-    called. A gzip file cut short or corrupt part-way gives what decompressed before the damage: its last
-    record then reads as cut short (and is quarantined as such), the ones before it are kept."""
-    with path.open("rb") as handle:
-        start = handle.read(2)
-        if start != GZIP_MAGIC:
-            handle.seek(0)
-            return handle.read() if limit is None else handle.read(limit)
-        handle.seek(0)
-        inflate, out, size = zlib.decompressobj(wbits=31), [], 0
-        while chunk := handle.read(1 << 20):
-            try:
-                out.append(inflate.decompress(chunk))
-            except zlib.error as error:
-                if not out:
-                    raise IngestError(f"{path.name}: cannot be decompressed (gzip data corrupt from its start: "
-                                      f"{error})") from error
-                break
-            size += len(out[-1])
-            if limit is not None and size >= limit:
-                break
-            if inflate.eof:  # a second gzip member (concatenated files) starts a new stream
-                rest, inflate = inflate.unused_data, zlib.decompressobj(wbits=31)
-                if rest:
-                    out.append(inflate.decompress(rest))
-    data = b"".join(out)
-    return data if limit is None else data[:limit]
-
-
 def physical_lines(data: bytes) -> list[bytes]:
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":  # the newline that ends the last line starts no line
@@ -84,8 +54,11 @@ def physical_lines(data: bytes) -> list[bytes]:
 
 def csv_header(line: bytes, name: str) -> list[str]:
     """The column names of a CSV file's first line; an error naming the file for none or a repeated one."""
-    text, _ = _decoded(line.rstrip(b"\r\n"))
-    header = next(csv.reader([text.removeprefix(BOM)]), [])
+    text, _, _ = decoded(line.rstrip(b"\r\n"))
+    try:
+        header = next(csv.reader([text.removeprefix(BOM)]), [])
+    except csv.Error as error:
+        raise IngestError(f"{name}: the first line is not a CSV header: {_csv_problem(error)}") from None
     if not [h for h in header if h.strip()]:
         raise IngestError(f"{name}: the first line is not a CSV header")
     repeated = sorted({h for h in header if header.count(h) > 1})
@@ -94,65 +67,136 @@ def csv_header(line: bytes, name: str) -> list[str]:
     return header
 
 
-def read_csv(path: Path, name: str) -> Records:
-    lines = physical_lines(file_bytes(path))
-    if not lines:
-        return Records(_frame([], [], [], [], [], ()), 0, 0)
-    header = csv_header(lines[0], name)
-    rows, numbers, reasons, details, raws = [], [], [], [], []
-    blank, i = 0, 1
-    while i < len(lines):
-        text, raw = _decoded(lines[i])
-        if not text.strip():
-            blank, i = blank + 1, i + 1
+class _Rows:
+    """The records read so far, as the columns of `Records.frame` (a record's fields: a list, a JSON object's
+    dict, or None where it has none)."""
+
+    def __init__(self):
+        self.rows, self.numbers, self.reasons, self.details, self.raws = [], [], [], [], []
+
+    def add(self, number: int, fields: list | dict | None, reason: str | None, detail: str | None, raw: str | None):
+        self.rows.append(fields)
+        self.numbers.append(number)
+        self.reasons.append(reason)
+        self.details.append(detail)
+        self.raws.append(raw)
+
+    def refused(self, line: Line) -> None:
+        """A line the reader refused (too long, or the one reading stopped in): its raw bytes as text."""
+        self.add(line.number, None, line.reason, line.detail, line.data.decode("utf-8", "backslashreplace"))
+
+    def records(self, columns, blank: int) -> Records:
+        rows = [[None] * len(columns) if fields is None else [fields.get(c) for c in columns]
+                if isinstance(fields, dict) else fields for fields in self.rows]
+        return Records(_frame(rows, self.numbers, self.reasons, self.details, self.raws, columns),
+                       len(self.rows) + blank, blank)
+
+
+def read_csv(path: Path, name: str, limits: ReadLimits | None = None) -> Records:
+    """A CSV file's records after its header (its first non-blank line)."""
+    reader = FileReader(path, name, limits)
+    lines = _ReadAgain(reader.lines())
+    first = next(lines, None)
+    if first is not None and first.reason == LINE_TOO_LONG:
+        raise IngestError(f"{name}: the first line is not a CSV header: {first.detail}")
+    if first is None or first.reason:  # blank lines only, or cut before its header ended: no columns, no rows
+        rows = _Rows()
+        if first is not None:
+            rows.refused(first)
+        return rows.records((), reader.blank)
+    header = csv_header(first.data, name)
+    rows = _Rows()
+    for line in lines:
+        if line.reason:
+            rows.refused(line)
             continue
-        last = i
-        while text.count('"') % 2 and last + 1 < len(lines) and last - i + 1 < MAX_RECORD_LINES:
-            last += 1
-            more, more_raw = _decoded(lines[last])
-            raw = None if raw is None and more_raw is None else f"{raw or text}\n{more_raw or more}"
-            text = f"{text}\n{more}"
-        numbers.append(i + 1)
-        if text.count('"') % 2:  # never closed: this line alone is the bad record, the next ones are read again
-            text, raw = _decoded(lines[i])
-            rows.append([None] * len(header))
-            reasons.append("unbalanced quote")
-            details.append(f"the quote opened on line {i + 1} does not close within {MAX_RECORD_LINES} lines")
-            raws.append(raw or text)
-            i += 1
-            continue
+        text, raw, note = decoded(line.data)
+        if '"' in text and QUOTE_OPEN.fullmatch(text):
+            text, raw, note = _quoted_record(line, text, raw, note, lines)
+            if text is None:  # never closed: this line alone is the bad record, the next ones are read again
+                text, raw, _ = decoded(line.data)
+                rows.add(line.number, None, "unbalanced quote",
+                         f"the quote opened on line {line.number} does not close within {MAX_RECORD_LINES} lines",
+                         raw or text)
+                continue
+        fields, reason, detail = _csv_record(text, len(header))
+        rows.add(line.number, fields, reason, detail or note, raw if raw is not None else (text if reason else None))
+    return rows.records(header, reader.blank)
+
+
+class _ReadAgain:
+    """Lines, those put back in `pending` first (read ahead for a quote that did not close, to read again)."""
+
+    def __init__(self, lines: Iterator[Line]):
+        self.lines, self.pending = lines, deque()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Line:
+        return self.pending.popleft() if self.pending else next(self.lines)
+
+
+def _quoted_record(line: Line, text: str, raw: str | None, note: str | None,
+                   lines: _ReadAgain) -> tuple[str | None, str | None, str | None]:
+    """The record whose quoted field `line` opens, read on to the line that closes it (text, raw, note), or
+    None for a quote that does not close within MAX_RECORD_LINES lines (the lines read put back)."""
+    read = [line]
+    while QUOTE_OPEN.fullmatch(text):
+        more = next(lines, None) if len(read) < MAX_RECORD_LINES else None
+        if more is None or more.reason:
+            lines.pending.extendleft([more] * (more is not None) + read[:0:-1])
+            return None, None, None
+        more_text, more_raw, more_note = decoded(more.data)
+        gap = "\n" * (more.number - read[-1].number)  # blank lines inside the field (the reader skips them)
+        raw = None if raw is None and more_raw is None else f"{raw or text}{gap}{more_raw or more_text}"
+        text, note = f"{text}{gap}{more_text}", note or more_note
+        read.append(more)
+    return text, raw, note
+
+
+def _csv_record(text: str, width: int) -> tuple[list | None, str | None, str | None]:
+    """One record's fields, padded or cut to `width`, or the reason it cannot be read."""
+    if '"' in text and not WELL_QUOTED.fullmatch(text):
+        return None, "stray quote", ('a quote (") inside an unquoted field or after a closing quote: a field '
+                                     'that holds a quote is quoted whole, its quotes doubled ("")')
+    try:
         record = next(csv.reader([text]), [])
-        reason = detail = None
-        if len(record) != len(header):
-            reason, detail = "wrong number of fields", f"{len(record)} fields, header has {len(header)}"
-            record = (record + [None] * len(header))[: len(header)]
-        rows.append(record)
-        reasons.append(reason)
-        details.append(detail)
-        raws.append(raw if raw is not None else (text if reason else None))
-        i = last + 1
-    return Records(_frame(rows, numbers, reasons, details, raws, header), len(rows) + blank, blank)
+    except csv.Error as error:
+        return None, "unparseable CSV record", _csv_problem(error)
+    if len(record) != width:
+        return (record + [None] * width)[:width], "wrong number of fields", f"{len(record)} fields, header has {width}"
+    return record, None, None
 
 
-def read_jsonl(path: Path) -> Records:
-    records, numbers, reasons, details, raws = [], [], [], [], []
-    blank = 0
-    for number, line in enumerate(physical_lines(file_bytes(path)), start=1):
-        text, raw = _decoded(line)
-        if number == 1:
-            text = text.removeprefix(BOM)
-        if not text.strip():
-            blank += 1
+def _csv_problem(error: csv.Error) -> str:
+    """What Python's csv module found, in words a person can act on."""
+    message = str(error)
+    if "new-line character" in message:
+        return ("a carriage return (\\r) inside an unquoted field: quote the field, or end lines with \\n or "
+                "\\r\\n only")
+    if "NUL" in message:
+        return "a NUL byte (\\x00): not text"
+    if "field limit" in message:
+        return "a field of more than 2 GiB, the most Python's csv module reads: lower SESSIONBERT_MAX_LINE_BYTES"
+    return message
+
+
+def read_jsonl(path: Path, name: str = "", limits: ReadLimits | None = None) -> Records:
+    """A JSON-lines file's records, one object a line."""
+    reader = FileReader(path, name or path.name, limits)
+    rows = _Rows()
+    for line in reader.lines():
+        if line.reason:
+            rows.refused(line)
             continue
+        text, raw, note = decoded(line.data)
         value, reason, detail = _json_record(text)
-        records.append(value)
-        numbers.append(number)
-        reasons.append(reason)
-        details.append(detail)
-        raws.append(raw if raw is not None else (text if reason else None))
-    keys = list(dict.fromkeys(k for record in records for k in record)) or list(FALLBACK_COLUMNS)
-    rows = [[record.get(k) for k in keys] for record in records]
-    return Records(_frame(rows, numbers, reasons, details, raws, keys), len(records) + blank, blank)
+        rows.add(line.number, value, reason, detail or note, raw if raw is not None else (text if reason else None))
+    keys = list(dict.fromkeys(k for record in rows.rows if record for k in record))
+    if not keys and any(reason not in FILE_REASONS for reason in rows.reasons):
+        keys = list(FALLBACK_COLUMNS)  # no object read: the lines are quarantined, not the file refused
+    return rows.records(keys, reader.blank)
 
 
 def _json_record(text: str) -> tuple[dict[str, str | None], str | None, str | None]:
@@ -185,7 +229,9 @@ def _json_type(value) -> str:
 
 def _frame(rows: list[list], numbers: list[int], reasons: list, details: list, raws: list,
            columns) -> pl.DataFrame:
-    frame = pl.DataFrame(rows, schema={c: pl.String for c in columns}, orient="row") if rows else \
-        pl.DataFrame(schema={c: pl.String for c in columns or FALLBACK_COLUMNS})
-    return frame.with_columns(_line=pl.Series(numbers, dtype=pl.Int64), _reason=pl.Series(reasons, dtype=pl.String),
-                              _detail=pl.Series(details, dtype=pl.String), _raw_line=pl.Series(raws, dtype=pl.String))
+    read = pl.DataFrame({"_line": pl.Series(numbers, dtype=pl.Int64), "_reason": pl.Series(reasons, dtype=pl.String),
+                         "_detail": pl.Series(details, dtype=pl.String), "_raw_line": pl.Series(raws, dtype=pl.String)})
+    if not columns:  # no header and no object: only the line the file was cut short in, if any
+        return read
+    return pl.concat([pl.DataFrame(rows, schema={c: pl.String for c in columns}, orient="row"), read],
+                     how="horizontal")

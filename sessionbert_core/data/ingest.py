@@ -26,16 +26,18 @@ from typing import Literal, get_args
 import polars as pl
 
 from sessionbert_core import storage
-from sessionbert_core.data import access_log, event_files, validate
-from sessionbert_core.data.event_files import file_bytes
+from sessionbert_core.config import ReadLimits
+from sessionbert_core.data import access_log, event_files, privacy, reading, validate
 from sessionbert_core.data.exports import cloudtrail, formats, ga4, mapping, records, segment, snowplow
 from sessionbert_core.data.exports.cloudtrail import Callers
 from sessionbert_core.data.exports.mapping import TableMapping
 from sessionbert_core.data.exports.records import PageViews, Pseudonyms
+from sessionbert_core.data.privacy import Pseudonymizer
 from sessionbert_core.data.validate import (
     BILLING_COLUMNS,
     EVENT_COLUMNS,
     OPTIONAL_COLUMNS,
+    Window,
     error_line,
     read_table,
     read_text_table,
@@ -49,7 +51,7 @@ UNREADABLE_MODES: tuple[str, ...] = get_args(UnreadableFiles)
 # the parser's own code: a change to it invalidates every cached parse
 PARSER_VERSION = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (
     sys.modules[__name__], access_log, validate, event_files, formats, records, cloudtrail, snowplow, segment, ga4,
-    mapping))).hexdigest()
+    mapping, privacy, reading))).hexdigest()
 EXPORT_KINDS = ("cloudtrail", "snowplow", "segment", "ga4", "mapped")
 PAGE_VIEW_KINDS = ("events", "access_log", *EXPORT_KINDS)  # what gives page views (billing files do not)
 
@@ -66,9 +68,12 @@ class LandingFile:
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """Choices about what to keep of an export (Dagster's IngestConfig sets them)."""
+    """Choices about what to keep of an export (Dagster's IngestConfig sets them), and how much of a file is
+    read (`limits`: SESSIONBERT_MAX_FILE_BYTES, SESSIONBERT_MAX_LINE_BYTES)."""
 
     cloudtrail_callers: Callers = "console"  # console, programmatic or all
+    first_day: str = validate.EARLIEST  # the first day partition: a page view before it is quarantined
+    limits: ReadLimits = dataclasses.field(default_factory=ReadLimits)  # settings read by the asset, at run time
 
     def __post_init__(self):
         if self.cloudtrail_callers not in cloudtrail.CALLERS:
@@ -76,9 +81,10 @@ class ReadOptions:
                              f"not {self.cloudtrail_callers!r}")
 
 
-def discover(folder: Path) -> list[LandingFile]:
+def discover(folder: Path, pseudonym_key: bytes) -> list[LandingFile]:
     """Every file of the landing folder, classified by its content (`exports.formats`); nothing outside
-    it is read.
+    it is read. Each file's `name` is its path in the folder pseudonymized (`privacy`: an account id or an
+    e-mail address in a path never reaches a partition key, the metadata or the quarantine).
 
     Hidden files and folders are skipped. A symlink is read only when it resolves to a file inside
     the folder; one that leads outside, a dangling one, a symlinked folder and anything that is not a
@@ -88,17 +94,19 @@ def discover(folder: Path) -> list[LandingFile]:
         raise IngestError(f"{folder}: the landing folder does not exist or is not a folder")
     root = folder.resolve()
     mappings = mapping.load(folder)
+    names = Pseudonymizer(pseudonym_key).name
     found = []
-    for base, folders, names in os.walk(folder, followlinks=False):
+    for base, folders, files in os.walk(folder, followlinks=False):
         base = Path(base)
         folders[:] = sorted(d for d in folders if not d.startswith("."))
         for d in folders:
             if (base / d).is_symlink():
-                found.append(LandingFile(base / d, "ignored", landing_name(base / d, folder),
+                found.append(LandingFile(base / d, "ignored", names(landing_name(base / d, folder)),
                                          "a symlinked folder (not followed)"))
-        for name in names:
+        for name in files:
             if not name.startswith("."):
-                found.append(_classified(base / name, folder, root, mappings))
+                f = _classified(base / name, folder, root, mappings)  # mappings match the name as given
+                found.append(dataclasses.replace(f, name=names(f.name)))
     return sorted(found, key=lambda f: f.name)
 
 
@@ -124,47 +132,63 @@ def _classified(path: Path, folder: Path, root: Path, mappings: tuple[TableMappi
 
 
 def parse_file(f: LandingFile, name: str, pseudonym_key: bytes, options: ReadOptions = ReadOptions()) -> ParsedFile:
-    """One file read and validated row by row (duplicates across files are found later). Whatever goes
-    wrong with the file as a whole comes out as an IngestError that names it, never another type."""
+    """One file read and validated row by row (duplicates across files are found later), every text it
+    keeps pseudonymized (`privacy`). Whatever goes wrong with the file as a whole comes out as an
+    IngestError that names it, never another type, its message pseudonymized too."""
+    pseudonyms = Pseudonymizer(pseudonym_key)
     try:
-        return _parse_file(f, name, pseudonym_key, options)
-    except IngestError:
-        raise
+        parsed = _parse_file(f, name, pseudonym_key, options)
+    except IngestError as error:
+        raise IngestError(pseudonyms.text(str(error))) from None
     except Exception as error:
-        raise IngestError(f"{name}: cannot be read: {type(error).__name__}: {error_line(error)}") from error
+        raise IngestError(pseudonyms.text(f"{name}: cannot be read: {type(error).__name__}: {error_line(error)}")
+                          ) from None
+    filtered = pseudonyms.frame(parsed.filtered) if parsed.filtered is not None else None
+    return dataclasses.replace(parsed, rows=pseudonyms.frame(parsed.rows), filtered=filtered)
 
 
 def _parse_file(f: LandingFile, name: str, pseudonym_key: bytes, options: ReadOptions) -> ParsedFile:
+    window = Window.at_read(options.first_day)  # a row dated after this reading, or before the first day, waits
     if f.kind in EXPORT_KINDS:
         views = read_export(f, name, pseudonym_key, options)
-        return ParsedFile(name, f.kind, validated_events(views.page_views), views.read,
+        return ParsedFile(name, f.kind, validated_events(views.page_views, window), views.read,
                           views.filtered if views.filtered.height else None)
     if f.kind in ("events", "billing"):
         required, optional = (EVENT_COLUMNS, OPTIONAL_COLUMNS) if f.kind == "events" else (BILLING_COLUMNS, ())
-        table, read, blank = read_table(f.path, name, required, optional, f.form or None)
-        rows = validated_events(table) if f.kind == "events" else validated_billing(table)
+        table, read, blank = read_table(f.path, name, required, optional, f.form or None, options.limits)
+        rows = (validated_events if f.kind == "events" else validated_billing)(table, window)
         filtered = pl.DataFrame({"source_file": [name], "reason": ["blank line"], "rows": [blank]},
                                 schema=access_log.FILTERED_SCHEMA) if blank else None
         return ParsedFile(name, f.kind, rows, read, filtered)
     if f.kind == "access_log":
-        log = access_log.read_page_views(f.path, name, pseudonym_key)
-        return ParsedFile(name, f.kind, validated_events(log.page_views), log.lines_read, log.filtered)
+        log = access_log.read_page_views(f.path, name, pseudonym_key, options.limits)
+        return ParsedFile(name, f.kind, validated_events(log.page_views, window), log.lines_read, log.filtered)
     raise ValueError(f"{name}: not an ingestible file ({f.kind})")
 
 
 def read_export(f: LandingFile, name: str, pseudonym_key: bytes, options: ReadOptions) -> PageViews:
-    """An export's records as page views (see `exports`): by its reader, on its bytes or its table."""
+    """An export's records as page views (see `exports`): by its reader, on its bytes or its table. A file cut
+    short, corrupt or past the size limit has one row more, of kind `file`, that says so (`reading`)."""
     if f.kind in ("snowplow", "mapped"):
-        if f.path.stat().st_size == 0:
-            return records.page_views([], name, Counter(), 0, Pseudonyms(pseudonym_key))
-        table, read, blank = read_text_table(f.path, name, f.form)
+        table, read, blank = read_text_table(f.path, name, f.form, options.limits)
+        if set(table.columns) <= set(validate.READ_SCHEMA):  # empty, blank lines only, or cut in its first line
+            pseudonyms = Pseudonyms(pseudonym_key)
+            rows = pl.concat([pl.DataFrame(schema=records.ROW_SCHEMA),
+                              table.with_columns(_raw=pseudonyms.table_raws(table))], how="diagonal_relaxed")
+            return records.page_views(rows, name, Counter({"blank line": blank} if blank else {}), read, pseudonyms)
         if f.kind == "mapped":
             return mapping.read(table, name, f.mapping, pseudonym_key, read, blank, f.form)
         return snowplow.read(table, name, pseudonym_key, read, blank)
-    data = file_bytes(f.path)
-    if f.kind == "cloudtrail":
-        return cloudtrail.read(data, name, pseudonym_key, options.cloudtrail_callers)
-    return (segment.read if f.kind == "segment" else ga4.read)(data, name, pseudonym_key)
+    reader = reading.FileReader(f.path, name, options.limits)
+    data = reader.read()
+    views = (cloudtrail.read(data, name, pseudonym_key, options.cloudtrail_callers) if f.kind == "cloudtrail" else
+             (segment.read if f.kind == "segment" else ga4.read)(data, name, pseudonym_key))
+    if reader.damage is None:
+        return views
+    cut = reader.cut_line(data.count(b"\n"))  # what there is of its line the format's reader quarantined
+    return dataclasses.replace(views, read=views.read + 1, page_views=pl.concat([views.page_views, pl.DataFrame(
+        {"_line": [cut.number], "_reason": [cut.reason], "_detail": [cut.detail], "_raw": [""], "_file": [name]})],
+        how="diagonal_relaxed"))
 
 
 @dataclass(frozen=True)
@@ -189,12 +213,12 @@ class ParseCache:
         self.pseudonym_digest = hashlib.sha256(b"sessionbert-pseudonym:" + pseudonym_key).hexdigest()
 
     def key(self, f: LandingFile, name: str, content: str) -> str:
-        """What the parse depends on: the parser, kind and layout, name, content, and for what pseudonymizes
-        the key, for CloudTrail the callers kept, for a mapped table its mapping."""
-        pseudonymized = f.kind == "access_log" or f.kind in EXPORT_KINDS
+        """What the parse depends on: the parser, kind and layout, name, content, the key (every parse is
+        pseudonymized), for CloudTrail the callers kept, for a mapped table its mapping."""
         digest = hashlib.sha256()
-        for part in (PARSER_VERSION, f.kind, f.form, name, self.pseudonym_digest if pseudonymized else "", content,
-                     self.options.cloudtrail_callers if f.kind == "cloudtrail" else "", repr(f.mapping)):
+        for part in (PARSER_VERSION, f.kind, f.form, name, self.pseudonym_digest, content, self.options.first_day,
+                     self.options.cloudtrail_callers if f.kind == "cloudtrail" else "", repr(f.mapping),
+                     repr(self.options.limits)):
             digest.update(part.encode() + b"\0")
         return digest.hexdigest()[:32]
 
@@ -202,7 +226,7 @@ class ParseCache:
                with_rows: bool = True) -> ParsedFile | None:
         """The file's parse as kept in the cache for its present content (its rows only `with_rows`), or None
         when it is not there."""
-        key = self.key(f, name, content or content_digest(f.path))
+        key = self.key(f, name, content or content_digest(f.path, name))
         entry = self.folder / key
         if not (entry / "meta.json").exists():
             return None
@@ -213,7 +237,7 @@ class ParseCache:
 
     def parse(self, f: LandingFile, name: str, with_rows: bool = True) -> ParsedFile:
         """The file's parse, from the cache when its content was seen (rows read only `with_rows`)."""
-        content = content_digest(f.path)
+        content = content_digest(f.path, name)
         if found := self.cached(f, name, content, with_rows):
             return found
         key = self.key(f, name, content)
@@ -289,7 +313,10 @@ def cached_outcome(folder: Path, name: str, digest: str) -> dict | None:
     return None
 
 
-def content_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in blocks."""
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+def content_digest(path: Path, name: str = "") -> str:
+    """SHA-256 of a file's bytes, read in blocks; an IngestError naming the file (`name`) where it cannot be."""
+    try:
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as error:
+        raise IngestError(f"{name or path.name}: cannot be read: {error.strerror or error}") from None

@@ -21,6 +21,7 @@ import polars as pl
 from sessionbert_core.data import event_files
 from sessionbert_core.data.exports import formats
 from sessionbert_core.data.ingest import LandingFile, content_digest, discover
+from sessionbert_core.data.privacy import Pseudonymizer
 from sessionbert_core.data.validate import BILLING_COLUMNS, EVENT_COLUMNS, OPTIONAL_COLUMNS, error_line, schema_problem
 from sessionbert_core.errors import IngestError
 
@@ -35,15 +36,17 @@ class Look:
     run_key: str | None = field(default=None)
 
 
-def look(folder: Path, cursor: str | None, already_ingested: set[tuple[str, str]] = frozenset()) -> Look:
-    """Look at `folder` once; see the module docstring. `already_ingested`: (name, digest) pairs."""
+def look(folder: Path, cursor: str | None, pseudonym_key: bytes,
+         already_ingested: set[tuple[str, str]] = frozenset()) -> Look:
+    """Look at `folder` once; see the module docstring. `already_ingested`: (name, digest) pairs; names are
+    the pseudonymized ones ingestion stores (`discover`)."""
     folder = Path(folder)
     state = json.loads(cursor) if cursor else {}
     seen: dict[str, dict] = state.get("seen", {})
     pending: dict[str, list[int]] = state.get("pending", {})
     next_seen, next_pending = {}, {}
     new, rejected, waiting = {}, {}, []
-    for f in discover(folder):
+    for f in discover(folder, pseudonym_key):
         if f.kind == "ignored":
             continue
         name = f.name
@@ -65,7 +68,7 @@ def look(folder: Path, cursor: str | None, already_ingested: set[tuple[str, str]
             continue
         problem = probe(f)
         if problem:
-            rejected[name] = problem
+            rejected[name] = Pseudonymizer(pseudonym_key).text(problem)  # a reader's message may quote a value
         else:
             new[name] = digest
     removed = sorted(set(seen) - set(next_seen) - set(next_pending))

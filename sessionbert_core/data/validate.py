@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import polars as pl
 
-from sessionbert_core.config import TIERS
+from sessionbert_core.config import TIERS, ReadLimits
 from sessionbert_core.data import event_files
 from sessionbert_core.errors import IngestError
 
@@ -21,6 +23,7 @@ EARLIEST, LATEST = "1990-01-01", "2100-01-01"
 _TIER_BY_KEY = {t.lower().replace(" ", ""): t for t in TIERS}
 _TIER_KEY = pl.col("billing_tier").str.to_lowercase().str.replace_all(r"[\s_-]", "")  # "very_high" -> "veryhigh"
 
+READ_SCHEMA = {"_line": pl.Int64, "_reason": pl.String, "_detail": pl.String, "_raw": pl.String}  # what any file has
 QUARANTINE_SCHEMA = {"source_file": pl.String, "line": pl.Int64, "kind": pl.String, "reason": pl.String,
                      "detail": pl.String, "raw": pl.String}
 EVENT_SCHEMA = {"user_id": pl.String, "session_id": pl.String, "timestamp": pl.Datetime("us", "UTC"),
@@ -33,24 +36,32 @@ BILLING_SCHEMA = {"user_id": pl.String, "date": pl.Date, "service": pl.String, "
 # reading: every file becomes string columns plus _file, _line, _raw (all the user's columns) and _reason
 
 
-def read_text_table(path: Path, name: str, form: str) -> tuple[pl.DataFrame, int, int]:
+def read_text_table(path: Path, name: str, form: str, limits: ReadLimits | None = None
+                    ) -> tuple[pl.DataFrame, int, int]:
     """Every column of a table file (`form`: parquet, csv or jsonl; csv and jsonl gzipped or not) as text,
     plus _line, _reason, _detail and _raw (the record as the user gave it: a JSON object of every column,
-    or the line as written where it could not be parsed); records read and blank lines."""
+    or the line as written where it could not be parsed); records read and blank lines. A file empty or of
+    blank lines only has no columns (and no rows but, where it was cut short, that line's)."""
     try:
-        if form == "parquet":
+        if path.stat().st_size == 0:  # an empty file of any kind holds no rows (and is listed as such)
+            frame, read, blank = pl.DataFrame(), 0, 0
+        elif form == "parquet":
             frame = pl.read_parquet(path)
             frame = frame.with_columns(_line=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
                                        _reason=_type_reasons(frame.schema), _detail=pl.lit(None, pl.String))
             read, blank = frame.height, 0
         else:
-            records = event_files.read_csv(path, name) if form == "csv" else event_files.read_jsonl(path)
+            records = (event_files.read_csv(path, name, limits) if form == "csv" else
+                       event_files.read_jsonl(path, name, limits))
             frame, read, blank = records.frame, records.read, records.blank
     except IngestError:
         raise
     except Exception as error:  # polars/pyarrow/gzip raise many types for a corrupt file
         raise IngestError(f"{name}: cannot be read as {form.upper()}: {error_line(error)}") from error
     given = [c for c in frame.columns if not c.startswith("_")]
+    if not given:
+        return pl.concat([pl.DataFrame(schema=READ_SCHEMA), frame.rename({"_raw_line": "_raw"}, strict=False)],
+                         how="diagonal_relaxed"), read, blank
     raw = pl.struct([_as_string(c, frame[c].dtype, raw=True) for c in given]).struct.json_encode()
     typed = [pl.col(c).alias(f"_typed_{c}") for c in given if not isinstance(frame[c].dtype, TEXT_TYPES)]
     return frame.select(
@@ -60,13 +71,12 @@ def read_text_table(path: Path, name: str, form: str) -> tuple[pl.DataFrame, int
 
 
 def read_table(path: Path, name: str, required: tuple[str, ...], optional: tuple[str, ...],
-               form: str | None = None) -> tuple[pl.DataFrame, int, int]:
+               form: str | None = None, limits: ReadLimits | None = None) -> tuple[pl.DataFrame, int, int]:
     """The file's contract columns as text plus _file, _line, _reason, _detail and _raw; records read and
-    blank lines. `form` (parquet, csv, jsonl) defaults to the file's suffix."""
+    blank lines. `form` (parquet, csv, jsonl) defaults to the file's suffix. A file empty or of blank lines
+    only holds no rows (and is listed as such)."""
     form = form or {".parquet": "parquet", ".csv": "csv"}.get(path.suffix.lower(), "jsonl")
-    if path.stat().st_size == 0:  # an empty file of any kind holds no rows (and is listed as such)
-        return _empty_table(name, required, optional), 0, 0
-    if form == "parquet":
+    if form == "parquet" and path.stat().st_size:
         try:
             schema = pl.Schema(pl.read_parquet_schema(path))
         except Exception as error:  # polars/pyarrow raise many types for a corrupt file
@@ -74,7 +84,10 @@ def read_table(path: Path, name: str, required: tuple[str, ...], optional: tuple
         problem = schema_problem(name, schema, required, optional)
         if problem:
             raise IngestError(problem)
-    frame, read, blank = read_text_table(path, name, form)
+    frame, read, blank = read_text_table(path, name, form, limits)
+    if set(frame.columns) <= set(READ_SCHEMA):  # no columns: no rows but the line a cut file stopped in
+        return pl.concat([_empty_table(name, required, optional), frame.with_columns(_file=pl.lit(name))],
+                         how="diagonal_relaxed"), read, blank
     missing = [c for c in required if c not in frame.columns]
     if missing:
         found = ", ".join(c for c in frame.columns if not c.startswith("_")) or "none"
@@ -185,7 +198,8 @@ def _text_problems(frame: pl.DataFrame, required: tuple[str, ...], optional: tup
     for c in (*required, *optional):
         if c not in frame.columns:
             continue
-        rules.append((pl.col(c).str.contains("\ufffd", literal=True), f"invalid UTF-8 in {c}", pl.lit(None)))
+        rules.append((pl.col(c).str.contains("\ufffd", literal=True), f"invalid UTF-8 in {c}",  # the reader's guess
+                      pl.col("_detail") if "_detail" in frame.columns else pl.lit(None)))
         rules.append((pl.col(c).str.contains(CONTROL_CHARS), f"control character in {c}",
                       pl.col(c).str.extract(f"({CONTROL_CHARS})").map_elements(repr, return_dtype=pl.String)))
         rules.append((pl.col(c).str.len_chars() > MAX_CHARS, f"{c} longer than {MAX_CHARS} characters",
@@ -210,7 +224,39 @@ def _stripped(frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
     return frame.with_columns(pl.col(c).str.strip_chars() for c in columns if c in frame.columns)
 
 
-def validated_events(frame: pl.DataFrame) -> pl.DataFrame:
+@dataclass(frozen=True)
+class Window:
+    """The times a row may have when its file is read: from the first day partition (SESSIONBERT_FIRST_DAY)
+    to the time of reading plus a clock-skew allowance, within today's UTC day (the last day partition)."""
+
+    first: datetime
+    last: datetime
+    first_day: str
+
+    @classmethod
+    def at_read(cls, first_day: str = EARLIEST, now: datetime | None = None) -> Window:
+        now = now or datetime.now(UTC)
+        tomorrow = datetime.combine(now.date() + timedelta(days=1), time(), UTC)
+        return cls(datetime.combine(date.fromisoformat(first_day), time(), UTC),
+                   min(now + CLOCK_SKEW, tomorrow - timedelta(microseconds=1)), first_day)
+
+    def rules(self, at: pl.Expr, text: pl.Expr, what: str, by_day: bool = False) -> list:
+        """The rules of a row's time `at` (its value as written: `text`); `by_day`: `at` is a date."""
+        later = f"after the file was read ({self.last:%Y-%m-%d %H:%M} UTC, clock skew of {CLOCK_SKEW_TEXT} allowed)"
+        first, last = (self.first.date(), self.last.date()) if by_day else (self.first, self.last)
+        return [(at < pl.lit(first), f"{what} before the first day",
+                 pl.format("{} is before SESSIONBERT_FIRST_DAY={}", text.str.slice(0, 60), pl.lit(self.first_day))),
+                (at > pl.lit(last), f"{what} in the future", pl.format("{} is {}", text.str.slice(0, 60),
+                                                                             pl.lit(later)))]
+
+
+CLOCK_SKEW = timedelta(minutes=10)  # how far ahead of the reading machine's clock a sender's clock may run
+CLOCK_SKEW_TEXT = "10 minutes"
+
+
+def validated_events(frame: pl.DataFrame, window: Window | None = None) -> pl.DataFrame:
+    """Every row's `_reason` and `_detail`: the first rule it breaks (None when valid). `window`: the times a
+    page view may have when its file is read (none for a request to the server: 1990-2100)."""
     for c in OPTIONAL_COLUMNS:
         if c not in frame.columns:
             frame = frame.with_columns(pl.lit(None, pl.String).alias(c))
@@ -222,6 +268,7 @@ def validated_events(frame: pl.DataFrame) -> pl.DataFrame:
         ((pl.col("_ts") < pl.lit(EARLIEST).str.to_datetime(time_zone="UTC"))
          | (pl.col("_ts") >= pl.lit(LATEST).str.to_datetime(time_zone="UTC")),
          f"timestamp outside {EARLIEST[:4]}-{LATEST[:4]}", pl.col("timestamp").str.slice(0, 60)),
+        *(window.rules(pl.col("_ts"), pl.col("timestamp"), "timestamp") if window else ()),
         (pl.col("billing_tier").str.strip_chars().ne("") & ~_TIER_KEY.is_in(list(_TIER_BY_KEY)),
          "unknown billing tier", pl.col("billing_tier").str.slice(0, 60)),
     ]
@@ -256,7 +303,7 @@ def _first_copy_only(events: pl.DataFrame, key: list[str], reason: str, where: p
         _detail=pl.when(duplicate).then(pl.format("first at {}", first_at)).otherwise("_detail"))
 
 
-def validated_billing(frame: pl.DataFrame) -> pl.DataFrame:
+def validated_billing(frame: pl.DataFrame, window: Window | None = None) -> pl.DataFrame:
     frame = _stripped(frame, BILLING_COLUMNS)
     if "_typed_date" in frame.columns and isinstance(frame["_typed_date"].dtype, pl.Date | pl.Datetime):
         date = pl.col("_typed_date").cast(pl.Date)
@@ -269,6 +316,7 @@ def validated_billing(frame: pl.DataFrame) -> pl.DataFrame:
         (pl.col("_cost").is_null() | ~pl.col("_cost").is_finite(), "cost is not a number",
          pl.col("cost").str.slice(0, 60)),
         (pl.col("_cost") < 0, "negative cost", pl.col("cost")),
+        *(window.rules(pl.col("_date"), pl.col("date"), "date", by_day=True) if window else ()),
     ]
     return _first_reason(frame, rules)
 

@@ -21,7 +21,8 @@ Callers = Literal["console", "programmatic", "all"]
 CALLERS: tuple[str, ...] = get_args(Callers)
 IDENTIFIERS = ("arn", "ARN", "principalId", "accountId", "userName", "accessKeyId", "sourceIPAddress",
                "recipientAccountId", "roleSessionName", "assumedRoleId", "userId", "identityStoreArn",
-               "credentialId", "vpcEndpointAccountId")
+               "credentialId", "vpcEndpointAccountId", "sourceIdentity", "errorMessage")  # a message quotes user names
+IDENTITY_OBJECTS = ("userIdentity",)  # everything under it names the caller (its session's issuer, source identity)
 CONSOLE_AGENTS = re.compile(r"(?i)console\.amazonaws\.com|console\.aws\.amazon\.com|signin\.amazonaws\.com|^Mozilla/")
 START = re.compile(r'^\s*\{\s*"Records"\s*:\s*\[')
 
@@ -83,7 +84,7 @@ def caller(record: dict) -> str:
 
 
 def read(data: bytes, name: str, key: bytes, callers: str = "console") -> PageViews:
-    pseudonyms = Pseudonyms(key, IDENTIFIERS)
+    pseudonyms = Pseudonyms(key, IDENTIFIERS, objects=IDENTITY_OBJECTS)
     found, rest = records(data.decode("utf-8", "replace").removeprefix("\ufeff"))
     rows, filtered = [], Counter()
     for index, record, reason, detail, raw in found:

@@ -16,10 +16,11 @@ from pathlib import Path
 import polars as pl
 
 from sessionbert_core.data.access_log import LOG_PATTERN
-from sessionbert_core.data.event_files import BOM, file_bytes
+from sessionbert_core.data.event_files import BOM
 from sessionbert_core.data.exports import cloudtrail, ga4, segment, snowplow
 from sessionbert_core.data.exports.mapping import TableMapping
 from sessionbert_core.data.exports.records import parsed_object
+from sessionbert_core.data.reading import FileReader
 from sessionbert_core.data.validate import BILLING_COLUMNS, EVENT_COLUMNS
 from sessionbert_core.errors import IngestError
 
@@ -39,9 +40,10 @@ class Recognized:
     mapping: TableMapping | None = None
 
 
-def head(path: Path) -> bytes:
-    """The first HEAD_BYTES of the file, decompressed when gzip's."""
-    return file_bytes(path, HEAD_BYTES)
+def head(path: Path, name: str = "") -> bytes:
+    """The first HEAD_BYTES of the file's content (decompressed when gzip's, decoded when UTF-16), from its
+    first non-blank line; an IngestError naming the file where it cannot be read at all."""
+    return re.sub(rb"\A(?:[ \t\r]*\n)+", b"", FileReader(path, name or path.name).read(HEAD_BYTES))
 
 
 def recognize(path: Path, name: str, mappings: tuple[TableMapping, ...] = ()) -> Recognized:
@@ -49,9 +51,10 @@ def recognize(path: Path, name: str, mappings: tuple[TableMapping, ...] = ()) ->
     by_suffix = next((form for suffix, form in SUFFIX_FORMS if lower.endswith(suffix)), "")
     billing = Path(lower).name.startswith("billing")
     try:
-        start = head(path)
-    except (OSError, IngestError):  # gzip corrupt from its start: the reader names the problem
-        return Recognized("access_log", "log") if lower.endswith(".log.gz") else Recognized("events", "jsonl")
+        start = head(path, name)
+    except (OSError, IngestError):  # unreadable, or gzip corrupt from its start: the reader names the problem
+        return Recognized("access_log", "log") if lower.endswith((".log", ".log.gz")) else \
+            Recognized("billing" if billing else "events", by_suffix or "jsonl")
     mapping = next((m for m in mappings if m.matches(name)), None)
     if start.startswith(b"PAR1"):
         return _parquet(path, mapping, billing)
@@ -62,8 +65,9 @@ def recognize(path: Path, name: str, mappings: tuple[TableMapping, ...] = ()) ->
                           mapping=mapping)
     if cloudtrail.looks_like(text):
         return Recognized("cloudtrail", "json")
-    if not start.strip():
-        return Recognized("billing" if billing else "events", by_suffix or "jsonl")
+    if not start.strip():  # empty, or blank lines only: no rows, whatever it is
+        return Recognized("access_log", "log") if lower.endswith((".log", ".log.gz")) else \
+            Recognized("billing" if billing else "events", by_suffix or "jsonl")
     if lines and lines[0].lstrip().startswith("{"):
         return _json_lines(lines, by_suffix, billing)
     if lower.endswith((".log", ".log.gz")) or re.match(LOG_PATTERN, lines[0] if lines else ""):
