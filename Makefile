@@ -1,5 +1,5 @@
 # SessionBERT: `make run` (set up, then materialize everything), `make test`, `make ui`, `make serve`,
-# `make bench`, `make paper-report`.
+# `make bench`, `make paper-report`, `make docs` (the documentation site), `make docs-serve`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 3000
 export SESSIONBERT_HOME ?= $(CURDIR)/.sessionbert
 
-.PHONY: setup run test ui lint clean paper-report bench serve
+.PHONY: setup run test ui lint clean paper-report bench serve docs docs-serve
 
 setup: $(STAMP)
 
@@ -29,7 +29,7 @@ test: setup
 ui: setup
 	DAGSTER_HOME=$$($(BIN)/python -m sessionbert_assets.instance) $(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
-# the served model (after `make run`): persona and top-5 new services over HTTP (README: Serving)
+# the served model (after `make run`): persona and top-5 new services over HTTP (docs/serving.md)
 SERVE_PORT ?= 5001
 serve: setup
 	$(BIN)/sessionbert serve --port $(SERVE_PORT) $(if $(SERVE_WORKERS),--workers $(SERVE_WORKERS))
@@ -46,6 +46,15 @@ REPORT_PROFILE ?= small
 REPORT_SEEDS ?= 0 1 2
 paper-report: setup
 	$(BIN)/python -m benchmarks.paper_report --profile $(REPORT_PROFILE) --seeds $(REPORT_SEEDS)
+
+# the documentation site (mkdocs.yml, docs/): --strict, so a broken link or a page missing from the nav fails;
+# nothing is fetched while building (no fonts, no social cards)
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d build/site
+
+DOCS_PORT ?= 8000
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict -a 127.0.0.1:$(DOCS_PORT)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from pydantic import Field
 
 from sessionbert_core import storage
 from sessionbert_core.config import (
+    PROJECT_ROOT,
     Profile,
     TrainingPlan,
     compute_from_env,
@@ -37,7 +39,8 @@ ENV = settings_from_env()
 
 
 class SessionBertResource(dg.ConfigurableResource):
-    """Where artifacts go, what to read and how big to build: DESIGN.md's environment variables.
+    """Where artifacts go, what to read and how big to build: the environment variables of
+    docs/configuration.md#environment-variables.
 
     Defaults are read from the environment when the code location loads; any field can be
     overridden for one run in the launchpad (`resources: sessionbert: config: profile: tiny`).
@@ -178,6 +181,27 @@ class ComputeResource(dg.ConfigurableResource):
                                        threads=self.threads, batch_size=self.batch_size)
 
 
+MODEL_CARD = PROJECT_ROOT / "docs" / "model_card.md"
+DESCRIPTION_LIMIT = 5000  # characters: the registry's description column on PostgreSQL and MySQL
+
+
+def model_card_description(limit: int | None = None) -> str:
+    """The registered models' description: docs/model_card.md as plain Markdown (site anchors dropped, its links
+    written as paths); under `limit`, the sections that fit and where the whole card is."""
+    if not MODEL_CARD.exists():  # an install without the repository beside it
+        return "SessionBERT models (model card: docs/model_card.md in the project)"
+    card = re.sub(r" \{#[\w-]+\}", "", MODEL_CARD.read_text())
+    card = re.sub(r"\[([^\]]+)\]\(([\w./-]+\.md)(#[\w-]+)?\)", lambda m: f"{m[1]} (docs/{m[2]}{m[3] or ''})", card)
+    if limit is None or len(card) <= limit:
+        return card
+    tail = "\n\nThe whole card: docs/model_card.md, and `model_card.md` in the artifacts of each version's run."
+    kept = ""
+    for section in re.split(r"(?m)^(?=## )", card):
+        if len(kept) + len(section) + len(tail) <= limit:
+            kept += section
+    return kept.rstrip() + tail
+
+
 class MlflowResource(dg.ConfigurableResource):
     """MLflow tracking and registry: one run per training or evaluation materialization.
 
@@ -227,8 +251,15 @@ class MlflowResource(dg.ConfigurableResource):
         artifact folder of `run`; returns the version."""
         client = MlflowClient()
         name = name or self.registered_model
+        # the model card is the description: whole on the local SQLite store, cut to sections that fit on a server
+        server = bool(self.tracking_uri) and not self.tracking_uri.startswith("sqlite:")
+        card = model_card_description(DESCRIPTION_LIMIT if server else None)
+        if MODEL_CARD.exists():
+            client.log_text(run.info.run_id, MODEL_CARD.read_text(), "model_card.md")
         if not client.search_registered_models(filter_string=f"name = '{name}'"):
-            client.create_registered_model(name, description="SessionBERT models")
+            client.create_registered_model(name, description=card)
+        else:
+            client.update_registered_model(name, description=card)
         version = client.create_model_version(name, source=f"{run.info.artifact_uri}/{artifact_path}",
                                               run_id=run.info.run_id, description=description)
         return version.version

@@ -166,7 +166,7 @@ def test_graph_recommends_new_services_on_tiny(trained):
     home, _ = trained
     table = pl.read_parquet(home / "recommendation_table.parquet")
     assert table.columns == ["user_id", "rank", "service", "score", "persona", "model_version", "generated_at",
-                             "page", "ranker"]  # DESIGN.md's columns, then the landing page and the ranker
+                             "page", "ranker"]  # docs/design.md#recommendation_table, then page and ranker
     assert table.group_by("user_id").len()["len"].max() <= 5
     # used services read straight from the landing files, not through the code under test
     landing = json.loads((home / "landing_folder.json").read_text())["folder"]

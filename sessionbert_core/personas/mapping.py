@@ -1,7 +1,7 @@
 """Personas (paper 4.3): clusters mapped to predefined personas through their tasks, and users tagged.
 
-The definitions (YAML, DESIGN.md) give personas as sets of tasks and tasks as sets of activities
-(`service;page`, or `service;*`). A cluster's activities give its task probabilities; each persona
+The definitions (YAML, docs/design.md#persona-definitions) give personas as sets of tasks and tasks as sets
+of activities (`service;page`, or `service;*`). A cluster's activities give its task probabilities; each persona
 is the one-hot vector of its tasks; P(persona | cluster) compares the two:
 
     P(t | c)      = sum over the cluster's top-N activities a of n(a, c) * [a in t] / |tasks(a)|,

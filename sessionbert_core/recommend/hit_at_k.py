@@ -151,7 +151,7 @@ def rankings(split: SeenUnseen, recommenders: Recommenders, recent: int = RECENT
 def hit_at_k(sessions: pl.DataFrame, billing: pl.DataFrame | None, recommenders: Recommenders,
              seen_days: tuple[int, ...] = SEEN_DAYS, recent: int = RECENT_SESSIONS,
              scored_users: pl.Series | None = None) -> dict:
-    """DESIGN.md's Hit@k evaluation: for each D, every method's figures over users who adopt something.
+    """Hit@k (docs/design.md#hitk): for each D, every method's figures over users who adopt something.
 
     `scored_users` limits the figures to those users (the test split's: no session of theirs was
     trained on); every eligible user's seen days still feed popularity and the clusters.
