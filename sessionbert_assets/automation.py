@@ -56,14 +56,14 @@ ingest_job = dg.define_asset_job(
 )
 finetune_job = dg.define_asset_job(
     "finetune_and_refresh",
-    selection=dg.AssetSelection.assets("finetuned_model", "next_activity_baselines", "session_embeddings")
-    .downstream(),
+    selection=dg.AssetSelection.assets("finetuned_model", "next_activity_baselines", "next_activity_peers",
+                                       "session_embeddings").downstream(),
     description="Re-fine-tune from the current pretrained model and tokenizer, evaluate (quality gates), "
                 "refresh personas and recommendations.",
 )
 full_retrain_job = dg.define_asset_job(
     "full_retrain",
-    selection=(dg.AssetSelection.assets("tokenizer", "next_activity_baselines").downstream()
+    selection=(dg.AssetSelection.assets("tokenizer", "next_activity_baselines", "next_activity_peers").downstream()
                - dg.AssetSelection.assets("vocabulary_drift")),
     description="Retrain the tokenizer, repeat MLM pretraining, fine-tune, evaluate and refresh everything after.",
 )
@@ -101,7 +101,8 @@ def new_data_sensor(context: dg.SensorEvaluationContext, sessionbert: SessionBer
         return dg.SensorResult(skip_reason=f"{folder} does not exist yet" + (
             ": materialize landing_folder to generate the synthetic world" if sessionbert.is_synthetic else ""))
     try:
-        seen = look(folder, context.cursor, cached_files(sessionbert.home_path / "ingest_cache"))
+        seen = look(folder, context.cursor, sessionbert.pseudonym_key(),
+                    cached_files(sessionbert.home_path / "ingest_cache"))
     except IngestError as error:  # a landing.yaml that cannot be read: said on every tick until it is mended
         return dg.SensorResult(skip_reason=f"the landing folder cannot be read: {error}", cursor=context.cursor)
     for problem in seen.rejected.values():

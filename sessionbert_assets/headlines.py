@@ -3,6 +3,8 @@ or oracle, per head or per number of seen days, in words and numbers (three deci
 
 from __future__ import annotations
 
+from sessionbert_core.evaluation.choice import PEERS
+
 HEADS = ("service", "page")
 BASELINES = ("popularity", "markov", "random")
 
@@ -35,6 +37,11 @@ def next_activity(evaluation: dict) -> str:
         best = _best(accuracy, BASELINES)
         if best and served in accuracy:
             lines.append(f"  best baseline {best[0]} {best[1]:.3f}")
+        closest = _best(accuracy, PEERS)
+        if closest and served in accuracy:
+            alone = f", sessionbert alone {accuracy['sessionbert']:.3f}" if served != "sessionbert" and \
+                "sessionbert" in accuracy else ""
+            lines.append(f"  best peer {closest[0]} {closest[1]:.3f}{alone}")
     return "\n".join([*lines, "(test accuracy)"]) if lines else "no sessions to evaluate"
 
 

@@ -53,6 +53,19 @@ COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
     "user_personas": {
         "user_id": USER, "cluster": ("int", "the user's nearest centroid"), "persona": PERSONA,
         "probability": ("float", "that persona's probability for the cluster")},
+    "next_activity_peers": {
+        "user_id": USER, "session_id": SESSION,
+        "previous": ("string", "the prefix's last activity"),
+        "target_service": ("string", "the held-out last activity's service"),
+        "target_page": ("string", "the held-out last activity"),
+        "services": ("list", "the peer's most probable next services"),
+        "service_probabilities": ("list", "their probabilities (the activity distribution summed by service)"),
+        "pages": ("list", "the peer's most probable next activities"),
+        "page_probabilities": ("list", "their probabilities"),
+        "predicted_service": ("string", "the most probable service"),
+        "predicted_page": ("string", "the most probable activity"),
+        "peer": ("string", "markov_backoff, vsknn, gru4rec or sasrec"),
+        "split": ("string", "validation or test")},
     "recommendation_table": {
         "user_id": USER, "rank": ("int", "1 to 5"), "service": ("string", "a service the user has not used"),
         "score": ("float", "the ranker's score: recommendation count share, or persona adoption share"),

@@ -95,3 +95,15 @@ def test_a_lead_within_the_validation_noise_goes_to_the_simpler_method():
     assert simplest_within_one_standard_error(accuracy, 60) == "markov"  # 60 sessions: 5.6 points of noise
     assert simplest_within_one_standard_error(accuracy, 6_000) == "sessionbert_markov"  # 0.6 points
     assert simplest_within_one_standard_error(accuracy | {"sessionbert_markov": 0.745}, 6_000) == "sessionbert"
+
+
+def test_a_peer_that_wins_on_validation_serves():
+    train, validation, test = (_sessions(400, seed, _chain) for seed in (1, 2, 3))
+    wrong = lambda row: ACTIVITIES[(ACTIVITIES.index(row["previous"]) + 5) % len(ACTIVITIES)]  # noqa: E731
+    right = lambda row: row["target_page"]  # noqa: E731
+    peer = _predictions(validation, right).with_columns(predicted_page=pl.col("pages").list.first(),
+                                                         predicted_service=pl.col("services").list.first())
+    choice = choose_next_activity(train, _predictions(validation, wrong), _predictions(test, wrong),
+                                  {"gru4rec": peer.reverse()})  # matched by session, not by row order
+    assert choice["served"] == {"service": "gru4rec", "page": "gru4rec"}, choice["validation"]
+    assert choice["validation"]["page"]["gru4rec"] == 1.0

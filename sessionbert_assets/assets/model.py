@@ -231,13 +231,14 @@ def finetuned_model(context: dg.AssetExecutionContext, config: FinetuneConfig, s
 @dg.asset(group_name="evaluation", kinds={"pytorch", "mlflow", "json"}, pool="gpu")
 def model_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, compute: ComputeResource,
                      mlflow_tracking: MlflowResource, finetuned_model: Path, session_splits: pl.DataFrame,
-                     next_activity_baselines: dict) -> dict:
+                     next_activity_baselines: dict, next_activity_peers: pl.DataFrame) -> dict:
     """Next service and next page of the test split (paper Table 2): SessionBERT beside the baselines,
     and the method that serves each head, chosen on the validation split.
 
-    Accuracy, weighted F1 and macro F1 per head, for SessionBERT, most popular, first-order Markov,
-    SessionBERT blended with Markov (its weight fit on validation) and, on the synthetic world, the
-    ceiling. `served` names each head's best method on validation (a tie goes to the simpler one).
+    Accuracy, weighted F1 and macro F1 per head, for SessionBERT, most popular, first-order Markov, the peers
+    (`next_activity_peers`: higher-order Markov, V-SKNN, GRU4Rec, SASRec), SessionBERT blended with Markov
+    (its weight fit on validation) and, on the synthetic world, the ceiling. `served` names each head's best
+    method on validation among all of them (the simplest within one standard error of the best).
     Written to model_evaluation.json and MLflow.
     """
     home = sessionbert.home_path
@@ -248,10 +249,16 @@ def model_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBert
     predict = partial(predict_next_activity, model, tok, top_k=CANDIDATES_PER_SOURCE, bf16=precision.bf16)
     predictions, validation = predict(_split(session_splits, "test")), predict(_split(session_splits, "validation"))
     storage.write_parquet(predictions, home / "model_evaluation_predictions.parquet")
-    choice = choose_next_activity(_split(session_splits, "train"), validation, predictions)
+    by_peer = {(name, part): frame for (name, part), frame in next_activity_peers.partition_by(
+        ["peer", "split"], as_dict=True).items()}
+    choice = choose_next_activity(_split(session_splits, "train"), validation, predictions,
+                                  {name: frame for (name, part), frame in by_peer.items() if part == "validation"})
     evaluation = json.loads(json.dumps(next_activity_baselines))
     for head, column in (("service", "predicted_service"), ("page", "predicted_page")):
         evaluation[head]["sessionbert"] = scores(predictions[f"target_{head}"], predictions[column])
+        for (name, part), frame in by_peer.items():
+            if part == "test":
+                evaluation[head][name] = scores(frame[f"target_{head}"], frame[column])
         evaluation[head] |= choice["test"][head]
     evaluation |= {key: choice[key] for key in ("served", "blend_weight", "validation")}
     evaluation["n_sessions"] = predictions.height

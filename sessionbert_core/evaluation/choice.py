@@ -1,8 +1,9 @@
 """What serves: every candidate of a product compared on the validation split, never on test.
 
-Next activity: the candidates are the most popular target, first-order Markov, SessionBERT alone, and SessionBERT
-blended with Markov: `w * P_model + (1 - w) * P_markov` over the union of both top lists, the
-weight `w` fit on validation from BLEND_WEIGHTS (0.1 to 0.9). The simplest method within one
+Next activity: the candidates are the most popular target, first-order Markov, the peers a recommender-systems
+engineer would pick instead (`sessionbert_core.peers`: a higher-order Markov chain with back-off, V-SKNN, GRU4Rec,
+SASRec), SessionBERT alone, and SessionBERT blended with Markov: `w * P_model + (1 - w) * P_markov` over the union
+of both top lists, the weight `w` fit on validation from BLEND_WEIGHTS (0.1 to 0.9). The simplest method within one
 standard error of the best validation accuracy serves. On little data Markov is hard to beat, and a user
 trying the tool on a small sample must not be served something worse than it; the model's own
 figures stay reported as `sessionbert` beside whatever serves.
@@ -30,7 +31,8 @@ BLEND = "sessionbert_markov"
 BLEND_WEIGHTS = tuple(i / 10 for i in range(1, 10))
 # simplest first: a method serves only where it beats every simpler one by more than the validation
 # figure's standard error (the blend only where it beats both of its parts)
-METHODS = ("popularity", "markov", "sessionbert", BLEND)
+PEERS = ("markov_backoff", "vsknn", "gru4rec", "sasrec")  # simplest first
+METHODS = ("popularity", "markov", *PEERS, "sessionbert", BLEND)
 CANDIDATES_PER_SOURCE = 20
 
 
@@ -55,14 +57,17 @@ def blended(candidates: pl.DataFrame, weight: float) -> pl.Series:
             .group_by("row", maintain_order=True).first()["candidate"])
 
 
-def choose_next_activity(train: pl.DataFrame, validation: pl.DataFrame, test: pl.DataFrame) -> dict:
+def choose_next_activity(train: pl.DataFrame, validation: pl.DataFrame, test: pl.DataFrame,
+                         peers: dict[str, pl.DataFrame] | None = None) -> dict:
     """The served method per head, chosen on `validation`, and the blend's test figures.
 
     `train` is the train split's sessions (the baselines are fit on it); `validation` and `test` are
-    `predict_next_activity` outputs of those splits. Returns `served` ({head: method}),
-    `blend_weight` ({head: w}), `validation` ({head: {method: accuracy}}) and `test` ({head:
-    {BLEND: scores}}). Nothing of `test` but its inputs reaches a choice.
+    `predict_next_activity` outputs of those splits; `peers` the peers' predictions of the validation split (the
+    same frame, by peer name). Returns `served` ({head: method}), `blend_weight` ({head: w}), `validation`
+    ({head: {method: accuracy}}) and `test` ({head: {BLEND: scores}}). Nothing of `test` but its inputs reaches
+    a choice.
     """
+    peers = {name: _aligned(validation, frame) for name, frame in (peers or {}).items()}
     pairs, fit_on = transitions(train), next_activity_inputs(train)
     result: dict = {"served": {}, "blend_weight": {}, "validation": {}, "test": {}}
     for head, (items, _, target, following) in HEADS.items():
@@ -71,7 +76,7 @@ def choose_next_activity(train: pl.DataFrame, validation: pl.DataFrame, test: pl
             "popularity": PopularityBaseline().fit(fit_on[target]).predict(validation["previous"]),
             "markov": chain.predict(validation["previous"]),
             "sessionbert": validation[items].list.first(),
-        }
+        } | {name: frame[f"predicted_{head}"] for name, frame in peers.items()}
         accuracy = {method: _accuracy(validation[target], guess) for method, guess in predicted.items()}
         candidates = blend_candidates(validation, chain, head)
         by_weight = {w: _accuracy(validation[target], blended(candidates, w)) for w in BLEND_WEIGHTS}
@@ -84,6 +89,16 @@ def choose_next_activity(train: pl.DataFrame, validation: pl.DataFrame, test: pl
     return result
 
 
+def _aligned(predictions: pl.DataFrame, peer: pl.DataFrame) -> pl.DataFrame:
+    """A peer's predictions in the rows' order of the model's (the same protocol rows, matched by session)."""
+    keys = ["user_id", "session_id"]
+    aligned = predictions.select(keys).join(peer.select(*keys, "predicted_service", "predicted_page"), on=keys,
+                                            how="left", maintain_order="left")
+    if aligned.height != predictions.height:
+        raise ValueError("a peer's predictions do not match the protocol's sessions one to one")
+    return aligned
+
+
 def simplest_within_one_standard_error(accuracy: dict[str, float], n: int) -> str:
     """The first of METHODS whose validation accuracy is within one standard error of the best one's.
 
@@ -94,7 +109,7 @@ def simplest_within_one_standard_error(accuracy: dict[str, float], n: int) -> st
     """
     best = max(accuracy.values())
     error = math.sqrt(best * (1.0 - best) / max(n, 1))
-    return next(m for m in METHODS if accuracy[m] >= best - error - 1e-12)
+    return next(m for m in METHODS if m in accuracy and accuracy[m] >= best - error - 1e-12)
 
 
 def _accuracy(truth: pl.Series, predicted: pl.Series) -> float:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from sessionbert_core.evaluation.choice import PEERS
+
 QUARANTINE_SHARE_LIMIT = 0.05  # of the rows kept or quarantined
 UNKNOWN_TOKEN_LIMIT = 0.01
 MARGIN_OVER_POPULARITY = 0.0  # accuracy points what serves must reach above popularity, on both heads
@@ -29,7 +31,9 @@ def model_verdict(evaluation: dict, champion: dict | None, margin: float = MARGI
     """What serves each head (`served_accuracy`) must reach popularity's accuracy plus `margin` (a tie
     passes at margin 0: popularity itself may serve), and lose no more against the champion's
     (`{"service": acc, "page": acc}`, if any) than `max_drop` or the noise of that difference
-    (`noise_of_difference`), whichever is larger. When Markov or popularity serves because
+    (`noise_of_difference`), whichever is larger; nor fall below the best peer's accuracy (`best_peer`) by more
+    than the noise of that difference: a user is never served worse than SASRec, GRU4Rec, V-SKNN or a
+    higher-order Markov chain on the same split. When Markov or popularity serves because
     SessionBERT lost on validation, that is no failure: the user is served the better method (and
     `served_reason` says why)."""
     reasons, figures = [], {}
@@ -44,12 +48,25 @@ def model_verdict(evaluation: dict, champion: dict | None, margin: float = MARGI
         if ours < popular + margin:
             reasons.append(f"{head} accuracy {ours:.4f} of {served_method(evaluation, head)} is below popularity's "
                            f"{popular:.4f} + {margin}")
+        peer = best_peer(evaluation, head)
+        if peer is not None:
+            figures[head]["best_peer"] = {"method": peer[0], "accuracy": peer[1]}
+            noise = noise_of_difference(peer[1], evaluation.get("n_sessions", 0))
+            if ours < peer[1] - noise:
+                reasons.append(f"{head} accuracy {ours:.4f} of {served_method(evaluation, head)} is below the best "
+                               f"peer's, {peer[0]} {peer[1]:.4f}, by more than the noise {noise:.4f}")
         allowed = max(max_drop, noise_of_difference(ours, evaluation.get("n_sessions", 0)))
         figures[head]["allowed_drop"] = allowed
         if champion and head in champion and ours < champion[head] - allowed:
             reasons.append(f"{head} accuracy {ours:.4f} is more than {allowed:.4f} below the champion's "
                            f"{champion[head]:.4f}")
     return Verdict(not reasons, tuple(reasons), figures)
+
+
+def best_peer(evaluation: dict, head: str) -> tuple[str, float] | None:
+    """The peer (SASRec, GRU4Rec, V-SKNN, higher-order Markov) with the best test accuracy on `head`, or None."""
+    figures = {m: f["accuracy"] for m, f in evaluation.get(head, {}).items() if m in PEERS}
+    return max(figures.items(), key=lambda item: item[1]) if figures else None
 
 
 def noise_of_difference(accuracy: float, n: int) -> float:
