@@ -11,7 +11,7 @@ from sessionbert_assets.assets.source import world_paths
 from sessionbert_assets.metadata import evaluation_metadata
 from sessionbert_assets.resources import SessionBertResource
 from sessionbert_core.evaluation.next_activity import baseline_scores, scores
-from sessionbert_core.peers import GRU4Rec, HigherOrderMarkov, SASRec, VSKNN
+from sessionbert_core.peers import VSKNN, GRU4Rec, HigherOrderMarkov, SASRec
 from sessionbert_core.world.truth import load_truth
 
 
@@ -75,7 +75,8 @@ def next_activity_peers(context: dg.AssetExecutionContext, sessionbert: SessionB
         metadata[f"{name}/seconds"] = round(time.perf_counter() - started, 1)
         metadata[f"{name}/test_service_accuracy"] = round(scores(test["target_service"],
                                                                  test["predicted_service"])["accuracy"], 4)
-        metadata[f"{name}/test_page_accuracy"] = round(scores(test["target_page"], test["predicted_page"])["accuracy"], 4)
+        metadata[f"{name}/test_page_accuracy"] = round(scores(test["target_page"],
+                                                              test["predicted_page"])["accuracy"], 4)
         metadata[f"{name}/settings"] = dg.MetadataValue.json(peer.summary_)
         context.log.info(f"{name}: trained in {metadata[f'{name}/seconds']} s")
     context.add_output_metadata(metadata)
