@@ -151,6 +151,13 @@ class ComputeSettings:
     precision: str = "auto"
 
 
+def onednn_isa_cap(env: dict[str, str] | None = None) -> str:
+    """ONEDNN_MAX_CPU_ISA, the cap a machine puts on oneDNN's instructions (`ALL` when none): what the hardware may
+    do for PyTorch, read here as every variable is (`model.precision` decides bf16 by it)."""
+    env = os.environ if env is None else env
+    return (env.get("ONEDNN_MAX_CPU_ISA") or "ALL").strip().upper()
+
+
 def compute_from_env(env: dict[str, str] | None = None) -> ComputeSettings:
     env = os.environ if env is None else env
     return ComputeSettings(device=env.get("SESSIONBERT_DEVICE") or "auto",

@@ -1,22 +1,19 @@
 """The landing folder's files combined day by day: sessions cut by gap and duplicates found across files.
 
-Each file is parsed and validated alone (`ingest.ParseCache`), and its parse knows which UTC days its valid
-page views fall on. What needs several files at once (a session cut by a 30-minute gap, a record repeated in
-another file) is a rule about one user's rows of one day, so each day is combined alone: the files holding
-it are read once (one file at a time, only that day's rows kept) and memory holds one file or one day,
-never the landing folder. A new day therefore costs that day, whatever lies in the landing folder before it.
+Each file is parsed and validated alone (`ingest.ParseCache`), and its parse knows which UTC days its valid page
+views fall on. What needs several files at once (a session cut by a 30-minute gap, a record repeated in another
+file) is a rule about one user's rows of one day, so each day is combined alone: the files holding it are read
+once (one file at a time, only that day's rows kept) and memory holds one file or one day, never the landing
+folder: a new day costs that day, whatever lies in the landing folder before it.
 
-Sessions are cut at midnight UTC, so a day sessionizes alone: a session that continues past midnight goes on
-as a session of the next day, its id followed by `@<day>` (its page views are all kept; only the key is new,
-so no two sessions share one). Duplicates have the same time, so the same day: they are found within it.
-
-Every row read ends in one place: kept, quarantined (with file, line, reason and the raw row) or filtered
-(access logs: static files, crawlers, failed requests), so `read = kept + quarantined + filtered` holds for
-every file once its days are combined (`landing_tables` names the days missing otherwise). A file that cannot
-be read, or lacks a required column, raises `IngestError` naming it (or, asked, becomes a quarantine row of
-kind `file`). A file cut short, corrupt part-way or past the size limit keeps the lines before the damage and
-adds one row of kind `file` naming the last complete line, counted as read and quarantined. Nothing is
-written to the landing folder.
+Sessions are cut at midnight UTC, so a day sessionizes alone: a session going on past midnight continues as a
+session of the next day, its id followed by `@<day>` (all its page views kept, under a key of its own).
+Duplicates have the same time, so the same day: they are found within it. Every row read ends in one place:
+kept, quarantined (with file, line, reason and the raw row) or filtered (access logs: static files, crawlers,
+failed requests), so `read = kept + quarantined + filtered` holds for every file once its days are combined
+(`landing_tables` names the days missing otherwise). A file that cannot be read, or lacks a required column,
+raises `IngestError` naming it (or, asked, becomes a quarantine row of kind `file`; so does the line a file was
+cut short in, `reading`). Nothing is written to the landing folder.
 """
 
 from __future__ import annotations
@@ -283,8 +280,7 @@ def ingest_landing(folder: Path, pseudonym_key: bytes, cache: Path | None = None
     (and of the parser's own code), so a file already seen is not parsed again: adding one file to a
     folder of thousands parses one file. Duplicates across files are still found, over all rows.
     `unreadable="quarantine"` turns a file that cannot be read (or lacks a required column) into a
-    quarantine row of kind `file` instead of an error, so one bad file does not block the others.
-    """
+    quarantine row of kind `file` instead of an error, so one bad file does not block the others."""
     with tempfile.TemporaryDirectory(prefix="sessionbert-ingest-") as work:
         work = Path(work)
         targets = Targets(work / "events", work / "quarantine", work / "billing")
@@ -348,8 +344,7 @@ def kept_rows(frame, schema: dict):
 
 
 def quarantined_rows(frame, kind: str):
-    """The rows a rule refused, as QUARANTINE_SCHEMA (a DataFrame or a LazyFrame); the line a file was cut short
-    in (or stopped at its size limit) is of kind `file`, its detail naming the last complete line."""
+    """The rows a rule refused, as QUARANTINE_SCHEMA (a DataFrame or a LazyFrame); a file cut short: kind `file`."""
     file_row = pl.col("_reason").is_in(reading.FILE_REASONS)
     return frame.filter(pl.col("_reason").is_not_null()).select(
         pl.col("_file").alias("source_file"), pl.col("_line").alias("line"),
@@ -365,8 +360,7 @@ def _rejected_files(rejected: list[tuple[str, str, str]]) -> pl.DataFrame:
 
 
 def _in_reading_order(quarantine: pl.DataFrame, files: pl.DataFrame) -> pl.DataFrame:
-    """Quarantined rows as the files were read: page-view files, then billing, then refused files; by line (a
-    file's row for where it was cut short after its lines)."""
+    """Quarantined rows as the files were read: page-view files, then billing, then refused files; by line."""
     order = files.select("file", _kind=pl.col("kind").replace_strict({"billing": 1}, default=0, return_dtype=pl.Int8),
                          _index=pl.int_range(pl.len()))
     return (quarantine.with_row_index("_row").join(order, left_on="source_file", right_on="file", how="left")

@@ -12,13 +12,12 @@ precision here.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from dataclasses import dataclass
 
 import torch
 
-from sessionbert_core.config import compute_from_env
+from sessionbert_core.config import compute_from_env, onednn_isa_cap
 
 PRECISIONS = ("auto", "bf16", "fp32")
 PROBE_SIZE = 256  # the probe's square product: long enough to time, short even where bf16 is emulated
@@ -72,7 +71,7 @@ def cpu_bf16_support() -> tuple[bool, str]:
     capability = torch.backends.cpu.get_cpu_capability()
     if not capability.startswith("AVX512"):
         return False, f"PyTorch is held to {capability} (ATEN_CPU_CAPABILITY): the CPU's {instructions} is not used"
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").strip().upper()  # the hardware's cap, not a setting
+    cap = onednn_isa_cap()
     if cap not in ONEDNN_BF16_ISAS:
         return False, f"oneDNN is held to {cap} (ONEDNN_MAX_CPU_ISA): the CPU's {instructions} is not used"
     try:
