@@ -89,7 +89,8 @@ def timed_requests(port: int, body: bytes, count: int) -> list[float]:
 
 
 def measure(port: int, body: bytes, clients: int, requests: int) -> dict:
-    timed_requests(port, body, 5)  # warm-up
+    with ThreadPoolExecutor(8) as pool:  # warm-up on eight connections, so that every worker has answered
+        list(pool.map(lambda _: timed_requests(port, body, 5), range(8)))
     per_client = max(1, requests // clients)
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:

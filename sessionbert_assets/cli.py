@@ -23,6 +23,8 @@ SUMMARY_KEYS = {
                            "billing_rows"),
     "session_splits": ("sessions", "users", "mean_words_per_session"),
     "next_activity_baselines": ("headline", "n_sessions"),
+    "next_activity_peers": tuple(f"{peer}/{figure}" for peer in ("markov_backoff", "vsknn", "gru4rec", "sasrec")
+                                 for figure in ("seconds", "test_service_accuracy")),
     "tokenizer": ("kind", "vocabulary_size", "unknown_token_rate", "mean_tokens_per_session"),
     "pretrained_model": ("precision", "encoder", "parameters", "epochs", "training_time", "best_validation_loss",
                          "useful_tokens_per_second", "mlflow_run_id"),
@@ -206,10 +208,21 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-bytes", type=int, default=limits.max_bytes, help="largest request body")
     parser.add_argument("--max-page-views", type=int, default=limits.max_page_views, help="most rows a request")
     parser.add_argument("--seconds", type=float, default=limits.seconds, help="time limit of one request")
+    parser.add_argument("--max-new-users", type=int, default=limits.max_new_users,
+                        help="most users a request may hold that the model never saw (each one is embedded)")
+    parser.add_argument("--max-sessions", type=int, default=limits.max_sessions,
+                        help="most sessions the models may read for a request (each user's last ones)")
+    parser.add_argument("--max-tokens", type=int, default=limits.max_tokens,
+                        help="most tokens the models may read for a request")
+    parser.add_argument("--header-seconds", type=float, default=limits.header_seconds,
+                        help="time a client has to send a request's head (then 408)")
+    parser.add_argument("--body-seconds", type=float, default=limits.body_seconds,
+                        help="time a client has to send a request's body (then 408)")
 
 
 def serve(args: argparse.Namespace) -> int:
     """Serve the champion model (`sessionbert_core.serving.http`) until interrupted."""
+    from dataclasses import fields
     from pathlib import Path
 
     from sessionbert_core.serving.http import Limits
@@ -219,7 +232,7 @@ def serve(args: argparse.Namespace) -> int:
         raise ValueError("--workers is at least 1")
     model = Path(args.model) if args.model else settings_from_env().home / "serving_model"
     run_server(model, args.host, args.port, args.workers,
-               Limits(max_bytes=args.max_bytes, max_page_views=args.max_page_views, seconds=args.seconds))
+               Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}))
     return 0
 
 

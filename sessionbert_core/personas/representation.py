@@ -78,8 +78,10 @@ class PersonaSpace:
         (SessionBERT's session embeddings), their activities read from `sessions`."""
         if self.name == "sessionbert":
             return embeddings
-        activities = embeddings.select("session_id").join(sessions.select("session_id", "activities"),
-                                                          on="session_id", how="left", maintain_order="left")
+        # a session id is unique only within its user (two users of one request may both send "s1")
+        activities = embeddings.select("user_id", "session_id").join(
+            sessions.select("user_id", "session_id", "activities"), on=["user_id", "session_id"], how="left",
+            maintain_order="left")
         tfidf = self._tfidf(activities["activities"])
         if self.name == "tfidf":
             vectors = tfidf

@@ -12,6 +12,10 @@ the last 8 sessions of each user feed the count ranker. A user the pipeline know
 assigned persona, and nothing they used before (in any session or bill) is recommended; a user
 it never saw gets the persona of the nearest cluster centroid of their posted sessions. A request
 the model cannot read is refused with a 400 and a message naming what is wrong.
+
+The models read only what the answer uses: each user's last sessions (and, for their context, the
+earlier page views of the same days), so what a request costs is counted before any model runs
+(`Work`), and the server caps it (`http.Limits`).
 """
 
 from __future__ import annotations
@@ -25,97 +29,36 @@ import mlflow
 import numpy as np
 import polars as pl
 
-REQUIRED = ("user_id", "session_id", "timestamp", "service", "page")
-OPTIONAL = ("country", "city", "billing_tier")
-MAX_PAGE_VIEWS = 5_000  # per request, by default: about a second of work on 2 cores (README: Serving)
+from sessionbert_core.serving.request import RequestError, events_from_request
+
+# sessions per forward pass between two looks at the request's deadline: at most 32 x 128 tokens, a
+# fraction of a second on one core, so a request stops soon after its time is up
+PASS_SESSIONS = 32
 # what the served model imports; pinned to the installed versions, since MLflow would otherwise load the
 # model in a subprocess to infer them on every save
 SERVED_PACKAGES = ("mlflow", "cloudpickle", "numpy", "pandas", "polars", "pyarrow", "scikit-learn", "scipy", "torch",
                    "transformers", "tokenizers", "safetensors", "sessionbert")
-PAYLOAD_KEYS = ("dataframe_records", "dataframe_split")
 
 
-class RequestError(ValueError):
-    """A request the model cannot read; served as HTTP 400 (413 when `too_large`) with this message."""
+@dataclass(frozen=True)
+class Work:
+    """What answering a request asks of the models, counted before they run (`http.Limits` caps each)."""
 
-    def __init__(self, message: str, too_large: bool = False):
-        super().__init__(message)
-        self.too_large = too_large
-
-
-def rows_from_payload(payload, max_rows: int = MAX_PAGE_VIEWS) -> pl.DataFrame:
-    """MLflow's JSON request (`dataframe_records` or `dataframe_split`) as a frame of text columns, or a
-    RequestError naming the first thing that is not a page view: every value text, a whole number, or
-    null (a fraction only for an epoch timestamp); nothing nested."""
-    if not isinstance(payload, dict) or len(payload.keys() & set(PAYLOAD_KEYS)) != 1:
-        raise RequestError("the body is a JSON object with one key, dataframe_records (a list of page views) "
-                           "or dataframe_split ({columns, data})")
-    if "dataframe_records" in payload:
-        records = payload["dataframe_records"]
-        if not isinstance(records, list):
-            raise RequestError("dataframe_records is a list of page views (JSON objects)")
-        _check_count(len(records), max_rows)
-        if not all(isinstance(r, dict) for r in records):
-            raise RequestError(f"row {next(i for i, r in enumerate(records) if not isinstance(r, dict))} of "
-                               "dataframe_records is not a JSON object")
-        columns = [c for c in (*REQUIRED, *OPTIONAL) if any(c in r for r in records)]
-        values = {c: [r.get(c) for r in records] for c in columns}
-    else:
-        split = payload["dataframe_split"]
-        if not (isinstance(split, dict) and isinstance(split.get("columns"), list)
-                and isinstance(split.get("data"), list) and all(isinstance(c, str) for c in split["columns"])):
-            raise RequestError("dataframe_split is {\"columns\": [names], \"data\": [[values], ...]}")
-        _check_count(len(split["data"]), max_rows)
-        width = len(split["columns"])
-        if not all(isinstance(r, list) and len(r) == width for r in split["data"]):
-            raise RequestError(f"every row of dataframe_split.data is a list of {width} values, one per column")
-        index = {c: i for i, c in enumerate(split["columns"])}
-        columns = [c for c in (*REQUIRED, *OPTIONAL) if c in index]
-        values = {c: [r[index[c]] for r in split["data"]] for c in columns}
-    return pl.DataFrame({c: [_text(v, c, row) for row, v in enumerate(values[c])] for c in columns},
-                        schema=dict.fromkeys(columns, pl.String))
+    new_users: int  # users the pipeline never saw: their sessions are embedded for a persona
+    sessions: int  # sessions the models read: each user's last `recommendation_sessions`, a new user's last
+    # `user_vector_sessions` when that is more
+    tokens: int  # of the texts the models read (embedding and next-activity passes), each cut at its model's length
 
 
-def _check_count(rows: int, max_rows: int) -> None:
-    if rows > max_rows:
-        raise RequestError(f"{rows} page views in one request; at most {max_rows} (send the last sessions of "
-                           "each user, or split the users over several requests)", too_large=True)
+@dataclass(frozen=True)
+class Plan:
+    """A checked request made ready for the models: the sessions they read, serialized, and the Work counted."""
 
-
-def _text(value, column: str, row: int) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float) and column == "timestamp":
-        return repr(value)
-    kind = {bool: "true/false", list: "a list", dict: "an object", float: "a fraction"}.get(type(value), "not text")
-    raise RequestError(f"row {row}: `{column}` is {kind}; values are text (a timestamp may be epoch seconds)")
-
-
-def events_from_request(rows: pl.DataFrame) -> pl.DataFrame:
-    """The request's page views as the ingestion's event frame, checked by the landing folder's rules
-    (an id empty, too long or with a control character; a timestamp that is not one), or a RequestError
-    naming the column and rows."""
-    from sessionbert_core.data.validate import validate_events
-
-    if rows.height == 0:
-        raise RequestError("the request has no page views: send rows with " + ", ".join(REQUIRED))
-    missing = [c for c in REQUIRED if c not in rows.columns]
-    if missing:
-        raise RequestError(f"missing column(s) {', '.join(missing)}: each row is a page view with "
-                           f"{', '.join(REQUIRED)} (and optionally {', '.join(OPTIONAL)})")
-    events, problems = validate_events(rows.select(pl.col(c).cast(pl.String) for c in rows.columns
-                                                   if c in (*REQUIRED, *OPTIONAL)))
-    if problems.height:
-        first = problems.row(0, named=True)
-        same = problems.filter(pl.col("reason") == first["reason"])
-        detail = f" ({first['detail']})" if first["detail"] else ""
-        raise RequestError(f"{first['reason']}{detail} in {same.height} row(s) (rows "
-                           f"{', '.join(str(r) for r in same['row'].head(5).to_list())})"
-                           + (f"; {problems.height - same.height} more row(s) break another rule"
-                              if problems.height > same.height else ""))
-    return events.sort("user_id", "timestamp")
+    sessions: pl.DataFrame  # SESSION_SCHEMA, the sessions the models read
+    unseen: pl.DataFrame  # of them, those embedded: each new user's last `user_vector_sessions`
+    used: pl.DataFrame  # user_id, service: in any posted page view, or in the user's history
+    posted: pl.DataFrame  # user_id, sessions (how many each user posted), new (never seen): by user_id
+    work: Work
 
 
 class SessionBertRecommender(mlflow.pyfunc.PythonModel):
@@ -124,10 +67,11 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from transformers import AutoTokenizer
 
+        from sessionbert_core.model.batching import length_limit
         from sessionbert_core.model.networks import load_next_activity_model
         from sessionbert_core.model.precision import resolve_precision
         from sessionbert_core.personas.embed import load_encoder
-        from sessionbert_core.recommend.ranking import sessionbert_predictor
+        from sessionbert_core.recommend.ranking import RECENT_SESSIONS, sessionbert_predictor
 
         artifacts = {name: Path(path) for name, path in context.artifacts.items()}
         self.settings = json.loads(artifacts["settings"].read_text())
@@ -137,6 +81,13 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         self.predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(artifacts["finetuned_model"]),
                                                self.settings.get("max_length"), bf16=self.precision.bf16)
         self.encoder, self.encoder_tokenizer = load_encoder(artifacts["pretrained_model"], bf16=self.precision.bf16)
+        # tokenizers of their own to count a request's tokens while another request predicts: a call sets
+        # its tokenizer's truncation, which must not change under a running forward pass
+        self.counters = {"embed": (AutoTokenizer.from_pretrained(artifacts["pretrained_model"]),
+                                   length_limit(self.encoder, self.settings.get("max_length"))),
+                         "predict": (AutoTokenizer.from_pretrained(artifacts["finetuned_model"]),
+                                     length_limit(model, self.settings.get("max_length")))}
+        self.recent = self.settings.get("recommendation_sessions", RECENT_SESSIONS)
         from sessionbert_core.personas.representation import PersonaSpace
 
         # the space the centroids live in; a model saved before the choice existed used SessionBERT's
@@ -146,6 +97,7 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         self.centroids = np.stack(centroids["centroid"].to_numpy())
         self.tags = pl.read_parquet(artifacts["personas"]).select("cluster", "persona")
         self.known = pl.read_parquet(artifacts["known_users"])  # user_id, cluster, persona, used (list)
+        self.assigned = self.known.select("user_id", known_cluster="cluster", known_persona="persona")
         # once per server, not per request: every (user, service) a known user ever used
         self.history = self.known.select("user_id", service=pl.col("used")).explode("service").drop_nulls()
         self.ranking = RankingInputs.load(artifacts, list(model.config.service_labels))
@@ -160,29 +112,63 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
 
             raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from error
 
-    def answer(self, events: pl.DataFrame, deadline: float | None = None) -> pl.DataFrame:
-        """Persona and top-5 new services per user of `events` (checked page views); past `deadline`
-        (time.monotonic()) it stops between stages with a TimeoutError."""
-        from sessionbert_core.data.serialize import serialize_sessions
-        from sessionbert_core.personas.embed import embed_sessions, user_vector_sessions
+    def plan(self, events: pl.DataFrame, caps: Work | None = None) -> Plan:
+        """`events` (checked page views) as the sessions the models read, and the Work that takes; no model
+        runs. Sessions older than a user's last ones only lend their services (never recommended) and, on
+        the same day, their page views to the context of the sessions read. Work over `caps` is refused
+        (a RequestError, too large) as soon as it is counted: users and sessions before serializing."""
+        from sessionbert_core.activity import service_of_expr
+        from sessionbert_core.data.serialize import activity, recent_sessions, serialize_sessions
+        from sessionbert_core.model.inputs import recommendation_inputs
+        from sessionbert_core.personas.embed import user_vector_sessions
+
+        window = user_vector_sessions(self.settings)
+        most = max(self.recent, window)  # sessions read of a new user (of a known one: self.recent)
+        users = (events.group_by("user_id").agg(sessions=pl.col("session_id").n_unique()).sort("user_id")
+                 .with_columns(new=~pl.col("user_id").is_in(self.known["user_id"].implode())))
+        new_users = users.filter("new")["user_id"] if users["new"].any() else users["user_id"].clear()
+        trimmed = users["sessions"].max() > self.recent  # a user posted more sessions than the models may read
+        read = _last_sessions(events, new_users, self.recent, most) if trimmed else None  # None: every one
+        _require_within(caps, new_users=new_users.len(),
+                        sessions=users["sessions"].sum() if read is None else read.height)
+        sessions = serialize_sessions(events if read is None else _read_events(events, read))
+        used = self.history.filter(pl.col("user_id").is_in(users["user_id"].implode()))
+        if read is not None:  # the sessions left out lent their context; their services are used too
+            sessions = sessions.filter(pl.col("session_id").is_not_null())
+            used = pl.concat([used, events.select("user_id", service=service_of_expr(
+                activity(pl.col("service"), pl.col("page"))))])
+        unseen = sessions.filter(pl.col("user_id").is_in(new_users.implode())) if new_users.len() else sessions.clear()
+        unseen = recent_sessions(unseen, window) if window < most else unseen
+        predicted = recommendation_inputs(recent_sessions(sessions, self.recent) if trimmed else sessions)
+        tokens = self._tokens("embed", unseen["text"]) + self._tokens("predict", predicted["input_text"])
+        _require_within(caps, tokens=tokens)
+        return Plan(sessions, unseen, used, users, Work(new_users.len(), sessions.height, tokens))
+
+    def _tokens(self, model: str, texts: pl.Series) -> int:
+        """The tokens `model` ("embed" or "predict") reads of `texts`, each cut at its length."""
+        if texts.is_empty():
+            return 0
+        tokenizer, limit = self.counters[model]
+        return sum(map(len, tokenizer(texts.to_list(), truncation=True, max_length=limit)["input_ids"]))
+
+    def answer(self, request: pl.DataFrame | Plan, deadline: float | None = None) -> pl.DataFrame:
+        """Persona and top-5 new services per user of `request` (checked page views, or their Plan); past
+        `deadline` (time.monotonic()) it stops with a TimeoutError at its next stage or forward pass."""
+        from sessionbert_core.personas.embed import user_vector_sessions
         from sessionbert_core.personas.mapping import nearest_clusters
-        from sessionbert_core.recommend.ranking import RECENT_SESSIONS, recommend_services
+        from sessionbert_core.recommend.ranking import recommend_services
+
+        plan = request if isinstance(request, Plan) else self.plan(request)
 
         def in_time(stage: str) -> None:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"the request ran past its time limit before {stage}")
 
-        sessions = serialize_sessions(events, pl.DataFrame(schema={"user_id": pl.String, "date": pl.Date,
-                                                                   "service": pl.String, "cost": pl.Float64}))
-        history = self.history.filter(pl.col("user_id").is_in(sessions["user_id"].unique().implode()))
         # a known user keeps their assigned persona: only the sessions of users never seen are embedded
-        unseen = sessions.filter(~pl.col("user_id").is_in(self.known["user_id"].implode()))
         inferred = pl.DataFrame(schema={"user_id": pl.String, "cluster": pl.Int64, "persona": pl.String})
-        if unseen.height:
-            in_time("embedding sessions")
-            embeddings = embed_sessions(self.encoder, self.encoder_tokenizer, unseen, self.settings["pooling"],
-                                        max_length=self.settings.get("max_length"), bf16=self.precision.bf16)
-            inferred = (nearest_clusters(self.space.session_vectors(embeddings, unseen), self.centroids,
+        if plan.unseen.height:
+            embeddings = self._embed(plan.unseen, in_time)
+            inferred = (nearest_clusters(self.space.session_vectors(embeddings, plan.unseen), self.centroids,
                                          user_vector_sessions(self.settings))
                         .join(self.tags, on="cluster", how="left").with_columns(pl.col("persona").fill_null(""))
                         .select(inferred.columns))
@@ -190,14 +176,11 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         ranker = self.settings.get("ranker", "count")  # the recommendation table's, chosen on validation
         clusters = (pl.concat([self.known.select("user_id", "cluster"), inferred.select("user_id", "cluster")])
                     if ranker == "persona" else None)
-        ranked = recommend_services(self.predictor, sessions, None, ranker,
-                                    self.settings.get("recommendation_sessions", RECENT_SESSIONS), clusters,
-                                    self.ranking.vectors, also_used=history, markov=self.ranking.markov,
+        ranked = recommend_services(self._predictor_in_time(in_time), plan.sessions, None, ranker, self.recent,
+                                    clusters, self.ranking.vectors, also_used=plan.used, markov=self.ranking.markov,
                                     services=self.ranking.services, adoptions=self.ranking.adoptions)
-        users = sessions.select("user_id").unique(maintain_order=True)
         personas = (
-            users.join(self.known.select("user_id", known_cluster="cluster", known_persona="persona"),
-                       on="user_id", how="left", maintain_order="left")
+            plan.posted.join(self.assigned, on="user_id", how="left", maintain_order="left")
             .join(inferred, on="user_id", how="left", maintain_order="left")
             .select("user_id",
                     persona=pl.coalesce("known_persona", "persona").fill_null(""),
@@ -209,9 +192,68 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
             services=pl.col("service"), scores=pl.col("score"), pages=pl.col("page"))
         return (personas.join(top, on="user_id", how="left", maintain_order="left")
                 .with_columns(pl.col("services").fill_null([]), pl.col("scores").fill_null([]),
-                              pl.col("pages").fill_null([]),
-                              sessions=users.join(sessions.group_by("user_id").len(), on="user_id",
-                                                  how="left", maintain_order="left")["len"]))
+                              pl.col("pages").fill_null([]), sessions=plan.posted["sessions"]))
+
+    def _embed(self, sessions: pl.DataFrame, in_time) -> pl.DataFrame:
+        """`embed_sessions`, PASS_SESSIONS at a time (texts of like length together), in time before each."""
+        from sessionbert_core.personas.embed import embed_sessions
+
+        by_length = sessions.sort(pl.col("text").str.len_bytes())
+        parts = []
+        for offset in range(0, by_length.height, PASS_SESSIONS):
+            in_time("embedding sessions")
+            parts.append(embed_sessions(self.encoder, self.encoder_tokenizer, by_length.slice(offset, PASS_SESSIONS),
+                                        self.settings["pooling"], max_length=self.settings.get("max_length"),
+                                        bf16=self.precision.bf16))
+        return parts[0] if len(parts) == 1 else pl.concat(parts)
+
+    def _predictor_in_time(self, in_time):
+        """The next-activity predictor, PASS_SESSIONS at a time, in time before each."""
+
+        def predict(sessions: pl.DataFrame) -> pl.DataFrame:
+            if sessions.is_empty():
+                return self.predictor(sessions)
+            parts = []
+            for offset in range(0, sessions.height, PASS_SESSIONS):
+                in_time("predicting next activities")
+                parts.append(self.predictor(sessions.slice(offset, PASS_SESSIONS)))
+            return parts[0] if len(parts) == 1 else pl.concat(parts)
+
+        return predict
+
+
+WORK_NAMES = {"new_users": "users the model never saw (each one embedded for a persona)",
+              "sessions": "sessions for the models to read (each user's last ones)",
+              "tokens": "tokens in the sessions for the models to read"}
+
+
+def _require_within(caps: Work | None, **counts: int) -> None:
+    for name, count in counts.items():
+        if caps is not None and count > getattr(caps, name):
+            raise RequestError(f"the request has {count:,} {WORK_NAMES[name]}; at most {getattr(caps, name):,} "
+                               f"(max_{name}): split the users over several requests", too_large=True)
+
+
+def _last_sessions(events: pl.DataFrame, new_users: pl.Series, recent: int, most: int) -> pl.DataFrame:
+    """`user_id, session_id, start` of the sessions the models read: each user's last `recent`, and a new
+    user's last `most`."""
+    return (events.group_by("user_id", "session_id").agg(start=pl.col("timestamp").min())
+            .sort("user_id", "start", "session_id")  # recent_sessions' order
+            .filter(pl.int_range(pl.len()).reverse().over("user_id")
+                    < pl.when(pl.col("user_id").is_in(new_users.implode())).then(most).otherwise(recent)))
+
+
+def _read_events(events: pl.DataFrame, read: pl.DataFrame) -> pl.DataFrame:
+    """The page views of the sessions `read` and, under a null session id, the others on the days those
+    sessions began: the context they lend the sessions read (earlier page views that day), without each
+    left-out session becoming one to serialize against every other."""
+    keys = read.select("user_id", "session_id")
+    days = read.select("user_id", _day=pl.col("start").dt.date()).unique()
+    earlier = (events.join(keys, on=["user_id", "session_id"], how="anti")
+               .with_columns(_day=pl.col("timestamp").dt.date())
+               .join(days, on=["user_id", "_day"], how="semi")
+               .drop("_day").with_columns(session_id=pl.lit(None, pl.String)))
+    return pl.concat([events.join(keys, on=["user_id", "session_id"], how="semi"), earlier])
 
 
 @dataclass(frozen=True)
