@@ -204,7 +204,7 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
     parser.add_argument("--workers", type=int, help="processes, each with the model and cores/workers torch "
-                        "threads (default: one per core, up to 4; README: Serving)")
+                        "threads (default: one per core, up to 4; docs/serving.md)")
     parser.add_argument("--max-bytes", type=int, default=limits.max_bytes, help="largest request body")
     parser.add_argument("--max-page-views", type=int, default=limits.max_page_views, help="most rows a request")
     parser.add_argument("--seconds", type=float, default=limits.seconds, help="time limit of one request")
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                                            "folder's files hold)")
     recommend_parser = sub.add_parser("recommend", help="print one user's top-5 new services and persona")
     recommend_parser.add_argument("user_id")
-    serve_parser = sub.add_parser("serve", help="serve the champion model over HTTP (README: Serving)")
+    serve_parser = sub.add_parser("serve", help="serve the champion model over HTTP (docs/serving.md)")
     _serve_arguments(serve_parser)
     args = parser.parse_args(argv)
     try:

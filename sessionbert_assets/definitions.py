@@ -39,7 +39,7 @@ def build_definitions(sessionbert: SessionBertResource | None = None) -> dg.Defi
                    # a PipesK8sClient in its place (docs/kubernetes.md)
                    "training_pipes": dg.PipesSubprocessClient(),
                    # SESSIONBERT_ENGINE=spark: the Spark job of session_splits, a local spark-submit here
-                   # (PipesEMRClient or PipesDatabricksClient in its place on a cluster: README, Spark)
+                   # (PipesEMRClient or PipesDatabricksClient in its place on a cluster: docs/scaling.md)
                    "spark": SparkResource(), "spark_pipes": dg.PipesSubprocessClient(),
                    "io_manager": artifact_io_manager},
     )

@@ -2,7 +2,7 @@
 
 Here a local `spark-submit` (the `spark_pipes` client, a subprocess); on a cluster the same script goes
 through Dagster's own Pipes clients (`PipesEMRClient`, `PipesDatabricksClient`, or this subprocess client
-with `master: sc://host:15002` for Spark Connect): README, *Spark*.
+with `master: sc://host:15002` for Spark Connect): docs/scaling.md, *Spark for sessions, text and splits*.
 """
 
 from __future__ import annotations

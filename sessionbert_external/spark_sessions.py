@@ -4,7 +4,7 @@
 
 Launched by Dagster Pipes (the `session_splits` asset with `SESSIONBERT_ENGINE=spark`):
 `spark-submit sessionbert_external/spark_sessions.py` against a local master here, or the same file on
-a cluster (README: *Spark*). Paths and rules come in the Pipes extras; the counts go back as the asset's
+a cluster (docs/scaling.md). Paths and rules come in the Pipes extras; the counts go back as the asset's
 metadata. Needs only `pyspark` and `dagster-pipes`, so it ships to a cluster alone.
 
 - Sessionization: a page view with no session id starts a new session after 30 minutes without one of

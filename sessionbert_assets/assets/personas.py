@@ -40,7 +40,7 @@ from sessionbert_core.world.truth import load_truth
 
 
 class EmbeddingConfig(dg.Config):
-    pooling: Pooling = "mean"  # or cls; mean measured better (README, persona benchmark)
+    pooling: Pooling = "mean"  # or cls; mean measured better (docs/results/index.md, persona benchmark)
     batch_size: int = 256
 
 

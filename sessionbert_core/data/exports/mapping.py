@@ -59,7 +59,7 @@ def load(folder: Path) -> tuple[TableMapping, ...]:
         raise IngestError(f"{FILE_NAME}: not valid YAML: {str(error).splitlines()[0]}") from error
     tables = document.get("tables") if isinstance(document, dict) else None
     if not isinstance(tables, list) or not tables:
-        raise IngestError(f"{FILE_NAME}: expected `tables:`, a list of table mappings (see the README)")
+        raise IngestError(f"{FILE_NAME}: expected `tables:`, a list of table mappings (docs/landing-folder.md)")
     return tuple(_mapping(number, entry) for number, entry in enumerate(tables, start=1))
 
 
