@@ -99,3 +99,12 @@ def test_model_gate_holds_what_serves_to_the_best_peer():
     lost = gates.model_verdict(evaluation, None)
     assert not lost.passed and "below the best peer's, gru4rec 0.6500" in lost.reasons[0]
     assert lost.figures["service"]["best_peer"] == {"method": "gru4rec", "accuracy": 0.65}
+
+
+def test_the_peer_the_gate_holds_to_is_the_one_best_on_validation():
+    evaluation = _evaluation(0.6, 0.4, served="gru4rec") | {"n_sessions": 71}
+    evaluation["page"] |= {"gru4rec": {"accuracy": 0.732}, "sasrec": {"accuracy": 0.803}}
+    evaluation["service"] |= {"gru4rec": {"accuracy": 0.6}}
+    evaluation["validation"] = {"page": {"gru4rec": 0.61, "sasrec": 0.40}, "service": {"gru4rec": 0.6}}
+    verdict = gates.model_verdict(evaluation, None)
+    assert verdict.passed and verdict.figures["page"]["best_peer"] == {"method": "gru4rec", "accuracy": 0.732}

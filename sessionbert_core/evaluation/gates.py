@@ -64,9 +64,15 @@ def model_verdict(evaluation: dict, champion: dict | None, margin: float = MARGI
 
 
 def best_peer(evaluation: dict, head: str) -> tuple[str, float] | None:
-    """The peer (SASRec, GRU4Rec, V-SKNN, higher-order Markov) with the best test accuracy on `head`, or None."""
+    """The peer (SASRec, GRU4Rec, V-SKNN, higher-order Markov) best on `head` on validation (on test where no
+    validation figures are given), with its test accuracy; None without peers. Picked on validation as what serves
+    is: the best of four on test would carry a selection bias of its own on a small test split."""
     figures = {m: f["accuracy"] for m, f in evaluation.get(head, {}).items() if m in PEERS}
-    return max(figures.items(), key=lambda item: item[1]) if figures else None
+    if not figures:
+        return None
+    chosen_on = {m: a for m, a in evaluation.get("validation", {}).get(head, {}).items() if m in figures} or figures
+    best = max(chosen_on, key=chosen_on.get)
+    return best, figures[best]
 
 
 def noise_of_difference(accuracy: float, n: int) -> float:
