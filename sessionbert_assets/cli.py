@@ -14,6 +14,7 @@ from sessionbert_assets.metadata import duration
 from sessionbert_assets.partitions import DAY_ASSETS, execute_over_files, upstream_needed
 from sessionbert_core.config import settings_from_env
 from sessionbert_core.data.ingest import EXPORT_KINDS
+from sessionbert_core.evaluation.choice import PEERS
 
 # figures worth a line in the summary, per asset (all of them are in the UI)
 SUMMARY_KEYS = {
@@ -23,7 +24,7 @@ SUMMARY_KEYS = {
                            "billing_rows"),
     "session_splits": ("sessions", "users", "mean_words_per_session"),
     "next_activity_baselines": ("headline", "n_sessions"),
-    "next_activity_peers": tuple(f"{peer}/{figure}" for peer in ("markov_backoff", "vsknn", "gru4rec", "sasrec")
+    "next_activity_peers": tuple(f"{peer}/{figure}" for peer in PEERS
                                  for figure in ("seconds", "test_service_accuracy")),
     "tokenizer": ("kind", "vocabulary_size", "unknown_token_rate", "mean_tokens_per_session"),
     "pretrained_model": ("precision", "encoder", "parameters", "epochs", "training_time", "best_validation_loss",

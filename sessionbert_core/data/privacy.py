@@ -28,7 +28,7 @@ _IPV6 = (rf"{_NOT_IN}(?:{_H}:){{7}}{_H}(?![0-9A-Za-z:])"  # every group written
          rf"|{_NOT_IN}(?:{_H}:){{1,7}}:(?:{_H}(?::{_H}){{0,6}})?(?![0-9A-Za-z:])"  # a :: after groups (fe80::1)
          rf"|{_NOT_IN}::{_H}(?::{_H}){{0,6}}(?![0-9A-Za-z:])")  # a leading :: (::1, ::ffff:...)
 _ACCOUNT = r"(?<![0-9A-Za-z])\d{12}(?![0-9A-Za-z])"  # an AWS account id (CloudTrail puts one in every file name)
-PERSON = f"{_EMAIL}|{_ARN}|{_IPV4}|{_IPV6}|{_ACCOUNT}"
+PERSON = re.compile(f"{_EMAIL}|{_ARN}|{_IPV4}|{_IPV6}|{_ACCOUNT}")
 # what may hold one of them, in polars' regex (no look-around): a wider net, `PERSON` then decides
 MAY_NAME_PERSON = (r"@|%40|arn:aws|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|::|(?:[0-9a-fA-F]{1,4}:){7}"
                    r"|(?:^|[^0-9A-Za-z])\d{12}(?:[^0-9A-Za-z]|$)")
@@ -39,6 +39,7 @@ IDENTIFIER_KEYS = ("email", "e_mail", "e-mail", "mail", "email_address", "emaila
                    "account_id", "accountid", "arn", "principalid", "sourceidentity", "errormessage")
 _KEYED = re.compile(r'((?:\\*)"(?i:' + "|".join(map(re.escape, IDENTIFIER_KEYS))
                     + r')(?:\\*)"\s*:\s*)(\\*)"((?:[^"\\]|\\[^"])*)(\\*)"')
+_KEYED_IN_POLARS = '(?i)"(?:' + "|".join(map(re.escape, IDENTIFIER_KEYS)) + r')\\*"\s*:'  # a key may follow
 NOT_SCRUBBED = frozenset({"timestamp", "date", "cost", "billing_tier", "_reason"})  # values no person is named in
 
 
@@ -61,7 +62,7 @@ class Pseudonymizer:
             return value
         if '"' in value:
             value = _KEYED.sub(lambda m: f'{m[1]}{m[2]}"{self._keyed(m[3])}{m[4]}"', value)
-        return _PERSON.sub(lambda m: self.of(m[0]), value)
+        return PERSON.sub(lambda m: self.of(m[0]), value)
 
     def _keyed(self, value: str) -> str:
         """A value under an identifier key: its pseudonym, unless empty or one already."""
@@ -78,11 +79,10 @@ class Pseudonymizer:
         columns = [c for c, dtype in frame.schema.items() if dtype == pl.String and c not in skip]
         if not columns or frame.height == 0:
             return frame
-        keyed = '(?i)"(?:' + "|".join(map(re.escape, IDENTIFIER_KEYS)) + r')\\*"\s*:'
         replaced = []
         for column in columns:
             values = frame[column]
-            holds = (values.str.contains(MAY_NAME_PERSON) | values.str.contains(keyed)).fill_null(False)
+            holds = (values.str.contains(MAY_NAME_PERSON) | values.str.contains(_KEYED_IN_POLARS)).fill_null(False)
             if holds.any():
                 at = holds.arg_true()
                 held = values.gather(at)
@@ -92,7 +92,6 @@ class Pseudonymizer:
         return frame.with_columns(replaced)
 
 
-_PERSON = re.compile(PERSON)
 PSEUDONYM = re.compile(r"h[0-9a-f]{16}")
 
 

@@ -16,21 +16,12 @@ import polars as pl
 
 from sessionbert_core.data.access_log import FILTERED_SCHEMA, mark_gap_sessions, normalize_path, pseudonym
 from sessionbert_core.data.event_files import BOM, physical_lines
+from sessionbert_core.data.privacy import PERSON
 from sessionbert_core.data.validate import parse_timestamp
 
 VIEW_COLUMNS = ("user_id", "session_id", "timestamp", "service", "page", "country", "city")
 ROW_SCHEMA = {c: pl.String for c in VIEW_COLUMNS} | {"_line": pl.Int64, "_reason": pl.String, "_detail": pl.String,
                                                      "_raw": pl.String, "_event_id": pl.String}
-# any text that names a person or an account, wherever it stands: each pattern tried only where a cheap
-# test says it may match (one regex of them all costs 40 us a record)
-PATTERNS = (
-    (lambda raw: "@" in raw, re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")),  # an e-mail address
-    (lambda raw: "%40" in raw, re.compile(r"[\w.+-]+%40[\w-]+(?:\.[\w-]+)+")),  # one in a URL
-    (lambda raw: "arn:" in raw, re.compile(r"\barn:aws[\w-]*:[^\"\s,]*")),  # an AWS ARN (account, user name)
-    (lambda raw: True, re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")),  # an IPv4 address
-    (lambda raw: "::" in raw or raw.count(":") >= 7,  # an IPv6 address
-     re.compile(r"(?<![\w:])(?:[0-9a-fA-F]{1,4}:){1,7}(?::|[0-9a-fA-F]{1,4})(?::[0-9a-fA-F]{1,4})*(?![\w:])")),
-)
 URL_HOST = r"^[a-zA-Z][\w+.-]*://[^/]*"  # what a URL has before its path
 UNSET = ("", "(not set)", "null")  # what exports write for an unknown location
 MAX_LABEL = 60  # characters of a record's own value in a filtered reason or a detail
@@ -88,10 +79,7 @@ class Pseudonyms:
         if self._keys is not None:
             raw = self._keys.sub(lambda m: m[1] + (f'"{self.of(m[2])}"' if m[3] is None else f'"{self.of(m[3])}"')
                                  if (m[2] or m[3]) and not _is_pseudonym(m[2]) else m[0], raw)
-        for may_hold, pattern in PATTERNS:
-            if may_hold(raw):
-                raw = pattern.sub(lambda m: self.of(m[0]), raw)
-        return raw
+        return PERSON.sub(lambda m: self.of(m[0]), raw)  # the one set of patterns (`privacy`)
 
     def scrubbed_line(self, raw: str, header: list[str]) -> str:
         """A CSV line that could not be read as a record: the fields in identifier columns' places and any
