@@ -13,6 +13,10 @@ QUARANTINE_SHARE_LIMIT = 0.05  # of the rows kept or quarantined
 UNKNOWN_TOKEN_LIMIT = 0.01
 MARGIN_OVER_POPULARITY = 0.0  # accuracy points what serves must reach above popularity, on both heads
 MAX_DROP_FROM_CHAMPION = 0.02  # accuracy points a new model may lose against the model in production
+# standard errors of the difference a retrain may lose against the champion: the champion was scored on the test
+# split before the new data, the retrain on today's; at one standard error an equally good retrain is refused one
+# time in six, at 1.96 one time in forty (a one-sided 2.5 % false alarm)
+CHAMPION_DROP_Z = 1.96
 
 
 @dataclass(frozen=True)
@@ -30,12 +34,12 @@ def model_verdict(evaluation: dict, champion: dict | None, margin: float = MARGI
                   max_drop: float = MAX_DROP_FROM_CHAMPION) -> Verdict:
     """What serves each head (`served_accuracy`) must reach popularity's accuracy plus `margin` (a tie
     passes at margin 0: popularity itself may serve), and lose no more against the champion's
-    (`{"service": acc, "page": acc}`, if any) than `max_drop` or the noise of that difference
-    (`noise_of_difference`), whichever is larger; nor fall below the best peer's accuracy (`best_peer`) by more
-    than the noise of that difference: a user is never served worse than SASRec, GRU4Rec, V-SKNN or a
-    higher-order Markov chain on the same split. When Markov or popularity serves because
-    SessionBERT lost on validation, that is no failure: the user is served the better method (and
-    `served_reason` says why)."""
+    (`{"service": acc, "page": acc}`, if any) than `max_drop` or CHAMPION_DROP_Z times the noise of
+    that difference (`noise_of_difference`), whichever is larger; nor fall below the best peer's
+    accuracy (`best_peer`) by more than the noise of that difference: a user is never served worse
+    than SASRec, GRU4Rec, V-SKNN or a higher-order Markov chain on the same split. When Markov or
+    popularity serves because SessionBERT lost on validation, that is no failure: the user is served
+    the better method (and `served_reason` says why)."""
     reasons, figures = [], {}
     for head in ("service", "page"):
         ours = served_accuracy(evaluation, head)
@@ -55,7 +59,7 @@ def model_verdict(evaluation: dict, champion: dict | None, margin: float = MARGI
             if ours < peer[1] - noise:
                 reasons.append(f"{head} accuracy {ours:.4f} of {served_method(evaluation, head)} is below the best "
                                f"peer's, {peer[0]} {peer[1]:.4f}, by more than the noise {noise:.4f}")
-        allowed = max(max_drop, noise_of_difference(ours, evaluation.get("n_sessions", 0)))
+        allowed = max(max_drop, CHAMPION_DROP_Z * noise_of_difference(ours, evaluation.get("n_sessions", 0)))
         figures[head]["allowed_drop"] = allowed
         if champion and head in champion and ours < champion[head] - allowed:
             reasons.append(f"{head} accuracy {ours:.4f} is more than {allowed:.4f} below the champion's "

@@ -61,6 +61,9 @@ class SequencePeer(DistributionPeer):
     min_steps: int
     seed: int
     max_seconds: float | None = None  # a budget of training time: no epoch starts past it (None: no budget)
+    # a budget of optimizer steps, in whole epochs (None: none): unlike seconds, the same on any machine and under
+    # any load, so a run is reproducible and a gate that compares against the peers cannot flip with the CPU
+    max_steps: int | None = None
 
     def network(self, vocabulary: Vocabulary) -> nn.Module:
         raise NotImplementedError
@@ -86,7 +89,7 @@ class SequencePeer(DistributionPeer):
             self.network_ = self.network(self.vocabulary_)
             curve = train_epochs(self.network_, self.optimizer(self.network_), sequences, self.batch_size,
                                  lambda: self.accuracy(inputs), self.max_epochs, self.patience, self.min_steps,
-                                 np.random.default_rng(self.seed), self.max_seconds)
+                                 np.random.default_rng(self.seed), self.max_seconds, self.max_steps)
         self.summary_ = {"method": self.method, **self.settings(), "train_sessions": len(sequences),
                          "parameters": sum(p.numel() for p in self.network_.parameters()), **curve,
                          "seconds": round(time.perf_counter() - started, 2)}
@@ -107,15 +110,19 @@ class SequencePeer(DistributionPeer):
 
 def train_epochs(network: nn.Module, optimizer: torch.optim.Optimizer, sequences: list[list[int]], batch_size: int,
                  validation_accuracy: Callable[[], float], max_epochs: int, patience: int, min_steps: int,
-                 generator: np.random.Generator, max_seconds: float | None = None) -> dict:
+                 generator: np.random.Generator, max_seconds: float | None = None,
+                 max_steps: int | None = None) -> dict:
     """Epochs of next-activity cross-entropy at every position until validation accuracy has not improved for
     `patience` epochs, after `min_steps` optimizer steps at least, or until `max_seconds` have passed (the peers'
-    share of a run's time, so they cost what the graph can afford); the best epoch's weights are loaded back.
-    Returns the epochs, the steps, the validation curve and whether the budget stopped it."""
+    share of a run's time, so they cost what the graph can afford), within `max_steps` optimizer steps rounded up to
+    whole epochs (which also caps `min_steps`); the best epoch's weights are loaded back. Returns the epochs, the
+    steps, the validation curve and whether a budget stopped it."""
     started = time.perf_counter()
     lengths = np.array([len(s) for s in sequences])
     steps_per_epoch = -(-len(sequences) // batch_size)
     max_epochs = max(max_epochs, min(-(-min_steps // steps_per_epoch), REPEATED_EPOCHS))
+    if max_steps is not None:
+        max_epochs, min_steps = min(max_epochs, max(-(-max_steps // steps_per_epoch), 1)), min(min_steps, max_steps)
     loss_of = nn.CrossEntropyLoss(ignore_index=IGNORED)
     best, best_epoch, best_state, curve, losses = -1.0, 0, None, [], []
     for epoch in range(1, max_epochs + 1):
@@ -142,4 +149,5 @@ def train_epochs(network: nn.Module, optimizer: torch.optim.Optimizer, sequences
     return {"epochs": best_epoch, "epochs_run": len(curve), "epochs_allowed": max_epochs,
             "steps": len(curve) * steps_per_epoch, "validation_accuracy": best, "validation_curve": curve,
             "training_loss": losses, "stopped_by_time_budget": bool(
-                max_seconds is not None and time.perf_counter() - started > max_seconds)}
+                max_seconds is not None and time.perf_counter() - started > max_seconds),
+            "step_budget": max_steps}
