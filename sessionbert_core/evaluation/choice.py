@@ -8,9 +8,8 @@ standard error of the best validation accuracy serves. On little data Markov is 
 trying the tool on a small sample must not be served something worse than it; the model's own
 figures stay reported as `sessionbert` beside whatever serves.
 
-Recommendations: every ranker the table can serve is backtested on validation users, whose first D
-active days are seen and the rest unseen (the Hit@k protocol, applied to them instead of the test
-users); the best Hit@5 serves, MRR breaking ties, then the simpler ranker.
+Recommendations: `sessionbert_core.recommend.selection` (every ranker backtested over every non-test user, the
+same one-standard-error rule).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import polars as pl
 from transformers import AutoTokenizer
 
 from sessionbert_core.data.serialize import recent_sessions
+from sessionbert_core.recommend.collaborative import fit_ease, fit_item_knn
 from sessionbert_core.recommend.ranking import (
     RECENT_SESSIONS,
     MarkovServices,
@@ -106,6 +107,37 @@ def hit_metrics(ranked: pl.DataFrame, adopted: pl.DataFrame, users: pl.Series) -
     }
 
 
+def catalogue_coverage(ranked: pl.DataFrame, users: pl.Series, services: list[str]) -> float:
+    """Share of the catalogue (`services`) in the top 5 of at least one of `users`: how much of it a method
+    ever shows. Popularity shows a handful to everyone; a ranker that reads the user spreads wider."""
+    shown = ranked.filter((pl.col("rank") <= 5) & pl.col("user_id").is_in(users.implode()))["service"]
+    return shown.filter(shown.is_in(services)).n_unique() / len(services) if services else float("nan")
+
+
+def hit_beyond_popularity(ranked: pl.DataFrame, adopted: pl.DataFrame, users: pl.Series,
+                          popular: pl.DataFrame) -> dict[str, float]:
+    """The popularity-debiased Hit@5: Hit@5 counting, per user, only adoptions that popularity's top 5
+    (`popular`) missed for that user; users left with none are left out (`n_users_beyond_popularity`).
+
+    Popularity scores 0 on it by construction; a method that only repeats the most adopted services does
+    too, so it tells whether a ranker knows something about the user that the crowd does not.
+    """
+    beyond = (adopted.filter(pl.col("user_id").is_in(users.implode()))
+              .join(popular.filter(pl.col("rank") <= 5), on=["user_id", "service"], how="anti"))
+    left = beyond["user_id"].unique()
+    if left.len() == 0:
+        return {"hit@5_beyond_popularity": float("nan"), "n_users_beyond_popularity": 0}
+    hit = ranked.filter(pl.col("rank") <= 5).join(beyond, on=["user_id", "service"])["user_id"].n_unique()
+    return {"hit@5_beyond_popularity": hit / left.len(), "n_users_beyond_popularity": left.len()}
+
+
+def method_scores(ranked: dict[str, pl.DataFrame], adopted: pl.DataFrame, users: pl.Series,
+                  services: list[str]) -> dict[str, dict[str, float]]:
+    """Every method's Hit@k figures over `users`, with its catalogue coverage and popularity-debiased Hit@5."""
+    return {method: hit_metrics(frame, adopted, users) | {"coverage": catalogue_coverage(frame, users, services)}
+            | hit_beyond_popularity(frame, adopted, users, ranked["popularity"]) for method, frame in ranked.items()}
+
+
 @dataclass(frozen=True)
 class Recommenders:
     """What the Hit@k protocol compares: SessionBERT's predictor and the baselines' ingredients."""
@@ -138,6 +170,9 @@ def rankings(split: SeenUnseen, recommenders: Recommenders, recent: int = RECENT
         "popularity": popularity_ranking(users, split.used, adoptions, recommenders.services),
         "markov": rank_by_count(candidates(recommenders.markov.predict(inputs), split.used)),
         "random": random_ranking(users, split.used, recommenders.services, recommenders.seed),
+        # the collaborative rankers fit on the seen days' used services (billing too), nothing later
+        "item_knn": fit_item_knn(split.used, recommenders.services).rank(users, split.used),
+        "ease": fit_ease(split.used, recommenders.services, seed=recommenders.seed).rank(users, split.used),
     }
     for kind, vectors in recommenders.service_vectors.items():
         ranked[f"sessionbert_{kind}"] = rank_by_similarity(found, split.used, vectors)
@@ -151,7 +186,8 @@ def rankings(split: SeenUnseen, recommenders: Recommenders, recent: int = RECENT
 def hit_at_k(sessions: pl.DataFrame, billing: pl.DataFrame | None, recommenders: Recommenders,
              seen_days: tuple[int, ...] = SEEN_DAYS, recent: int = RECENT_SESSIONS,
              scored_users: pl.Series | None = None) -> dict:
-    """Hit@k (docs/design.md#hitk): for each D, every method's figures over users who adopt something.
+    """Hit@k (docs/design.md#hitk): for each D, every method's figures over users who adopt something
+    (`method_scores`: Hit@3, Hit@5, NDCG@5, MRR, catalogue coverage, popularity-debiased Hit@5).
 
     `scored_users` limits the figures to those users (the test split's: no session of theirs was
     trained on); every eligible user's seen days still feed popularity and the clusters.
@@ -166,8 +202,8 @@ def hit_at_k(sessions: pl.DataFrame, billing: pl.DataFrame | None, recommenders:
             eligible = eligible.filter(eligible.is_in(scored_users.implode()))
         entry: dict = {"n_users": adopters.len(), "n_users_eligible": eligible.len()}
         if adopters.len():
-            for method, ranked in rankings(split, recommenders, recent, scored_users).items():
-                entry[method] = hit_metrics(ranked, split.adopted, adopters)
+            entry |= method_scores(rankings(split, recommenders, recent, scored_users), split.adopted, adopters,
+                                   recommenders.services)
         result["seen_days"][str(days)] = entry
     return result
 

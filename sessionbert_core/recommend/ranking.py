@@ -286,7 +286,7 @@ def probability_ranking(probabilities: pl.DataFrame, used: pl.DataFrame, n: int 
     return _top(unused, ["probability"], pl.col("probability"), n)
 
 
-Ranker = Literal["count", "persona", "names", "descriptions", "markov", "popularity"]
+Ranker = Literal["count", "persona", "names", "descriptions", "markov", "popularity", "item_knn", "ease"]
 RANKERS: tuple[str, ...] = get_args(Ranker)
 
 
@@ -295,16 +295,18 @@ def recommend_services(predictor: Predictor, sessions: pl.DataFrame, billing: pl
                        cluster_of_user: pl.DataFrame | None = None,
                        vectors: dict[str, dict[str, np.ndarray]] | None = None,
                        also_used: pl.DataFrame | None = None, markov: MarkovServices | None = None,
-                       services: list[str] | None = None, adoptions: pl.DataFrame | None = None) -> pl.DataFrame:
+                       services: list[str] | None = None, adoptions: pl.DataFrame | None = None,
+                       population: pl.DataFrame | None = None) -> pl.DataFrame:
     """`user_id, rank, service, score, page`: every user's top-5 unused services from their recent sessions.
 
     `ranker`: count (the paper's), persona (needs `cluster_of_user`), names or descriptions (need
     `vectors` of that kind), markov (the count ranking of a Markov chain's next services, needs
-    `markov`) or popularity (the most adopted services, needs `services`). Landing pages come from
-    the page head, else the most visited page. `also_used` (`user_id, service`): services used
-    outside the given sessions, never recommended. `adoptions` (`user_id, service`, what the
-    persona and popularity rankers count): `observed_adoptions(sessions)` unless given (the server
-    gives the pipeline's, since a request holds only its own users).
+    `markov`), popularity (the most adopted services, needs `services`), item_knn or ease (need
+    `services` and `population`: user_id, service of every user to fit on, as a request may hold one
+    user, or the ranker fitted on them). Landing pages come from the page head, else the most visited
+    page. `also_used` (`user_id, service`): used outside the given sessions, never recommended.
+    `adoptions` (`user_id, service`, what persona and popularity count): `observed_adoptions(sessions)`
+    unless given (the server gives the pipeline's: a request holds only its own users).
     """
     if ranker not in RANKERS:
         raise ValueError(f"ranker must be one of {', '.join(RANKERS)}, not {ranker!r}")
@@ -312,6 +314,9 @@ def recommend_services(predictor: Predictor, sessions: pl.DataFrame, billing: pl
         raise ValueError("the persona ranker needs each user's cluster")
     if (ranker == "markov" and markov is None) or (ranker == "popularity" and not services):
         raise ValueError(f"the {ranker} ranker needs {'a Markov chain' if ranker == 'markov' else 'the services'}")
+    if ranker in ("item_knn", "ease") and (not services or population is None):
+        raise ValueError(f"the {ranker} ranker needs the services and every user's used services to fit on "
+                         "(`population`)")
     if ranker in ("names", "descriptions") and not (vectors and ranker in vectors):
         raise ValueError(f"the {ranker} ranker needs service {ranker}: none were given (for descriptions, a "
                          "service_catalog.json {service: {description}} in the landing folder)")
@@ -324,6 +329,7 @@ def recommend_services(predictor: Predictor, sessions: pl.DataFrame, billing: pl
     fallback = most_visited_pages(*chunks)
     if adoptions is None and ranker in ("persona", "popularity"):
         adoptions = observed_adoptions(sessions)
+    collaborative = fit_collaborative(ranker, population, services)  # fit once, on everyone
     parts = []
     for chunk in chunks:  # zero-copy slices of whole users: memory bounded by the chunk
         users = chunk["user_id"].unique().implode()
@@ -339,10 +345,23 @@ def recommend_services(predictor: Predictor, sessions: pl.DataFrame, billing: pl
             ranked = rank_by_count(candidates(markov.predict(recent_chunk), used))
         elif ranker == "popularity":
             ranked = popularity_ranking(chunk["user_id"].unique(maintain_order=True), used, adoptions, services)
+        elif collaborative is not None:
+            ranked = collaborative.rank(chunk["user_id"].unique(), used)
         else:
             ranked = rank_by_similarity(found, used, vectors[ranker])
         parts.append(landing_pages(predictions, ranked, fallback))
     return pl.concat(parts) if parts else pl.DataFrame(schema={**RANKED, "page": pl.String})
+
+
+def fit_collaborative(ranker: str, population, services: list[str] | None):
+    """The fitted item_knn or ease ranker (`recommend.collaborative`): `population` itself when already fitted
+    (the server fits once, not per request); None for the other rankers."""
+    from sessionbert_core.recommend.collaborative import fit_ease, fit_item_knn
+
+    fit = {"item_knn": fit_item_knn, "ease": fit_ease}.get(ranker)
+    if fit is None or hasattr(population, "rank"):
+        return population if fit else None
+    return fit(population.select("user_id", "service"), services)
 
 
 def load_descriptions(path: Path) -> dict[str, str] | None:

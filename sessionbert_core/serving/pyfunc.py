@@ -101,6 +101,12 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         # once per server, not per request: every (user, service) a known user ever used
         self.history = self.known.select("user_id", service=pl.col("used")).explode("service").drop_nulls()
         self.ranking = RankingInputs.load(artifacts, list(model.config.service_labels))
+        # EASE and item-kNN fitted once, on what every known user used, not per request
+        self.population = self.history
+        if self.settings.get("ranker") in ("item_knn", "ease"):
+            from sessionbert_core.recommend.ranking import fit_collaborative
+
+            self.population = fit_collaborative(self.settings["ranker"], self.history, self.ranking.services)
 
     def predict(self, context, model_input, params=None):
         try:
@@ -178,7 +184,8 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
                     if ranker == "persona" else None)
         ranked = recommend_services(self._predictor_in_time(in_time), plan.sessions, None, ranker, self.recent,
                                     clusters, self.ranking.vectors, also_used=plan.used, markov=self.ranking.markov,
-                                    services=self.ranking.services, adoptions=self.ranking.adoptions)
+                                    services=self.ranking.services, adoptions=self.ranking.adoptions,
+                                    population=self.population)  # EASE and item-kNN, fitted
         personas = (
             plan.posted.join(self.assigned, on="user_id", how="left", maintain_order="left")
             .join(inferred, on="user_id", how="left", maintain_order="left")
