@@ -38,7 +38,7 @@ def materialize_all(home: Path, source: str, selection=None, gates: QualityGates
                     **settings) -> dg.ExecuteInProcessResult:
     """Materialize the graph (or a selection) and its quality gates on tiny into `home`, from `source`;
     `settings` are further fields of the sessionbert resource."""
-    sessionbert = SessionBertResource(home=str(home), source=source, profile="tiny", seed=0, **settings)
+    sessionbert = SessionBertResource(**{"home": str(home), "source": source, "profile": "tiny", "seed": 0} | settings)
     resources = {"sessionbert": sessionbert, "io_manager": artifact_io_manager, "compute": compute or ComputeResource(),
                  "mlflow_tracking": MlflowResource(tracking_uri=""), "quality_gates": gates or QualityGatesResource(),
                  "training_pipes": dg.PipesSubprocessClient(), "spark": SparkResource(master="local[2]"),

@@ -261,6 +261,11 @@ def test_new_data_reaches_a_refined_model_and_a_refreshed_table(retrained_home):
     assert {"finetuned_model", "model_evaluation", "user_personas", "recommendation_table"} <= materialized
     assert "pretrained_model" not in materialized and "tokenizer" not in materialized
     assert served.stat().st_mtime_ns > before
+    table = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "recommendation_table")
+    moved = table.event_specific_data.materialization.metadata  # against the table it replaced
+    assert 0.0 <= moved["churn/share"].value <= 1.0 and moved["churn/users_compared"].value > 0
+    stable = next(c for c in result.get_asset_check_evaluations() if c.check_name == "personas_are_stable")
+    assert stable.metadata["users_compared"].value > 0  # the retrained clusters against the previous ones
     assert not retrain_sensor.evaluate_tick(dg.build_sensor_context(instance=instance,
                                                                     cursor=retrain.cursor)).run_requests
     assert _follow(defs, instance, followed.cursor)[0] == set()  # followed once: nothing is requested again

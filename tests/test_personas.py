@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import polars as pl
 import pytest
 from conftest import APACHE_LOGS, materialize_all
 
+from sessionbert_core import storage
 from sessionbert_core.data.serialize import serialize_sessions
 from sessionbert_core.personas.embed import embed_sessions, load_encoder, user_vectors
 from sessionbert_core.personas.mapping import (
@@ -192,3 +194,21 @@ def test_the_sweep_names_the_representation_it_served_and_every_candidate(traine
     assert evaluation["representation"] == sweep["representation"]
     assert set(evaluation["by_representation"]) == set(REPRESENTATIONS)  # scored on truth, reported only
     assert all(0.0 <= found["accuracy"] <= 1.0 for found in evaluation["by_representation"].values())
+
+
+def test_a_recluster_keeps_each_clusters_number_and_tag_and_measures_what_moved(trained, tmp_path):
+    """K-means started elsewhere (another seed) on the same users numbers its clusters anew: each cluster keeps
+    the number and the persona tag of the previous run's cluster of the same users, and the check reports it."""
+    home = tmp_path / "home"
+    shutil.copytree(trained[0], home)
+    before = storage.read_table(home / "user_personas.parquet").select("user_id", "cluster", "persona")
+    result = materialize_all(home, "synthetic", ["cluster_centroids", "persona_mapping", "user_personas"], seed=1)
+    assert result.success
+    after = storage.read_table(home / "user_personas.parquet").select("user_id", "cluster", "persona")
+    both = before.join(after, on="user_id", suffix="_after")
+    assert both.height == before.height
+    assert (both["cluster"] == both["cluster_after"]).mean() >= 0.9  # numbers kept, not K-means' own
+    assert (both["persona"] == both["persona_after"]).mean() >= 0.9
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "personas_are_stable"]
+    assert check.passed and check.metadata["ari"].value >= 0.8 and check.metadata["users_compared"].value > 0
+    assert {"seed_noise_floor_ari", "events", "unchanged_share"} <= set(check.metadata)

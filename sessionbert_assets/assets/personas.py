@@ -1,6 +1,7 @@
 """Personas (paper 4.2-4.4): session embeddings, the k sweep, cosine K-means, the persona mapping, users."""
 
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -34,6 +35,13 @@ from sessionbert_core.personas.slices import (
     sample_tables,
     sampled_users,
     user_vectors_in_parts,
+)
+from sessionbert_core.personas.stability import (
+    dense_numbering,
+    match_clusters,
+    renumbered_events,
+    seed_noise_floor,
+    stability,
 )
 from sessionbert_core.personas.sweep import sweep_users
 from sessionbert_core.world.truth import load_truth
@@ -164,18 +172,25 @@ def sweep_metadata(result: dict, curves: dict) -> dict:
     }
 
 
-@dg.asset(group_name="personas", kinds={"scikitlearn", "parquet"})
+STABILITY_FLOOR = 0.8  # ARI between consecutive retrains under which `personas_are_stable` warns
+
+
+@dg.asset(group_name="personas", kinds={"scikitlearn", "parquet"},
+          check_specs=[dg.AssetCheckSpec("personas_are_stable", asset="cluster_centroids",
+                                         description=f"ARI of users' clusters against the previous run's, over "
+                                                     f"the users both saw, at least {STABILITY_FLOOR} (a warning)")])
 def cluster_centroids(context: dg.AssetExecutionContext, sessionbert: SessionBertResource,
-                      session_embeddings: pl.LazyFrame, session_splits: pl.LazyFrame,
-                      cluster_sweep: dict) -> pl.DataFrame:
+                      session_embeddings: pl.LazyFrame, session_splits: pl.LazyFrame, cluster_sweep: dict):
     """Cosine K-means of the users at the chosen k, in the chosen space (on the sweep's seeded sample past
     `cluster_users` users): each centroid, and its size and top-10 activities over every user, counted part
-    by part."""
+    by part. A cluster keeps the number of the previous run's cluster of the same users (`personas.stability`),
+    and how many users stayed is measured against it, beside the K-means seed's own noise."""
     space = PersonaSpace.load(sessionbert.home_path / PERSONA_SPACE)
     n_recent = user_vector_sessions(cluster_sweep)
     sample, _ = sampled_users(session_splits, _sample_size(cluster_sweep), sessionbert.seed)
     fitted_on, vectors = user_vectors_in_parts(*_tables(sessionbert), space, n_recent, sample)
     centers = CosineKMeans(cluster_sweep["k"], random_state=sessionbert.seed).fit(vectors).cluster_centers_
+    centers, kept = _kept_numbers(sessionbert, space, centers, n_recent)
     assigned = _assigned(sessionbert, space, centers, n_recent)
     top = top_activities(assigned.counts).group_by("cluster", maintain_order=True).agg(
         top_activities=pl.col("activity"), top_activity_shares=pl.col("share"))
@@ -187,12 +202,67 @@ def cluster_centroids(context: dg.AssetExecutionContext, sessionbert: SessionBer
         .with_columns(pl.col("size").fill_null(0).cast(pl.Int64))
         .sort("cluster")
     )
-    context.add_output_metadata({
+    moved = _stability(kept, assigned.of_user, vectors, len(centers), sessionbert.seed)
+    yield dg.Output(centroids, metadata={
         "k": len(centers), "fitted_on_users": count(len(fitted_on)), "users": count(assigned.of_user.height),
         "clusters": table(centroids.select("cluster", "size", top_activities=pl.col("top_activities").list.head(5)
-                                           .list.join(", "))),
-    })
-    return centroids
+                                           .list.join(", "))), **moved.metadata})
+    yield moved.check
+
+
+@dataclass(frozen=True)
+class Kept:
+    previous: pl.DataFrame | None  # user_id, cluster: the previous run's users (None: no previous run)
+    events: pl.DataFrame | None  # stability.EVENT_SCHEMA, in this run's numbers
+
+
+@dataclass(frozen=True)
+class Moved:
+    metadata: dict
+    check: dg.AssetCheckResult
+
+
+def _kept_numbers(sessionbert: SessionBertResource, space: PersonaSpace, centers: np.ndarray,
+                  n_recent: int) -> tuple[np.ndarray, Kept]:
+    """`centers` reordered so that each holds the number of the previous run's cluster of the same users (matched
+    on the users both runs assigned: `stability.match_clusters`), and what was matched."""
+    previous_path = sessionbert.home_path / "user_personas.parquet"
+    centroids_path = sessionbert.home_path / "cluster_centroids.parquet"
+    if not (previous_path.exists() and centroids_path.exists()):
+        return centers, Kept(None, None)
+    previous = storage.read_table(previous_path).select("user_id", "cluster")
+    before = storage.read_table(centroids_path).sort("cluster")
+    raw = _assigned(sessionbert, space, centers, n_recent).of_user
+    try:
+        match = match_clusters(np.stack(before["centroid"].to_numpy()), centers, previous, raw,
+                               previous_numbers=before["cluster"].to_list())
+    except ValueError:  # no user in common and centroids of another width (another persona space): no match
+        return centers, Kept(previous, None)
+    numbering = dense_numbering(match, len(centers))
+    order = [row for _, row in sorted((number, row) for row, number in numbering.items())]
+    return centers[order], Kept(previous, renumbered_events(match, numbering))
+
+
+def _stability(kept: Kept, users: pl.DataFrame, vectors: np.ndarray, k: int, seed: int) -> Moved:
+    """The stability figures against the previous run, with the seed's noise floor, and the check they pass."""
+    if kept.previous is None:
+        return Moved({"stability": "first run: nothing to compare with"},
+                     dg.AssetCheckResult(passed=True, check_name="personas_are_stable",
+                                         metadata={"stability": "first run: nothing to compare with"}))
+    figures = stability(kept.previous, users)
+    floor = seed_noise_floor(vectors, k, seed) if len(vectors) > k else None
+    ari = figures["ari"]
+    metadata = {"stability/ari": round(ari, 4) if ari is not None else "no user in both runs",
+                "stability/unchanged_share": round(figures["unchanged_share"] or 0.0, 4),
+                "stability/users_compared": figures["n_users_compared"],
+                "stability/seed_noise_floor_ari": round(floor, 4) if floor is not None else "too few users",
+                "stability/events": "no cluster matched: no user in common" if kept.events is None else table(
+                    kept.events.with_columns(pl.col("previous", "new").list.eval(
+                        pl.element().cast(pl.String)).list.join(", ")))}
+    passed = ari is None or ari >= STABILITY_FLOOR
+    return Moved(metadata, dg.AssetCheckResult(
+        passed=passed, check_name="personas_are_stable", severity=dg.AssetCheckSeverity.WARN,
+        metadata={k.removeprefix("stability/"): v for k, v in metadata.items()} | {"floor": STABILITY_FLOOR}))
 
 
 def _sample_size(cluster_sweep: dict) -> int | None:

@@ -22,10 +22,11 @@ from sessionbert_assets.metadata import (
     table,
 )
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
-from sessionbert_core import plots
+from sessionbert_core import plots, storage
 from sessionbert_core.model.networks import load_next_activity_model
 from sessionbert_core.personas.embed import user_vector_sessions
 from sessionbert_core.personas.representation import PERSONA_SPACE, served_vectors
+from sessionbert_core.recommend.churn import history_fingerprint, recommendation_churn
 from sessionbert_core.recommend.hit_at_k import SEEN_DAYS, hit_at_k, load_recommenders
 from sessionbert_core.recommend.ranking import (
     RANKERS,
@@ -35,6 +36,7 @@ from sessionbert_core.recommend.ranking import (
     recommend_services,
     service_vectors_from_encoder,
     sessionbert_predictor,
+    used_services,
 )
 from sessionbert_core.recommend.selection import DEFAULT_RANKER, METHOD_OF_RANKER, choose_ranker
 from sessionbert_core.world.truth import load_truth
@@ -45,7 +47,7 @@ class RecommendationConfig(dg.Config):
     # the table, its Hit@k evaluation and the served model read the same one
     # `ranker_selection`'s choice on validation users; or one by name: `count` (the paper's rec1), `names` /
     # `descriptions` (its rec2 / rec3, appendix C), `persona` (what users of the same cluster adopted most, then
-    # the count ranking), `markov`, `popularity`
+    # the count ranking), `markov`, `popularity`, `item_knn`, `ease` (collaborative: recommend/collaborative.py)
     ranker: Literal[("auto", *RANKERS)] = "auto"
 
 
@@ -59,21 +61,25 @@ def service_descriptions(landing_folder: dict) -> dict[str, str] | None:
 def ranker_selection(context: dg.AssetExecutionContext, sessionbert: SessionBertResource, compute: ComputeResource,
                      finetuned_model: Path, session_splits: pl.DataFrame,
                      billing_records: pl.DataFrame, session_embeddings: pl.DataFrame, cluster_sweep: dict) -> dict:
-    """Which ranker the recommendation table serves: each one backtested on the validation users.
+    """Which ranker the recommendation table serves: each one backtested on every non-test user.
 
-    Their first D active days (10, else 6 or 12) are seen and the rest unseen, as the Hit@k
-    evaluation does for the test users; the best Hit@5 (then MRR, then the simpler ranker) serves.
-    Synthetic truth never reaches the choice. With too few validation adopters, the paper's count
-    ranker serves and the metadata says so.
+    Train and validation users' first D active days (10, else 6 or 12) are seen and the rest unseen, as
+    the Hit@k evaluation does for the test users; the simplest ranker within one standard error of the
+    best Hit@5 serves. The figures over validation users alone stand beside (the model read train users'
+    sessions as next-activity examples). Synthetic truth never reaches the choice. With too few
+    adopters, the paper's count ranker serves and the metadata says so.
     """
     precision = compute.report_precision(context)
     recommenders = _recommenders(sessionbert, precision, sessionbert.landing(), finetuned_model, session_splits,
                                  session_embeddings, cluster_sweep, None)
     selection = choose_ranker(session_splits, billing_records, recommenders,
                               recent=sessionbert.recommendation_sessions)
-    rows = [{"ranker": r, **{k: round(v, 4) for k, v in f.items()}} for r, f in selection["validation"].items()]
+    on_validation = {r: {"validation hit@5": round(f["hit@5"], 4)} for r, f in selection["validation"].items()}
+    rows = [{"ranker": r, **{k: round(v, 4) for k, v in f.items()}, **on_validation.get(r, {})}
+            for r, f in selection["backtest"].items()]
     context.add_output_metadata({"ranker": selection["ranker"], "reason": selection["reason"],
-                                 "validation_users": selection["n_users"],
+                                 "backtest_users": selection["n_users"],
+                                 "validation_users": selection["n_users_validation"],
                                  "backtest": table(pl.DataFrame(rows)) if rows else "no backtest"})
     return selection
 
@@ -117,8 +123,24 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
         "most_recommended": table(recommendations.group_by("service").len("users")
                                   .sort("users", "service", descending=[True, False]), SHORT_LIST),
         "sample": table(_sample(recommendations), descriptions=SAMPLE_DESCRIPTIONS),
-    })
+        **_churn(sessionbert.home_path / "recommendation_table.parquet", recommendations, session_splits)})
     return recommendations
+
+
+def _churn(previous_path: Path, recommendations: pl.DataFrame, session_splits: pl.DataFrame) -> dict:
+    """How the lists moved since the table before this one (`recommend.churn`): the share of users whose top 5
+    changed, the share that changed with no new session of theirs since that table was made (the model's
+    doing), and users by how many services changed."""
+    if not previous_path.exists():
+        return {"churn": "first table: nothing to compare with"}
+    previous = storage.read_table(previous_path)
+    made = int(previous["generated_at"].min().timestamp() * 1e6)
+    before = session_splits.filter(pl.col("start").dt.epoch("us") < made)
+    figures, by_count = recommendation_churn(previous, recommendations, history_fingerprint(before),
+                                             history_fingerprint(session_splits))
+    return {"churn/share": round(figures["churn"] or 0.0, 4),
+            "churn/model_share": round(figures["model_churn"] or 0.0, 4),
+            "churn/users_compared": count(figures["n_users_compared"]), "churn/by_services_changed": table(by_count)}
 
 
 SAMPLE_DESCRIPTIONS = {"service (page)": "the service recommended and, in brackets, its landing page",
@@ -139,13 +161,13 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
                         finetuned_model: Path, session_splits: pl.DataFrame, billing_records: pl.DataFrame,
                         session_embeddings: pl.DataFrame, cluster_sweep: dict,
                         recommendation_table: pl.DataFrame) -> dict:
-    """Hit@3, Hit@5, NDCG@5 and MRR for D = 6, 10, 12 seen days (paper Table 6), beside the baselines.
+    """Hit@3, Hit@5, NDCG@5, MRR, coverage, popularity-debiased Hit@5 for D = 6, 10, 12 (paper Table 6).
 
     Each user's first D active days are seen, the rest unseen; every method recommends from the
     seen days only and is scored on the services first used in the unseen days, over users who
     adopt at least one. Only test-split users are scored: no model was trained on any of their
     sessions. Methods: SessionBERT (count ranker), its persona, name and description rankers,
-    popularity, first-order Markov, random and, on the synthetic world, the oracle. The
+    popularity, first-order Markov, item-kNN, EASE, random and, on the synthetic world, the oracle. The
     persona ranker's clusters are refitted on seen sessions only. Also the share of recommended
     services that fit the user's persona.
     """
@@ -170,7 +192,7 @@ def hit_at_k_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionB
     with mlflow_tracking.run(context, sessionbert.home_path):
         mlflow.log_params(precision.metadata() | {"served_ranker": evaluation["served_ranker"]})
         mlflow.log_metrics({f"D{r['seen_days']}_{r['method']}_{k.replace('@', '_at_')}": r[k]
-                            for r in rows for k in ("hit@3", "hit@5", "ndcg@5", "mrr")})
+                            for r in rows for k in HIT_AT_K_COLUMNS})
         metadata |= _log_hit_at_k_plot(frame, evaluation["served_ranker"])
     context.add_output_metadata(metadata)
     return evaluation
@@ -194,8 +216,9 @@ def _rank(ranker: str, precision, finetuned_model: Path, landing_folder: dict, s
     vectors = service_vectors_from_encoder(services, service_descriptions(landing_folder), precision.device,
                                            precision.bf16) if ranker in ("names", "descriptions") else None
     markov = MarkovServices.fit(sessions.filter(pl.col("split") == "train")) if ranker == "markov" else None
+    population = used_services(sessions, billing) if ranker in ("item_knn", "ease") else None  # what they fit on
     return recommend_services(predictor, sessions, billing, ranker, recent, user_personas.select("user_id", "cluster"),
-                              vectors, markov=markov, services=services)
+                              vectors, markov=markov, services=services, population=population)
 
 
 def _persona_fit(recommendations: pl.DataFrame, definitions, world) -> dict:
@@ -207,16 +230,23 @@ def _persona_fit(recommendations: pl.DataFrame, definitions, world) -> dict:
     return fit
 
 
+HIT_AT_K_COLUMNS = ("hit@3", "hit@5", "ndcg@5", "mrr", "coverage", "hit@5_beyond_popularity")
+HIT_AT_K_DESCRIPTIONS = {
+    "method": "◀ marks the ranker that serves (chosen on the backtest)",
+    "coverage": "share of the catalogue in at least one scored user's top 5",
+    "hit@5_beyond_popularity": "popularity-debiased Hit@5: only adoptions outside popularity's top 5 count"}
+
+
 def _tables_per_d(frame: pl.DataFrame, served: str) -> dict:
-    """One table per number of seen days (`D10`: method, Hit@5, Hit@3, NDCG@5, MRR), best Hit@5 first, the
-    served method marked ◀: each fits a screen. A D without scored users says so."""
+    """One table per number of seen days (`D10`: method, Hit@5, Hit@3, NDCG@5, MRR, coverage, popularity-debiased
+    Hit@5), best Hit@5 first, the served method marked ◀: each fits a screen. A D without scored users says so."""
     tables = {f"D{d}": dg.MetadataValue.text("no scored user adopts a service after these days") for d in SEEN_DAYS}
     for (d,), rows in frame.partition_by("seen_days", as_dict=True, maintain_order=True).items() if frame.height \
             else ():
         shown = rows.sort("hit@5", descending=True).select(
             pl.when(pl.col("method") == served).then(pl.col("method") + SERVES).otherwise("method").alias("method"),
-            "hit@5", "hit@3", "ndcg@5", "mrr")
-        tables[f"D{d}"] = table(shown, descriptions={"method": "◀ marks the ranker that serves (chosen on validation)"})
+            "hit@5", "hit@3", "ndcg@5", "mrr", "coverage", "hit@5_beyond_popularity")
+        tables[f"D{d}"] = table(shown, descriptions=HIT_AT_K_DESCRIPTIONS)
     return tables
 
 
