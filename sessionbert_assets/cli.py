@@ -112,55 +112,60 @@ def day_range(text: str) -> tuple[date, date]:
     return days
 
 
-def run(selection: str | None, days: str | None = None) -> int:
+# what the quiet summary shows of today's run (every figure stays in the UI, and `--verbose` prints them)
+HEADLINES = ("model_evaluation", "persona_evaluation", "hit_at_k_evaluation")
+
+
+def quiet_third_parties() -> None:
+    """What `sessionbert run` keeps off the terminal without `--verbose`, each harmless here:
+    Dagster's Beta and Preview warnings name APIs chosen on purpose (declarative automation, pools, Pipes),
+    the same on every run; MLflow's artifact download bars are the copies a run makes of its own files; MLflow's
+    advice to type-hint the recommender's `predict` would have it check requests against a signature, and the
+    recommender checks them itself so that optional columns stay optional and a bad one is told what is wrong."""
+    import warnings
+
+    from sessionbert_core.config import export
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
+    export({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+
+
+def run(selection: str | None, days: str | None = None, verbose: bool = False) -> int:
+    from sessionbert_assets.progress import quiet_run_config
+
     settings = settings_from_env()
     prepare(settings.home)
+    if not verbose:
+        quiet_third_parties()
     from sessionbert_assets.definitions import build_definitions  # after DAGSTER_HOME is set
 
     defs = build_definitions()  # from the environment now, not as it was when the module was first imported
     jobs = {"main": defs.resolve_job_def("sessionbert_main"), "files": defs.resolve_job_def("read_new_files")}
     keys = _selected_keys(defs, selection) if selection else sorted(defs.resolve_asset_graph().get_all_asset_keys())
     cache, days_asked = settings.home / "ingest_cache", day_range(days) if days else None
+    log_file = settings.home / "logs" / time.strftime("run-%Y%m%d-%H%M%S.log")
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         if added := upstream_needed(keys, instance, cache, days_asked):
             print(upstream_line(keys, added))
         # landing_folder first (it registers the files), then the files, then the rest over the days they hold
-        results = execute_over_files(jobs, instance, [*added, *keys], cache, days=days_asked)
+        results = execute_over_files(jobs, instance, [*added, *keys], cache, days=days_asked,
+                                     run_config=None if verbose else quiet_run_config(log_file))
         ran = all(r.success for r in results)  # the runs stop at the first that fails
         absent = absent_line(keys, results) if ran else None
         elapsed = time.perf_counter() - started
-        print(f"\nSessionBERT run {', '.join(r.run_id for r in results) or '(none)'} on source={settings.source} "
+        print(f"\nSessionBERT run {', '.join(r.run_id[:8] for r in results) or '(none)'} on source={settings.source} "
               f"profile={settings.profile}: {'succeeded' if ran and not absent else 'FAILED'} in "
               f"{duration(elapsed).value}")
         print(f"artifacts: {settings.home}   Dagster instance: {settings_from_env().dagster_home}")
+        if not verbose:
+            print(f"every event of the run: {log_file}")
         materializations = [e for r in results for e in r.get_asset_materialization_events()]
         print(_precision_line(materializations) + "\n")
-        for name, unit in (("landing_files", "file(s), each read alone"), ("raw_sessions", "day(s), each combined "
-                                                                                          "alone")):
-            partitions = [e for e in materializations if e.partition is not None and e.asset_key.path[-1] == name]
-            if partitions:
-                print(f"  {name}\n      {'partitions':<28} {len(partitions):,} {unit}")
-        for event in materializations:
-            materialization = event.event_specific_data.materialization
-            name = materialization.asset_key.to_user_string()
-            metadata = materialization.metadata
-            if event.partition is not None:
-                continue
-            print(f"  {name}")
-            if "path" in metadata:
-                print(f"      {'path':<28} {_value(metadata['path'])}")
-            for key in SUMMARY_KEYS.get(name, ()):
-                if key in metadata:
-                    print(f"      {key:<28} " + _value(metadata[key]).replace("\n", "\n" + " " * 35))
         checks = [c for r in results for c in r.get_asset_check_evaluations()]
-        if checks:
-            print("\n  quality gates")
-            for check in checks:
-                print(f"      {'passed' if check.passed else 'FAILED':<7} {check.asset_key.to_user_string()}:"
-                      f"{check.check_name}")
-                if not check.passed:
-                    print(f"              {', '.join(f'{k}: {_value(v)}' for k, v in check.metadata.items())}")
+        (_full_summary if verbose else _short_summary)(materializations, checks)
         if absent:
             print(f"\n{absent}", file=sys.stderr)
             return 1
@@ -170,8 +175,50 @@ def run(selection: str | None, days: str | None = None) -> int:
                     print(f"\nstep {event.step_key} failed: {event.step_failure_data.error.message.strip()}",
                           file=sys.stderr)
             return 1
-    print("\nBrowse the runs and every asset's metadata with `make ui`.")
+    print("\nBrowse the runs and every asset's metadata with `make ui`; `sessionbert run --verbose` prints them here.")
     return 0
+
+
+def _short_summary(materializations: list[dg.DagsterEvent], checks: list) -> None:
+    """Today's headlines (what serves, the personas, the recommendations) and the quality gates in one line."""
+    for event in materializations:
+        materialization = event.event_specific_data.materialization
+        name, metadata = materialization.asset_key.to_user_string(), materialization.metadata
+        if event.partition is None and name in HEADLINES and "headline" in metadata:
+            print(f"  {name}\n      " + _value(metadata["headline"]).replace("\n", "\n      "))
+    failed = [c for c in checks if not c.passed]
+    print(f"\n  quality gates: {len(checks) - len(failed)} of {len(checks)} passed")
+    for check in failed:
+        print(f"      FAILED  {check.asset_key.to_user_string()}:{check.check_name}: "
+              f"{_value(check.metadata.get('reasons', check.metadata.get('compared', '')))}")
+
+
+def _full_summary(materializations: list[dg.DagsterEvent], checks: list) -> None:
+    """Every asset's summary figures (SUMMARY_KEYS) and every gate."""
+    for name, unit in (("landing_files", "file(s), each read alone"), ("raw_sessions", "day(s), each combined "
+                                                                                      "alone")):
+        partitions = [e for e in materializations if e.partition is not None and e.asset_key.path[-1] == name]
+        if partitions:
+            print(f"  {name}\n      {'partitions':<28} {len(partitions):,} {unit}")
+    for event in materializations:
+        materialization = event.event_specific_data.materialization
+        name = materialization.asset_key.to_user_string()
+        metadata = materialization.metadata
+        if event.partition is not None:
+            continue
+        print(f"  {name}")
+        if "path" in metadata:
+            print(f"      {'path':<28} {_value(metadata['path'])}")
+        for key in SUMMARY_KEYS.get(name, ()):
+            if key in metadata:
+                print(f"      {key:<28} " + _value(metadata[key]).replace("\n", "\n" + " " * 35))
+    if checks:
+        print("\n  quality gates")
+        for check in checks:
+            print(f"      {'passed' if check.passed else 'FAILED':<7} {check.asset_key.to_user_string()}:"
+                  f"{check.check_name}")
+            if not check.passed:
+                print(f"              {', '.join(f'{k}: {_value(v)}' for k, v in check.metadata.items())}")
 
 
 def recommend(user_id: str) -> int:
@@ -244,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--select", help="comma-separated asset names (default: all)")
     run_parser.add_argument("--days", help="the day partitions to run, FIRST[:LAST] (default: every day the landing "
                                            "folder's files hold)")
+    run_parser.add_argument("--verbose", action="store_true",
+                            help="print every Dagster event and every asset's figures (default: one line per asset)")
     recommend_parser = sub.add_parser("recommend", help="print one user's top-5 new services and persona")
     recommend_parser.add_argument("user_id")
     serve_parser = sub.add_parser("serve", help="serve the champion model over HTTP (docs/serving.md)")
@@ -251,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            return run(args.select, args.days)
+            return run(args.select, args.days, args.verbose)
         if args.command == "recommend":
             return recommend(args.user_id)
         if args.command == "serve":

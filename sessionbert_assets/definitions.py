@@ -17,6 +17,7 @@ from sessionbert_assets.assets import (
     source,
 )
 from sessionbert_assets.checks import QualityGatesResource, all_checks
+from sessionbert_assets.progress import LOGGERS
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource, artifact_io_manager
 from sessionbert_assets.spark import SparkResource
 
@@ -33,6 +34,9 @@ def build_definitions(sessionbert: SessionBertResource | None = None) -> dg.Defi
         jobs=automation.jobs,
         schedules=automation.schedules,
         sensors=automation.sensors,
+        # `sessionbert run` picks progress and log_file (progress.quiet_run_config); a run that configures none
+        # (the UI's, a sensor's) gets Dagster's console logger as before
+        loggers=LOGGERS,
         resources={"sessionbert": sessionbert, "compute": ComputeResource(), "mlflow_tracking": MlflowResource(),
                    "quality_gates": QualityGatesResource(),
                    # external training (compute launcher `pipes`, or DDP): a subprocess here; on Kubernetes

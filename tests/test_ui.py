@@ -43,6 +43,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _readable(output: str) -> None:
+    """`sessionbert run` as a person reads it: a line per asset and today's summary, under 80 lines on tiny; no
+    Dagster event, third-party warning or load report; every event in the log file it names."""
+    lines = output.splitlines()
+    assert len(lines) < 80, output
+    for noise in ("DEBUG", "Warning", "LOAD REPORT", "UNEXPECTED", "Downloading artifacts", "Traceback"):
+        assert noise not in output, f"{noise!r} in the run's output:\n{output}"
+    assert sum("✓ " in line for line in lines) >= 15 and "quality gates: " in output
+    log = Path(next(line for line in lines if line.startswith("every event of the run: ")).split(": ", 1)[1])
+    assert "STEP_SUCCESS" in log.read_text() and "pretrained_model" in log.read_text()
+
+
 def _dagster_dev(tmp_path: Path, train_first: bool):
     """`dagster dev` (webserver and daemon, as `make ui` starts them) on tiny, in its own process group;
     with `train_first`, after `sessionbert run` has materialized the main job into the same instance."""
@@ -56,6 +68,7 @@ def _dagster_dev(tmp_path: Path, train_first: bool):
         trained = subprocess.run([str(bin_dir / "sessionbert"), "run"], cwd=ROOT, env=env, capture_output=True,
                                  text=True)
         assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+        _readable(trained.stdout + trained.stderr)
     log = (tmp_path / "dagster-dev.log").open("w")
     process = subprocess.Popen([str(bin_dir / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w",
                                 "workspace.yaml"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

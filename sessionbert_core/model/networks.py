@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -149,3 +151,17 @@ def next_activity_config(encoder: BertConfig, service_labels: list[str], page_la
         "task_weights": dict(task_weights)})
     config.architectures = [SessionBertForNextActivity.__name__]
     return config
+
+
+@contextmanager
+def heads_made_here():
+    """Quiet transformers' load report while the next-activity model is made from the pretrained encoder: it
+    would list the MLM head's weights as left over and the two heads' as newly initialized, which is what
+    fine-tuning from that checkpoint means, on every run. Any other load keeps its report."""
+    log = logging.getLogger("transformers.modeling_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)

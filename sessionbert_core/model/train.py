@@ -40,6 +40,7 @@ from sessionbert_core.model.networks import (
     SessionBertForNextActivity,
     attention_implementation,
     encoder_config,
+    heads_made_here,
     next_activity_config,
 )
 from sessionbert_core.model.precision import use_bf16
@@ -359,7 +360,8 @@ def finetune(tokenizer: PreTrainedTokenizerFast, encoder_dir: Path, train_sessio
     encoder = BertConfig.from_pretrained(encoder_dir)
     config = next_activity_config(encoder, services, pages, tokenizer.mask_token_id, HEAD_WEIGHTS[task])
     attention = attention_implementation(settings.device, settings.bf16)
-    model = SessionBertForNextActivity.from_pretrained(encoder_dir, config=config, attn_implementation=attention)
+    with heads_made_here():
+        model = SessionBertForNextActivity.from_pretrained(encoder_dir, config=config, attn_implementation=attention)
     trainer = Trainer(model=model, args=_arguments(settings, output_dir, len(train), ["service_labels", "page_labels"]),
                       train_dataset=train, eval_dataset=validation, data_collator=NextActivityCollator(tokenizer),
                       compute_metrics=_head_accuracy, preprocess_logits_for_metrics=_argmax,

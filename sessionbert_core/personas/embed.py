@@ -9,7 +9,7 @@ from typing import Literal, get_args
 import numpy as np
 import polars as pl
 import torch
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertForMaskedLM, PreTrainedTokenizerFast
 
 from sessionbert_core import storage
 from sessionbert_core.data.serialize import recent_sessions
@@ -34,7 +34,13 @@ def load_encoder(folder: Path, device: str = "cpu", bf16: bool | None = None,
                  attention: str | None = None) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
     """A BERT encoder (the bare model of any saved checkpoint) and its tokenizer. `attention` None:
     what runs SessionBERT fastest on the device (`attention_implementation`)."""
-    model = AutoModel.from_pretrained(folder, attn_implementation=attention or attention_implementation(device, bf16))
+    attention = attention or attention_implementation(device, bf16)
+    if "BertForMaskedLM" in (AutoConfig.from_pretrained(folder).architectures or ()):
+        # SessionBERT's pretrained checkpoint: loaded as what it is, its encoder taken, so no weight is left over
+        # (the MLM head) or made up (a pooler nothing reads) and transformers has no load report to print
+        model = BertForMaskedLM.from_pretrained(folder, attn_implementation=attention).bert
+    else:
+        model = AutoModel.from_pretrained(folder, attn_implementation=attention)
     model = model.to(device).eval()
     return model, AutoTokenizer.from_pretrained(folder)
 
