@@ -119,16 +119,21 @@ HEADLINES = ("model_evaluation", "persona_evaluation", "hit_at_k_evaluation")
 def quiet_third_parties() -> None:
     """What `sessionbert run` keeps off the terminal without `--verbose`, each harmless here:
     Dagster's Beta and Preview warnings name APIs chosen on purpose (declarative automation, pools, Pipes),
-    the same on every run; MLflow's artifact download bars are the copies a run makes of its own files; MLflow's
-    advice to type-hint the recommender's `predict` would have it check requests against a signature, and the
-    recommender checks them itself so that optional columns stay optional and a bad one is told what is wrong."""
+    the same on every run; MLflow's artifact download bars are the copies a run makes of its own files, and its
+    INFO lines the set-up of its own SQLite tables; transformers' notes below an error are that the MLM decoder's
+    weights are missing from a checkpoint (they are the word embeddings, tied: saved once, tied again on load)
+    and that no layer was sharded (nothing is: one process, or DDP's whole copies). Errors still print."""
+    import logging
     import warnings
+
+    from transformers.utils import logging as transformers_logging
 
     from sessionbert_core.config import export
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    transformers_logging.set_verbosity_error()
     export({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
 
 

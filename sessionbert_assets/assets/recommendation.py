@@ -140,7 +140,7 @@ def _churn(previous_path: Path, recommendations: pl.DataFrame, session_splits: p
                                              history_fingerprint(session_splits))
     return {"churn/share": round(figures["churn"] or 0.0, 4),
             "churn/model_share": round(figures["model_churn"] or 0.0, 4),
-            "churn/users_compared": count(figures["n_users_compared"]), "churn/by_services_changed": table(by_count)}
+            "churn/users_compared": figures["n_users_compared"], "churn/by_services_changed": table(by_count)}
 
 
 SAMPLE_DESCRIPTIONS = {"service (page)": "the service recommended and, in brackets, its landing page",

@@ -35,7 +35,7 @@ def load_encoder(folder: Path, device: str = "cpu", bf16: bool | None = None,
     """A BERT encoder (the bare model of any saved checkpoint) and its tokenizer. `attention` None:
     what runs SessionBERT fastest on the device (`attention_implementation`)."""
     attention = attention or attention_implementation(device, bf16)
-    if "BertForMaskedLM" in (AutoConfig.from_pretrained(folder).architectures or ()):
+    if any(a.endswith("ForMaskedLM") for a in AutoConfig.from_pretrained(folder).architectures or ()):
         # SessionBERT's pretrained checkpoint: loaded as what it is, its encoder taken, so no weight is left over
         # (the MLM head) or made up (a pooler nothing reads) and transformers has no load report to print
         model = BertForMaskedLM.from_pretrained(folder, attn_implementation=attention).bert

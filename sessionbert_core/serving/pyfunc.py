@@ -27,6 +27,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import polars as pl
 
 from sessionbert_core.serving.request import RequestError, events_from_request
@@ -108,7 +109,9 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
 
             self.population = fit_collaborative(self.settings["ranker"], self.history, self.ranking.services)
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        # typed as a DataFrame, which MLflow takes as the input's type without a schema to check against: the
+        # request is checked here instead (`events_from_request`), so optional columns stay optional
         try:
             rows = model_input if isinstance(model_input, pl.DataFrame) else pl.from_pandas(model_input)
             return self.answer(events_from_request(rows)).to_pandas()
