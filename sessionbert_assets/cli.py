@@ -116,6 +116,12 @@ def day_range(text: str) -> tuple[date, date]:
 HEADLINES = ("model_evaluation", "persona_evaluation", "hit_at_k_evaluation")
 
 
+# MLflow's warnings on saving the recommender, the same on every run: it is pickled as an instance of a class of this
+# installed package (the pickle holds no code of it; models-from-code would take its place), and it has no signature
+# on purpose (it checks requests itself, so optional columns stay optional)
+KNOWN_PYFUNC = ("Passing a Python object as `python_model`", "Failed to infer model signature")
+
+
 def quiet_third_parties() -> None:
     """What `sessionbert run` keeps off the terminal without `--verbose`, each harmless here:
     Dagster's Beta and Preview warnings name APIs chosen on purpose (declarative automation, pools, Pipes),
@@ -133,6 +139,7 @@ def quiet_third_parties() -> None:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.pyfunc").addFilter(lambda record: not record.getMessage().startswith(KNOWN_PYFUNC))
     transformers_logging.set_verbosity_error()
     export({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
 

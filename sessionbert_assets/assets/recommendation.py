@@ -233,8 +233,9 @@ def _persona_fit(recommendations: pl.DataFrame, definitions, world) -> dict:
 HIT_AT_K_COLUMNS = ("hit@3", "hit@5", "ndcg@5", "mrr", "coverage", "hit@5_beyond_popularity")
 HIT_AT_K_DESCRIPTIONS = {
     "method": "◀ marks the ranker that serves (chosen on the backtest)",
-    "coverage": "share of the catalogue in at least one scored user's top 5",
-    "hit@5_beyond_popularity": "popularity-debiased Hit@5: only adoptions outside popularity's top 5 count"}
+    "cover": "catalogue coverage: the share of services in at least one scored user's top 5",
+    "debiased@5": "popularity-debiased Hit@5 (hit@5_beyond_popularity): only adoptions outside popularity's top 5 "
+                  "count"}
 
 
 def _tables_per_d(frame: pl.DataFrame, served: str) -> dict:
@@ -245,7 +246,7 @@ def _tables_per_d(frame: pl.DataFrame, served: str) -> dict:
             else ():
         shown = rows.sort("hit@5", descending=True).select(
             pl.when(pl.col("method") == served).then(pl.col("method") + SERVES).otherwise("method").alias("method"),
-            "hit@5", "hit@3", "ndcg@5", "mrr", "coverage", "hit@5_beyond_popularity")
+            "hit@5", "hit@3", "ndcg@5", "mrr", cover="coverage", **{"debiased@5": "hit@5_beyond_popularity"})
         tables[f"D{d}"] = table(shown, descriptions=HIT_AT_K_DESCRIPTIONS)
     return tables
 

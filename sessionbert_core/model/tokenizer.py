@@ -40,19 +40,20 @@ class TokenizerStats:
 
 def train_tokenizer(texts: Sequence[str], kind: str = "wordpiece", vocab_size: int = MAX_VOCABULARY,
                     min_frequency: int = 2) -> PreTrainedTokenizerFast:
-    """Train a tokenizer of the given kind on session texts; [CLS] text [SEP] is added on encoding."""
+    """Train a tokenizer of the given kind on session texts; [CLS] text [SEP] is added on encoding. Without the
+    trainer's progress bar: the run says what runs, and on a pipe the bar left only blank lines."""
     if kind == "wordlevel":
         model = models.WordLevel(unk_token=UNK)
         trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                            special_tokens=list(SPECIAL_TOKENS))
+                                            special_tokens=list(SPECIAL_TOKENS), show_progress=False)
     elif kind == "wordpiece":
         model = models.WordPiece(unk_token=UNK, max_input_chars_per_word=512)
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                            special_tokens=list(SPECIAL_TOKENS))
+                                            special_tokens=list(SPECIAL_TOKENS), show_progress=False)
     elif kind == "bpe":
         model = models.BPE(unk_token=UNK)
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                      special_tokens=list(SPECIAL_TOKENS))
+                                      special_tokens=list(SPECIAL_TOKENS), show_progress=False)
     else:
         raise ValueError(f"unknown tokenizer kind {kind!r}: choose one of {', '.join(KINDS)}")
     tokenizer = Tokenizer(model)
