@@ -224,7 +224,7 @@ def _events_metadata(result: Combined, refused: pl.DataFrame) -> dict:
         "activities": count(counted["activities"]),
         "rows_read": count(totals["read"]),
         "rows_filtered": count(totals["filtered"]),
-        "files": table(files),
+        "files": table(files.drop("parsed")),  # how each was read: files_parsed, files_from_cache (a page wide)
         "files_listed": f"{min(files.height, TABLE_ROWS)} of {files.height} files in the table above"
                         + ("" if files.height <= TABLE_ROWS else "; every file is in this run's log"),
         "files_parsed": int((files["parsed"] == "parsed").sum()),
