@@ -7,7 +7,6 @@ from sessionbert_core.evaluation.choice import PEERS
 
 HEADS = ("service", "page")
 BASELINES = ("popularity", "markov", "random")
-RANKER_PEERS = ("item_knn", "ease")  # the recommenders users would pick instead for top-N of unused services
 
 
 def _best(figures: dict[str, float], among: tuple[str, ...]) -> tuple[str, float] | None:
@@ -66,11 +65,8 @@ def hit_at_k(evaluation: dict) -> str:
         lines.append(f"D={d}, {entry.get('n_users', 0):,} users: " + ", ".join(words))
         baseline = _best(hit5, BASELINES)
         others = [f"best baseline {baseline[0]} {baseline[1]:.3f}"] if baseline else []
-        peer = _best(hit5, RANKER_PEERS)
-        if peer:
-            others.append(f"best peer {peer[0]} {peer[1]:.3f}")
-        best = _best(hit5, tuple(m for m in hit5 if m != "oracle"))
-        if best and best[0] not in (served, baseline and baseline[0], peer and peer[0]):
+        best = _best(hit5, tuple(m for m in hit5 if m != "oracle"))  # a peer (EASE, item-kNN) among them
+        if best and best[0] not in (served, baseline and baseline[0]):
             others.append(f"best {best[0]} {best[1]:.3f}")
         lines += [f"  {words}" for words in others]
     return "\n".join([*lines, "(Hit@5)"]) if lines else "no user adopts a service after the seen days"
