@@ -35,18 +35,12 @@ TRAINING_STEP = re.compile(r"^step (?P<step>\d+)/(?P<steps>\d+) .*?(?P<rate>[\d,
 BAR_WIDTH = 24
 
 
-def figure(metadata: dict) -> str:
-    """`name value` of the first figure of FIGURE_KEYS an asset's materialization carries ('' for none)."""
+def figure(asset: str, metadata: dict) -> str:
+    """`name value` of the first figure of FIGURE_KEYS the asset's materialization `metadata` carries ('' for none)."""
     from sessionbert_assets.cli import _value
 
-    for key in FIGURE_KEYS.get(_asset_name(metadata), ()):
-        if key in metadata["entries"]:
-            return f"{key} {_value(metadata['entries'][key])}"
-    return ""
-
-
-def _asset_name(metadata: dict) -> str:
-    return metadata["asset"]
+    key = next((k for k in FIGURE_KEYS.get(asset, ()) if k in metadata), None)
+    return f"{key} {_value(metadata[key])}" if key else ""
 
 
 class Progress(logging.Handler):
@@ -75,8 +69,7 @@ class Progress(logging.Handler):
             elif event.event_type_value == "ASSET_MATERIALIZATION" and (
                     event.partition is None or step not in self.figures):  # of a range of days: the first
                 materialization = event.event_specific_data.materialization
-                name = materialization.asset_key.to_user_string()
-                shown = figure({"asset": name, "entries": materialization.metadata})
+                shown = figure(materialization.asset_key.to_user_string(), materialization.metadata)
                 self.figures.setdefault(step, []).append(shown)
             elif event.event_type_value == "STEP_SUCCESS" and not _is_check(step):
                 seconds = time.perf_counter() - self.started.pop(step, time.perf_counter())

@@ -407,15 +407,20 @@ def test_a_user_costs_their_last_sessions_whatever_they_post(trained):
     assert whole.height == plan.work.sessions and whole.filter(pl.col("text") != pl.col("text_read")).is_empty()
 
 
-def test_a_light_request_waits_for_one_heavy_prediction_not_a_queue_of_them():
-    from sessionbert_core.serving.turns import ModelTurns
-
-    turns, ran = ModelTurns(), []
-
+def _recorded(ran: list):
+    """A stand-in prediction that sleeps `seconds` and appends (name, start, end) to `ran`."""
     def predict(name: str, seconds: float) -> None:
         started = time.monotonic()
         time.sleep(seconds)
         ran.append((name, started, time.monotonic()))
+    return predict
+
+
+def test_a_light_request_waits_for_one_heavy_prediction_not_a_queue_of_them():
+    from sessionbert_core.serving.turns import ModelTurns
+
+    turns, ran = ModelTurns(), []
+    predict = _recorded(ran)
 
     async def clients() -> None:
         far = time.monotonic() + 60
@@ -441,11 +446,7 @@ def test_a_cancelled_request_keeps_its_turn_until_its_prediction_returns():
     from sessionbert_core.serving.turns import ModelTurns
 
     turns, ran = ModelTurns(), []
-
-    def predict(name: str, seconds: float) -> None:
-        started = time.monotonic()
-        time.sleep(seconds)
-        ran.append((name, started, time.monotonic()))
+    predict = _recorded(ran)
 
     async def clients() -> None:
         far = time.monotonic() + 60
