@@ -20,7 +20,7 @@ MAX_CHARS = 512
 # control (Cc: C0 and C1), format (Cf: bidi overrides, zero-width marks) and line/paragraph separators
 CONTROL_CHARS = r"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]"
 EARLIEST, LATEST = "1990-01-01", "2100-01-01"
-_TIER_BY_KEY = {t.lower().replace(" ", ""): t for t in TIERS}
+TIER_BY_KEY = {t.lower().replace(" ", ""): t for t in TIERS}
 _TIER_KEY = pl.col("billing_tier").str.to_lowercase().str.replace_all(r"[\s_-]", "")  # "very_high" -> "veryhigh"
 
 READ_SCHEMA = {"_line": pl.Int64, "_reason": pl.String, "_detail": pl.String, "_raw": pl.String}  # what any file has
@@ -277,7 +277,7 @@ def validated_events(frame: pl.DataFrame, window: Window | None = None) -> pl.Da
          | (pl.col("_ts") >= pl.lit(LATEST).str.to_datetime(time_zone="UTC")),
          f"timestamp outside {EARLIEST[:4]}-{LATEST[:4]}", pl.col("timestamp").str.slice(0, 60)),
         *(window.rules(pl.col("_ts"), pl.col("timestamp"), "timestamp") if window else ()),
-        (pl.col("billing_tier").str.strip_chars().ne("") & ~_TIER_KEY.is_in(list(_TIER_BY_KEY)),
+        (pl.col("billing_tier").str.strip_chars().ne("") & ~_TIER_KEY.is_in(list(TIER_BY_KEY)),
          "unknown billing tier", pl.col("billing_tier").str.slice(0, 60)),
     ]
     return _first_reason(frame, rules)
@@ -335,7 +335,7 @@ def kept_events(events: pl.DataFrame) -> pl.DataFrame:
         pl.col("_ts").alias("timestamp"),
         *[pl.col(c).str.strip_chars() for c in ("service", "page")],
         *[pl.col(c).str.strip_chars().replace("", None) for c in ("country", "city")],
-        _TIER_KEY.replace_strict(_TIER_BY_KEY, default=None).alias("billing_tier"),
+        _TIER_KEY.replace_strict(TIER_BY_KEY, default=None).alias("billing_tier"),
     )
     return kept.with_columns(_start=pl.col("timestamp").min().over("user_id", "session_id")).sort(
         "user_id", "_start", "session_id", "timestamp").drop("_start").cast(EVENT_SCHEMA)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 import torch
@@ -20,7 +22,6 @@ from sessionbert_core.model.precision import use_bf16
 # inference
 
 
-@torch.inference_mode()
 def predict_top_k(model: SessionBertForNextActivity, tokenizer: PreTrainedTokenizerFast, texts: list[str],
                   batch_size: int = 256, max_length: int | None = None, top_k_services: int = 5, top_k_pages: int = 5,
                   bf16: bool | None = None, compile: bool | None = None) -> pl.DataFrame:
@@ -30,7 +31,32 @@ def predict_top_k(model: SessionBertForNextActivity, tokenizer: PreTrainedTokeni
     `max_length` None: the model's own (the length it was trained on).
     `compile`: torch.compile the model (None: when there are enough texts for it to pay).
     """
-    model.eval()
+    top = top_k_arrays(model, tokenizer, texts, batch_size, max_length, top_k_services, top_k_pages, bf16, compile)
+    return pl.DataFrame([
+        pl.Series("services", top.services.ravel()).reshape(top.services.shape).cast(pl.List(pl.String)),
+        pl.Series("service_probabilities", top.service_p).cast(pl.List(pl.Float64)),
+        pl.Series("pages", top.pages.ravel()).reshape(top.pages.shape).cast(pl.List(pl.String)),
+        pl.Series("page_probabilities", top.page_p).cast(pl.List(pl.Float64)),
+    ])
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Each text's top-k labels (rows in the texts' order, most probable first) and their probabilities."""
+
+    services: np.ndarray  # (texts, k) of str
+    service_p: np.ndarray  # (texts, k) float64
+    pages: np.ndarray
+    page_p: np.ndarray
+
+
+@torch.inference_mode()
+def top_k_arrays(model: SessionBertForNextActivity, tokenizer: PreTrainedTokenizerFast, texts: list[str],
+                 batch_size: int = 256, max_length: int | None = None, top_k_services: int = 5, top_k_pages: int = 5,
+                 bf16: bool | None = None, compile: bool | None = None) -> TopK:
+    """`predict_top_k` as arrays (what the server's few-rows path reads, without a frame)."""
+    if model.training:  # a walk over every module: 1.4 ms, more than a short text's tokenizing
+        model.eval()
     device = next(model.parameters()).device
     autocast = use_bf16(bf16, device)  # None: the precision resolved for this device
     services, pages = np.array(model.config.service_labels), np.array(model.config.page_labels)
@@ -47,16 +73,7 @@ def predict_top_k(model: SessionBertForNextActivity, tokenizer: PreTrainedTokeni
                                               (out.page_logits, k_page, page_index, page_p)):
             p, i = logits.float().softmax(-1).topk(k)
             index[positions], probability[positions] = i.cpu().numpy(), p.cpu().numpy()
-
-    def labelled(names: np.ndarray, index: np.ndarray, name: str) -> pl.Series:
-        return pl.Series(name, names[index.ravel()]).reshape(index.shape).cast(pl.List(pl.String))
-
-    return pl.DataFrame([
-        labelled(services, service_index, "services"),
-        pl.Series("service_probabilities", service_p).cast(pl.List(pl.Float64)),
-        labelled(pages, page_index, "pages"),
-        pl.Series("page_probabilities", page_p).cast(pl.List(pl.Float64)),
-    ])
+    return TopK(services[service_index], service_p, pages[page_index], page_p)
 
 
 def predict_next_activity(model: SessionBertForNextActivity, tokenizer: PreTrainedTokenizerFast,

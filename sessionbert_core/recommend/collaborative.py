@@ -44,18 +44,23 @@ class ItemItemRanker:
 
     def _rank_block(self, users: pl.Series, used: pl.DataFrame, n: int) -> pl.DataFrame:
         x = usage_matrix(used.filter(pl.col("user_id").is_in(users.implode())), users, self.services)
+        rows, columns, scores = self.top_unused(x, n)
+        frame = pl.DataFrame({"user_id": users.to_numpy()[rows], "service": np.asarray(self.services, dtype=object)[
+            columns], "score": scores}, schema_overrides={"service": pl.String})
+        return (frame.group_by("user_id", maintain_order=True).head(n)
+                .with_columns(rank=pl.int_range(1, pl.len() + 1).over("user_id"))
+                .select(list(RANKED)).cast(RANKED))
+
+    def top_unused(self, x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row, column and score of the best-scored unused services of each row of X (users x catalogue), rows
+        in order and each row best first: at least its `n` best (fewer when it used nearly everything)."""
         scores = np.round(x @ self.weights, 10)  # equal sums of unequal float paths tie, then by usage and name
         names = np.broadcast_to(np.arange(len(self.services)), scores.shape)
         order = np.lexsort((names, np.broadcast_to(-self.usage, scores.shape), -scores), axis=-1)[:, :n + int(
             x.sum(axis=1).max(initial=0))]  # enough columns for n after the used ones are dropped
-        rows = np.broadcast_to(np.arange(users.len())[:, None], order.shape)
+        rows = np.broadcast_to(np.arange(len(x))[:, None], order.shape)
         keep = x[rows, order] == 0
-        frame = pl.DataFrame({"user_id": users.to_numpy()[rows[keep]],
-                              "service": np.asarray(self.services, dtype=object)[order[keep]],
-                              "score": scores[rows[keep], order[keep]]}, schema_overrides={"service": pl.String})
-        return (frame.group_by("user_id", maintain_order=True).head(n)
-                .with_columns(rank=pl.int_range(1, pl.len() + 1).over("user_id"))
-                .select(list(RANKED)).cast(RANKED))
+        return rows[keep], order[keep], scores[rows[keep], order[keep]]
 
 
 def usage_matrix(used: pl.DataFrame, users: pl.Series, services: tuple[str, ...]) -> np.ndarray:

@@ -33,7 +33,7 @@ from sessionbert_core.model.inputs import recommendation_inputs
 RECENT_SESSIONS = 8  # the paper's appendix B choice
 N_RECOMMENDATIONS = 5
 TOP_PER_SESSION = 5  # services counted per session (the paper's top 5)
-CANDIDATE_DEPTH = 50  # services kept per session, so short lists can be filled by probability
+CANDIDATE_DEPTH = TOP_PAGES = 50  # services (pages) kept per session: short lists filled by probability (landing pages)
 USERS_PER_CHUNK = 2_000  # users handled at once: memory bounded by the chunk, not by the number of users
 RANKED = {"user_id": pl.String, "rank": pl.Int32, "service": pl.String, "score": pl.Float64}
 
@@ -56,7 +56,7 @@ def used_services(sessions: pl.DataFrame, billing: pl.DataFrame | None = None) -
 
 def sessionbert_predictor(model, tokenizer, max_length: int | None = None, batch_size: int = 256,
                           bf16: bool | None = None,
-                          top_k_pages: int = 50, compile: bool | None = None) -> Predictor:
+                          top_k_pages: int = TOP_PAGES, compile: bool | None = None) -> Predictor:
     """The fine-tuned model as a Predictor: top-5 services and top pages after each whole session."""
 
     def predict(sessions: pl.DataFrame) -> pl.DataFrame:

@@ -37,7 +37,7 @@ from starlette.routing import Route
 from sessionbert_core.config import SERVE_PREFIX, export, serve_settings
 from sessionbert_core.serving.connections import BODY_SECONDS, HEADER_SECONDS
 from sessionbert_core.serving.pyfunc import Plan, Work
-from sessionbert_core.serving.request import MAX_PAGE_VIEWS, RequestError, events_from_request, rows_from_payload
+from sessionbert_core.serving.request import MAX_PAGE_VIEWS, RequestError, rows_from_payload
 from sessionbert_core.serving.turns import ModelTurns
 
 LOG = logging.getLogger("sessionbert.server")
@@ -88,7 +88,7 @@ def create_app(model_folder: Path, limits: Limits = Limits()) -> Starlette:
             raise RequestError("the JSON is nested too deeply: a page view is one flat object") from None
         except ValueError as error:  # UnicodeDecodeError and JSONDecodeError
             raise RequestError(f"the body is not JSON: {str(error)[:200]}") from None
-        return model.plan(events_from_request(rows_from_payload(payload, limits.max_page_views)), limits.work())
+        return model.plan_rows(rows_from_payload(payload, limits.max_page_views), limits.work())
 
     async def invocations(request: Request) -> Response:
         deadline = time.monotonic() + limits.seconds

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,9 +58,11 @@ class Plan:
 
     sessions: pl.DataFrame  # SESSION_SCHEMA, the sessions the models read
     unseen: pl.DataFrame  # of them, those embedded: each new user's last `user_vector_sessions`
-    used: pl.DataFrame  # user_id, service: in any posted page view, or in the user's history
+    used: pl.DataFrame | None  # user_id, service: in any posted page view, or in the user's history (None on
+    # the few-rows path, whose ranker reads each user's history itself)
     posted: pl.DataFrame  # user_id, sessions (how many each user posted), new (never seen): by user_id
     work: Work
+    few: list | None = None  # the few-rows path's sessions (`quick.Session`), when it answers
 
 
 class SessionBertRecommender(mlflow.pyfunc.PythonModel):
@@ -79,8 +82,9 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         # resolved here, on the serving machine's hardware, from the precision the pipeline asked for
         self.precision = resolve_precision("cpu", self.settings.get("precision_requested", "auto"))
         model = load_next_activity_model(artifacts["finetuned_model"], bf16=self.precision.bf16)
-        self.predictor = sessionbert_predictor(model, AutoTokenizer.from_pretrained(artifacts["finetuned_model"]),
-                                               self.settings.get("max_length"), bf16=self.precision.bf16)
+        self.next_activity = model, AutoTokenizer.from_pretrained(artifacts["finetuned_model"])
+        self.predictor = sessionbert_predictor(*self.next_activity, self.settings.get("max_length"),
+                                               bf16=self.precision.bf16)
         self.encoder, self.encoder_tokenizer = load_encoder(artifacts["pretrained_model"], bf16=self.precision.bf16)
         # tokenizers of their own to count a request's tokens while another request predicts: a call sets
         # its tokenizer's truncation, which must not change under a running forward pass
@@ -108,18 +112,50 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
             from sessionbert_core.recommend.ranking import fit_collaborative
 
             self.population = fit_collaborative(self.settings["ranker"], self.history, self.ranking.services)
+        from sessionbert_core.serving.quick_ranking import QuickRanker
+
+        # the few-rows path's ranker (None for the names and descriptions rankers, which rank as frames)
+        self.quick = QuickRanker.build(self.settings.get("ranker", "count"), self.known, self.ranking.services,
+                                       self.ranking.adoptions, self.ranking.markov, self.population)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         # typed as a DataFrame, which MLflow takes as the input's type without a schema to check against: the
         # request is checked here instead (`events_from_request`), so optional columns stay optional
         try:
             rows = model_input if isinstance(model_input, pl.DataFrame) else pl.from_pandas(model_input)
-            return self.answer(events_from_request(rows)).to_pandas()
+            return self.answer(self.plan_rows(rows)).to_pandas()
         except RequestError as error:
             from mlflow.exceptions import MlflowException
             from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
             raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from error
+
+    def plan_rows(self, rows: pl.DataFrame, caps: Work | None = None) -> Plan:
+        """`plan` of a request's rows as sent (text columns, `request.rows_from_payload`): on the few-rows
+        path (`serving.quick`) where it can, else checked by the landing folder's rules (`events_from_request`)
+        and planned as frames."""
+        from sessionbert_core.serving import quick
+
+        few = quick.read_sessions(rows, self.recent) if self.quick else None
+        if few is None:
+            return self.plan(events_from_request(rows), caps)
+        from sessionbert_core.data.serialize import recent_sessions
+        from sessionbert_core.personas.embed import user_vector_sessions
+
+        counts = Counter(s.user_id for s in few)
+        users = sorted(counts)
+        new_users = [u for u in users if u not in self.quick.rows]
+        _require_within(caps, new_users=len(new_users), sessions=len(few))
+        sessions = quick.sessions_frame(few)
+        unseen = sessions.filter(pl.col("user_id").is_in(new_users)) if new_users else sessions.clear()
+        window = user_vector_sessions(self.settings)
+        unseen = recent_sessions(unseen, window) if new_users and window < self.recent else unseen
+        tokens = (self._tokens("embed", unseen["text"])
+                  + self._tokens("predict", pl.Series([quick.input_text(s) for s in few], dtype=pl.String)))
+        _require_within(caps, tokens=tokens)
+        posted = pl.DataFrame({"user_id": users, "sessions": [counts[u] for u in users],
+                               "new": [u in new_users for u in users]}, schema_overrides={"sessions": pl.UInt32})
+        return Plan(sessions, unseen, None, posted, Work(len(new_users), len(few), tokens), few)
 
     def plan(self, events: pl.DataFrame, caps: Work | None = None) -> Plan:
         """`events` (checked page views) as the sessions the models read, and the Work that takes; no model
@@ -166,6 +202,7 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
         from sessionbert_core.personas.embed import user_vector_sessions
         from sessionbert_core.personas.mapping import nearest_clusters
         from sessionbert_core.recommend.ranking import recommend_services
+        from sessionbert_core.serving.quick_ranking import predict_top
 
         plan = request if isinstance(request, Plan) else self.plan(request)
 
@@ -182,6 +219,10 @@ class SessionBertRecommender(mlflow.pyfunc.PythonModel):
                         .join(self.tags, on="cluster", how="left").with_columns(pl.col("persona").fill_null(""))
                         .select(inferred.columns))
         in_time("ranking services")
+        if plan.few is not None:
+            top = predict_top(*self.next_activity, plan.few, in_time, PASS_SESSIONS, self.settings.get("max_length"),
+                              self.precision.bf16)
+            return self.quick.answer(plan.few, top, plan.posted, inferred)
         ranker = self.settings.get("ranker", "count")  # the recommendation table's, chosen on validation
         clusters = (pl.concat([self.known.select("user_id", "cluster"), inferred.select("user_id", "cluster")])
                     if ranker == "persona" else None)
