@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
@@ -222,3 +223,65 @@ def test_a_recluster_keeps_each_clusters_number_and_tag_and_measures_what_moved(
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "personas_are_stable"]
     assert check.passed and check.metadata["ari"].value == 1.0 and check.metadata["unchanged_share"].value == 1.0
     assert {"seed_noise_floor_ari", "events", "users_compared"} <= set(check.metadata)
+    assert _metadata(result, "cluster_centroids")["drift/transitions"].value == "nobody moved"
+
+
+def _metadata(result, asset: str) -> dict:
+    return next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == asset
+                ).event_specific_data.materialization.metadata
+
+
+def test_users_who_moved_are_reported_from_which_cluster_to_which_and_why(trained, tmp_path):
+    """A retrain on the same sessions after some users were in another cluster: the drift report counts them by
+    move, and since their sessions did not change it says the model moved them; persona_evaluation and MLflow
+    carry the stability figures."""
+    home = tmp_path / "home"
+    shutil.copytree(trained[0], home)
+    instance = dg.DagsterInstance.ephemeral()
+    selection = ["cluster_centroids", "persona_mapping", "user_personas", "persona_evaluation"]
+    first = materialize_all(home, "synthetic", selection, instance=instance)
+    assert first.success and _metadata(first, "cluster_centroids")["data_until"].value  # what the next run reads
+    path = home / "user_personas.parquet"
+    users = storage.read_table(path)
+    k = users["cluster"].n_unique()
+    moved = users["user_id"].sort().head(6)  # six users had been one cluster further on
+    users = users.with_columns(cluster=pl.when(pl.col("user_id").is_in(moved.implode()))
+                               .then((pl.col("cluster") + 1) % k).otherwise("cluster"))
+    if path.is_dir():
+        storage.remove_folder(path)
+    storage.write_parquet(users, path)
+    second = materialize_all(home, "synthetic", selection, instance=instance)
+    assert second.success
+    drift = _metadata(second, "cluster_centroids")
+    assert drift["drift/moved_users"].value == 6
+    assert sum(row.data["users"] for row in drift["drift/transitions"].value.records) == 6
+    assert drift["drift/why"].value.startswith("no activity changed")  # the same sessions: the model's doing
+    evaluation = json.loads((home / "persona_evaluation.json").read_text())["stability"]
+    assert evaluation["moved_users"] == 6 and 0 < evaluation["ari"] < 1 and evaluation["users_compared"] > 6
+
+
+
+def test_a_persona_whose_users_are_gone_is_named_vanished_after_a_retrain(trained, tmp_path):
+    """The previous run had one more cluster, of users no longer in the data (a persona removed): the retrain keeps
+    every other cluster's number and names that one vanished."""
+    home = tmp_path / "home"
+    shutil.copytree(trained[0], home)
+    users, centroids = (storage.read_table(home / f"{name}.parquet") for name in ("user_personas", "cluster_centroids"))
+    gone = users.head(5).with_columns(user_id=pl.format("gone-{}", "user_id"),
+                                      cluster=pl.lit(centroids.height, pl.Int64))
+    extra = centroids.head(1).with_columns(cluster=pl.lit(centroids.height, pl.Int64))  # matched on users: none left
+    for name, frame in (("user_personas", pl.concat([users, gone])),
+                        ("cluster_centroids", pl.concat([centroids, extra]))):
+        path = home / f"{name}.parquet"
+        if path.is_dir():
+            storage.remove_folder(path)
+        storage.write_parquet(frame, path)
+    result = materialize_all(home, "synthetic", ["cluster_centroids", "persona_mapping", "user_personas"])
+    assert result.success
+    after = storage.read_table(home / "user_personas.parquet")
+    assert after.join(users, on="user_id", suffix="_before").filter(pl.col("cluster") != pl.col("cluster_before")
+                                                                     ).is_empty()
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "personas_are_stable"]
+    events = check.metadata["events"].value.records
+    assert [r.data for r in events if r.data["event"] == "vanished"] == [
+        {"event": "vanished", "previous": str(centroids.height), "new": ""}]

@@ -2,6 +2,7 @@
 
 import time
 from dataclasses import dataclass
+from datetime import date
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,7 @@ from sessionbert_assets.charts import HEAT_MAP_SCALE, heat_map, line_chart
 from sessionbert_assets.metadata import SERVES, count, duration, figure, headline_first, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import plots, storage
+from sessionbert_core.data.serialize import recent_sessions
 from sessionbert_core.personas.embed import (
     Pooling,
     embed_session_parts,
@@ -38,6 +40,7 @@ from sessionbert_core.personas.slices import (
 )
 from sessionbert_core.personas.stability import (
     dense_numbering,
+    drift_report,
     match_clusters,
     renumbered_events,
     seed_noise_floor,
@@ -190,8 +193,7 @@ def cluster_centroids(context: dg.AssetExecutionContext, sessionbert: SessionBer
     sample, _ = sampled_users(session_splits, _sample_size(cluster_sweep), sessionbert.seed)
     fitted_on, vectors = user_vectors_in_parts(*_tables(sessionbert), space, n_recent, sample)
     centers = CosineKMeans(cluster_sweep["k"], random_state=sessionbert.seed).fit(vectors).cluster_centers_
-    centers, kept = _kept_numbers(sessionbert, space, centers, n_recent)
-    assigned = _assigned(sessionbert, space, centers, n_recent)
+    centers, kept, assigned = _kept_numbers(sessionbert, space, centers, n_recent)
     top = top_activities(assigned.counts).group_by("cluster", maintain_order=True).agg(
         top_activities=pl.col("activity"), top_activity_shares=pl.col("share"))
     centroids = (
@@ -203,7 +205,9 @@ def cluster_centroids(context: dg.AssetExecutionContext, sessionbert: SessionBer
         .sort("cluster")
     )
     moved = _stability(kept, assigned.of_user, vectors, len(centers), sessionbert.seed)
-    yield dg.Output(centroids, metadata={
+    drift = _drift(_previous_until(context), session_splits, kept, assigned.of_user, n_recent)
+    yield dg.Output(centroids, metadata=drift | {"data_until": str(session_splits.select(pl.col("day").max())
+                                                                   .collect().item()),
         "k": len(centers), "fitted_on_users": count(len(fitted_on)), "users": count(assigned.of_user.height),
         "clusters": table(centroids.select("cluster", "size", top_activities=pl.col("top_activities").list.head(5)
                                            .list.join(", "))), **moved.metadata})
@@ -223,24 +227,56 @@ class Moved:
 
 
 def _kept_numbers(sessionbert: SessionBertResource, space: PersonaSpace, centers: np.ndarray,
-                  n_recent: int) -> tuple[np.ndarray, Kept]:
+                  n_recent: int) -> tuple[np.ndarray, Kept, Assigned]:
     """`centers` reordered so that each holds the number of the previous run's cluster of the same users (matched
-    on the users both runs assigned: `stability.match_clusters`), and what was matched."""
+    on the users both runs assigned: `stability.match_clusters`), what was matched, and every user's cluster
+    (assigned once, then renumbered)."""
+    assigned = _assigned(sessionbert, space, centers, n_recent)
     previous_path = sessionbert.home_path / "user_personas.parquet"
     centroids_path = sessionbert.home_path / "cluster_centroids.parquet"
     if not (previous_path.exists() and centroids_path.exists()):
-        return centers, Kept(None, None)
+        return centers, Kept(None, None), assigned
     previous = storage.read_table(previous_path).select("user_id", "cluster")
     before = storage.read_table(centroids_path).sort("cluster")
-    raw = _assigned(sessionbert, space, centers, n_recent).of_user
     try:
-        match = match_clusters(np.stack(before["centroid"].to_numpy()), centers, previous, raw,
+        match = match_clusters(np.stack(before["centroid"].to_numpy()), centers, previous, assigned.of_user,
                                previous_numbers=before["cluster"].to_list())
     except ValueError:  # no user in common and centroids of another width (another persona space): no match
-        return centers, Kept(previous, None)
+        return centers, Kept(previous, None), assigned
     numbering = dense_numbering(match, len(centers))
     order = [row for _, row in sorted((number, row) for row, number in numbering.items())]
-    return centers[order], Kept(previous, renumbered_events(match, numbering))
+    number = pl.col("cluster").replace_strict(numbering, return_dtype=pl.Int64)
+    return centers[order], Kept(previous, renumbered_events(match, numbering)), Assigned(
+        assigned.of_user.with_columns(number), assigned.counts.with_columns(number))
+
+
+def _previous_until(context: dg.AssetExecutionContext) -> str | None:
+    """The last day of sessions the previous run of this asset read (its `data_until`), if it said."""
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    value = event.asset_materialization.metadata.get("data_until") if event and event.asset_materialization else None
+    return value.value if value is not None else None
+
+
+def _drift(previous_until: str | None, session_splits: pl.LazyFrame, kept: Kept, users: pl.DataFrame,
+           n_recent: int) -> dict:
+    """The persona-drift report against the previous run (`stability.drift_report`): the users who moved, from
+    which cluster to which, and for the largest moves the activities that grew and shrank between the window
+    the previous run read (each user's last sessions up to its `data_until`) and this run's."""
+    if kept.previous is None:
+        return {}
+    moved = (kept.previous.join(users, on="user_id", suffix="_new")
+             .filter(pl.col("cluster") != pl.col("cluster_new"))["user_id"])
+    sessions = (session_splits.filter(pl.col("user_id").is_in(moved.implode()))
+                .select("user_id", "session_id", "day", "start", "activities").collect())
+    before = sessions.filter(pl.col("day") <= date.fromisoformat(previous_until)) if previous_until else None
+    report = drift_report(kept.previous, users, recent_sessions(before if before is not None else sessions, n_recent),
+                          recent_sessions(sessions, n_recent))
+    why = ("the previous run did not record the last day it read" if before is None else
+           "no activity changed in the moved users' windows: the new model moved them"
+           if report.activity_shifts.is_empty() else table(report.activity_shifts.with_columns(pl.col("shift")
+                                                                                            .round(4))))
+    return {"drift/moved_users": moved.len(), "drift/why": why,
+            "drift/transitions": table(report.transitions) if moved.len() else "nobody moved"}
 
 
 def _stability(kept: Kept, users: pl.DataFrame, vectors: np.ndarray, k: int, seed: int) -> Moved:
@@ -366,11 +402,10 @@ def persona_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBe
                        mlflow_tracking: MlflowResource, cluster_sweep: dict,
                        session_embeddings: pl.LazyFrame, session_splits: pl.LazyFrame,
                        user_personas: pl.DataFrame) -> dict:
-    """Silhouette per k and the representation that served; on the synthetic world ARI and NMI of
-    clusters against true personas, and persona accuracy overall and per persona (paper Table 7; a
-    merged tag counts when it holds the true persona), also for every representation the choice
-    compared (`by_representation`, reported only). Figures that need ground truth are absent on
-    other sources."""
+    """Silhouette per k and the representation that served; on the synthetic world ARI and NMI of clusters
+    against true personas, and persona accuracy overall and per persona (paper Table 7; a merged tag counts when
+    it holds the true persona), also for every representation the choice compared (`by_representation`, reported
+    only; figures that need ground truth are absent on other sources); the stability against the previous run."""
     headline_first(context)
     evaluation = {"k": cluster_sweep["k"], "silhouette": cluster_sweep["silhouette"]["sessionbert"],
                   "silhouette_general_language": cluster_sweep["silhouette"]["general_language"],
@@ -386,12 +421,14 @@ def persona_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBe
             sample = sample_tables(session_embeddings, session_splits, _sample_size(cluster_sweep), sessionbert.seed)
             evaluation["by_representation"] = truth_scores(sample.embeddings, sample.sessions, ks, truth, definitions,
                                                            user_vector_sessions(cluster_sweep), sessionbert.seed)
+    evaluation["stability"] = _latest_stability(context)  # cluster_centroids' against the previous run, if any
+    stable = {f"stability_{k}": round(v, 4) for k, v in evaluation["stability"].items()}
     with mlflow_tracking.run(context, sessionbert.home_path):
-        mlflow.log_metrics({k: float(v) for k, v in evaluation.items() if isinstance(v, int | float)})
+        mlflow.log_metrics({k: float(v) for k, v in evaluation.items() if isinstance(v, int | float)} | stable)
     metadata = {"headline": headlines.personas(evaluation)} | {
         k: (round(v, 4) if isinstance(v, float) else v) for k, v in evaluation.items()
         if k in ("k", "ari", "nmi", "accuracy") and isinstance(v, int | float)} | {
-        "representation": evaluation["representation"], "users": count(evaluation["n_users"])}
+        "representation": evaluation["representation"], "users": count(evaluation["n_users"])} | stable
     if "by_representation" in evaluation:
         metadata["by_representation"] = table(pl.DataFrame(
             [{"representation": r, **{k: round(v, 4) for k, v in f.items()}}
@@ -402,3 +439,12 @@ def persona_evaluation(context: dg.AssetExecutionContext, sessionbert: SessionBe
     context.add_output_metadata(metadata)
     return evaluation
 
+
+def _latest_stability(context: dg.AssetExecutionContext) -> dict[str, float]:
+    """The figures of cluster_centroids' latest materialization (this run's) against the run before it: ARI,
+    unchanged share, users compared, the seed's noise floor, users moved; empty on a first run."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("cluster_centroids"))
+    metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    return {name.split("/")[1]: value.value for name, value in metadata.items()
+            if name.startswith(("stability/", "drift/")) and isinstance(value.value, int | float)
+            and not isinstance(value.value, bool)}
