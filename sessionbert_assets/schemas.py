@@ -1,13 +1,13 @@
 """What every table asset holds, column by column (`dagster/column_schema`), and the attributes each asset
-carries in the UI: owners and a code version (a digest of the asset's own code, so a changed asset reads
-as changed). A test checks each schema against the columns the asset really writes."""
+carries in the UI: owners and a code version (`code_version`: a digest of the asset's code and of the
+project code it calls, so a changed asset reads as changed). A test checks each schema against the columns
+the asset really writes."""
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-
 import dagster as dg
+
+from sessionbert_assets.code_version import code_version
 
 OWNERS = ["team:sessionbert"]
 USER = ("string", "the user: the id as the landing folder gives it, or its keyed pseudonym (access logs, exports)")
@@ -84,18 +84,9 @@ def column_schema(asset: str) -> dict:
     return {"dagster/column_schema": dg.TableSchema(columns=columns)}
 
 
-def code_version(asset: dg.AssetsDefinition) -> str:
-    """A digest of the asset's own function: it changes when that code changes."""
-    function = asset.op.compute_fn.decorated_fn if hasattr(asset.op.compute_fn, "decorated_fn") else asset.op.compute_fn
-    try:
-        source = inspect.getsource(function)
-    except (OSError, TypeError):
-        source = asset.op.name
-    return hashlib.sha256(source.encode()).hexdigest()[:12]
-
-
 def described(asset: dg.AssetsDefinition) -> dg.AssetsDefinition:
     """The asset with owners, its code version and, for a table, its column schema."""
-    version = code_version(asset)
+    function = asset.op.compute_fn
+    version = code_version(getattr(function, "decorated_fn", function))
     return asset.map_asset_specs(lambda spec: spec.replace_attributes(
         owners=OWNERS, code_version=version, metadata={**spec.metadata, **column_schema(spec.key.to_user_string())}))
