@@ -47,15 +47,16 @@ WORLDS = {"sparse": WorldSize(n_users=600, n_days=30, sessions_per_day=1.0, occa
           "one_day": WorldSize(n_users=4000, n_days=1, sessions_per_day=1.5, second_persona_share=0.2)}
 
 
-def run_graph(home: Path, source: Path, seed: int, personas: Path | None) -> tuple[float, int]:
+def run_graph(home: Path, source: Path, seed: int, personas: Path | None, args: tuple[str, ...] = (),
+              log: str | None = None) -> tuple[float, int]:
     env = os.environ | {"SESSIONBERT_HOME": str(home), "SESSIONBERT_PROFILE": "small", "SESSIONBERT_SEED": str(seed),
                         "SESSIONBERT_SOURCE": str(source), "DAGSTER_HOME": str(home / "dagster")}
     if personas:
         env["SESSIONBERT_PERSONAS"] = str(personas)
     home.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with (home.parent / f"{home.name}.log").open("w") as out:
-        done = subprocess.run([sys.executable, "-m", "sessionbert_assets.cli", "run"], env=env, stdout=out,
+    with (home.parent / (log or f"{home.name}.log")).open("w") as out:
+        done = subprocess.run([sys.executable, "-m", "sessionbert_assets.cli", "run", *args], env=env, stdout=out,
                               stderr=subprocess.STDOUT, check=False)
     return time.perf_counter() - started, done.returncode
 

@@ -138,3 +138,11 @@ def registered_model_version(instance: dg.DagsterInstance) -> str | None:
     event = instance.get_latest_materialization_event(dg.AssetKey("finetuned_model"))
     entry = event.asset_materialization.metadata.get("model_version") if event and event.asset_materialization else None
     return str(entry.value) if entry is not None else None
+
+
+def previous_value(context: dg.AssetExecutionContext, key: str):
+    """What the latest materialization of this asset before this run recorded under `key` (None if nothing): how
+    a retrain knows what the run before it read, e.g. the last day of its data (`data_until`)."""
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    value = event.asset_materialization.metadata.get(key) if event and event.asset_materialization else None
+    return value.value if value is not None else None

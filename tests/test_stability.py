@@ -162,3 +162,22 @@ def test_runs_without_common_users_are_matched_on_centroids():
     centroids = _centroids(3)
     match = match_clusters(centroids, centroids[[1, 0, 2]], _assignment([0, 1, 2]), _assignment([0, 1, 2], offset=9))
     assert match.basis == "centroids" and match.mapping == {0: 1, 1: 0, 2: 2}
+
+
+def test_back_filled_days_after_the_previous_table_count_as_the_users_activity(tmp_path):
+    """Sessions of days loaded after the previous table was made began long before it (a back-fill, a synthetic
+    world): what that table knew is read from its recorded `data_until`, not from when it was made."""
+    from datetime import UTC, datetime
+
+    from sessionbert_assets.assets.recommendation import _churn
+
+    made = datetime(2026, 12, 8, tzinfo=UTC)
+    previous = _table({"b": TABLE["b"]}).with_columns(generated_at=pl.lit(made))
+    previous.write_parquet(tmp_path / "recommendation_table.parquet")
+    sessions = pl.DataFrame({"user_id": ["b"] * 2, "session_id": ["b1", "b2"],
+                             "start": [datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 20, tzinfo=UTC)]})
+    new = _table({"b": ["s9"]})
+    known = _churn(tmp_path / "recommendation_table.parquet", new, sessions, "2026-03-10 00:00:00+00:00")
+    assert known["churn/share"] == 1.0 and known["churn/model_share"] == 0.0  # b2 arrived after: b's own doing
+    guessed = _churn(tmp_path / "recommendation_table.parquet", new, sessions, None)  # a table from before
+    assert guessed["churn/model_share"] == 1.0  # every session began before the table was made

@@ -15,7 +15,7 @@ import polars as pl
 from sessionbert_assets import headlines
 from sessionbert_assets.assets.source import persona_definitions, world_paths
 from sessionbert_assets.charts import HEAT_MAP_SCALE, heat_map, line_chart
-from sessionbert_assets.metadata import SERVES, count, duration, figure, headline_first, table
+from sessionbert_assets.metadata import SERVES, count, duration, figure, headline_first, previous_value, table
 from sessionbert_assets.resources import ComputeResource, MlflowResource, SessionBertResource
 from sessionbert_core import plots, storage
 from sessionbert_core.data.serialize import recent_sessions
@@ -205,7 +205,7 @@ def cluster_centroids(context: dg.AssetExecutionContext, sessionbert: SessionBer
         .sort("cluster")
     )
     moved = _stability(kept, assigned.of_user, vectors, len(centers), sessionbert.seed)
-    drift = _drift(_previous_until(context), session_splits, kept, assigned.of_user, n_recent)
+    drift = _drift(previous_value(context, "data_until"), session_splits, kept, assigned.of_user, n_recent)
     yield dg.Output(centroids, metadata=drift | {"data_until": str(session_splits.select(pl.col("day").max())
                                                                    .collect().item()),
         "k": len(centers), "fitted_on_users": count(len(fitted_on)), "users": count(assigned.of_user.height),
@@ -248,13 +248,6 @@ def _kept_numbers(sessionbert: SessionBertResource, space: PersonaSpace, centers
     number = pl.col("cluster").replace_strict(numbering, return_dtype=pl.Int64)
     return centers[order], Kept(previous, renumbered_events(match, numbering)), Assigned(
         assigned.of_user.with_columns(number), assigned.counts.with_columns(number))
-
-
-def _previous_until(context: dg.AssetExecutionContext) -> str | None:
-    """The last day of sessions the previous run of this asset read (its `data_until`), if it said."""
-    event = context.instance.get_latest_materialization_event(context.asset_key)
-    value = event.asset_materialization.metadata.get("data_until") if event and event.asset_materialization else None
-    return value.value if value is not None else None
 
 
 def _drift(previous_until: str | None, session_splits: pl.LazyFrame, kept: Kept, users: pl.DataFrame,

@@ -18,6 +18,7 @@ from sessionbert_assets.metadata import (
     count,
     headline,
     headline_first,
+    previous_value,
     registered_model_version,
     table,
 )
@@ -123,19 +124,25 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
         "most_recommended": table(recommendations.group_by("service").len("users")
                                   .sort("users", "service", descending=[True, False]), SHORT_LIST),
         "sample": table(_sample(recommendations), descriptions=SAMPLE_DESCRIPTIONS),
-        **_churn(sessionbert.home_path / "recommendation_table.parquet", recommendations, session_splits)})
+        "data_until": str(session_splits["start"].max()), **_churn(
+            sessionbert.home_path / "recommendation_table.parquet", recommendations, session_splits,
+            previous_value(context, "data_until"))})
     return recommendations
 
 
-def _churn(previous_path: Path, recommendations: pl.DataFrame, session_splits: pl.DataFrame) -> dict:
+def _churn(previous_path: Path, recommendations: pl.DataFrame, session_splits: pl.DataFrame,
+           previous_until: str | None) -> dict:
     """How the lists moved since the table before this one (`recommend.churn`): the share of users whose top 5
     changed, the share that changed with no new session of theirs since that table was made (the model's
-    doing), and users by how many services changed."""
+    doing), and users by how many services changed. What that table knew is the sessions up to its
+    `data_until` (the latest session start it read), else, for a table made before it was recorded, those
+    that began before it was made (which counts back-filled days as known: model churn then reads high)."""
     if not previous_path.exists():
         return {"churn": "first table: nothing to compare with"}
     previous = storage.read_table(previous_path)
-    made = int(previous["generated_at"].min().timestamp() * 1e6)
-    before = session_splits.filter(pl.col("start").dt.epoch("us") < made)
+    known = (pl.col("start") <= datetime.fromisoformat(previous_until)) if previous_until else (
+        pl.col("start") < previous["generated_at"].min())
+    before = session_splits.filter(known)
     figures, by_count = recommendation_churn(previous, recommendations, history_fingerprint(before),
                                              history_fingerprint(session_splits))
     return {"churn/share": round(figures["churn"] or 0.0, 4),
