@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import inspect
-import sys
 import types
 
 PROJECT = ("sessionbert_core", "sessionbert_assets")  # the packages whose code is followed
@@ -68,20 +68,36 @@ def _source(key: str, value) -> str:
 def _follow(function: types.FunctionType, sources: dict[str, str]) -> None:
     """Everything of this project that `function`'s names point at (globals, module attributes, imports)."""
     names = _names(function.__code__)
-    modules = [sys.modules[n] for n in names if "." in n and n in sys.modules]  # imported inside the body
+    modules = [m for n in names if "." in n and n.split(".")[0] in PROJECT if (m := _module(n))]  # body imports
     for name in names:
         value = function.__globals__.get(name)
         if inspect.ismodule(value):
             modules.append(value)
         elif value is not None:
             _take(f"{function.__module__}.{name}", value, sources)
-    for module in modules:
-        if _ours(module):
-            for name in names & set(vars(module)):
-                _take(f"{module.__name__}.{name}", vars(module)[name], sources)
+    seen = set()
+    while modules:  # a module's attributes the function names; a module among them (`from pkg import module`) too
+        module = modules.pop()
+        if module.__name__ in seen or not _ours(module):
+            continue
+        seen.add(module.__name__)
+        for name in names & set(vars(module)):
+            value = vars(module)[name]
+            if inspect.ismodule(value):
+                modules.append(value)
+            else:
+                _take(f"{module.__name__}.{name}", value, sources)
+
+
+def _module(name: str) -> types.ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ImportError:  # an optional part (Spark) not installed: nothing of it runs either
+        return None
 
 
 def _take(where: str, value, sources: dict[str, str]) -> None:
+    value = inspect.unwrap(value) if callable(value) and hasattr(value, "__wrapped__") else value  # decorated
     if inspect.isfunction(value) or inspect.isclass(value):
         if _ours(value):
             _reach(value, sources)

@@ -63,7 +63,9 @@ def test_timestamps_read_as_the_landing_folder_reads_them():
     parsed = pl.select(parse_timestamp(pl.Series(written))).to_series().to_list()
     assert [quick._timestamp(t) for t in written] == parsed
     for other in ["1767225600", "2026-03-01", "2026-03-01T10:00", "2026-02-30T10:00:00", "1989-12-31T23:59:59Z",
-                  "2100-01-01T00:00:00Z", "2026-03-01T10:00:00.1234567Z", "2026-03-01T10:00:00+0100"]:
+                  "2100-01-01T00:00:00Z", "2026-03-01T10:00:00.1234567Z", "2026-03-01T10:00:00+0100",
+                  "\uff12\uff10\uff12\uff16-03-01T10:00:00Z", "2026-03-01T10:00:00+24:00", "2026-03-01T10:00:00+05:60",
+                  "0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"]:
         assert quick._timestamp(other) is None  # the frame path reads (or refuses) these
 
 

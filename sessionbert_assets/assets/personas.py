@@ -207,7 +207,7 @@ def cluster_centroids(context: dg.AssetExecutionContext, sessionbert: SessionBer
     moved = _stability(kept, assigned.of_user, vectors, len(centers), sessionbert.seed)
     drift = _drift(previous_value(context, "data_until"), session_splits, kept, assigned.of_user, n_recent)
     yield dg.Output(centroids, metadata=drift | {"data_until": str(session_splits.select(pl.col("day").max())
-                                                                   .collect().item()),
+                                                                   .collect().item() or ""),
         "k": len(centers), "fitted_on_users": count(len(fitted_on)), "users": count(assigned.of_user.height),
         "clusters": table(centroids.select("cluster", "size", top_activities=pl.col("top_activities").list.head(5)
                                            .list.join(", "))), **moved.metadata})
@@ -264,7 +264,8 @@ def _drift(previous_until: str | None, session_splits: pl.LazyFrame, kept: Kept,
     before = sessions.filter(pl.col("day") <= date.fromisoformat(previous_until)) if previous_until else None
     report = drift_report(kept.previous, users, recent_sessions(before if before is not None else sessions, n_recent),
                           recent_sessions(sessions, n_recent))
-    why = ("the previous run did not record the last day it read" if before is None else
+    why = ("nobody moved" if moved.is_empty() else "the previous run did not record the last day it read"
+           if before is None else
            "no activity changed in the moved users' windows: the new model moved them"
            if report.activity_shifts.is_empty() else table(report.activity_shifts.with_columns(pl.col("shift")
                                                                                             .round(4))))

@@ -124,7 +124,7 @@ def recommendation_table(context: dg.AssetExecutionContext, config: Recommendati
         "most_recommended": table(recommendations.group_by("service").len("users")
                                   .sort("users", "service", descending=[True, False]), SHORT_LIST),
         "sample": table(_sample(recommendations), descriptions=SAMPLE_DESCRIPTIONS),
-        "data_until": str(session_splits["start"].max()), **_churn(
+        "data_until": str(session_splits["start"].max() or ""), **_churn(
             sessionbert.home_path / "recommendation_table.parquet", recommendations, session_splits,
             previous_value(context, "data_until"))})
     return recommendations

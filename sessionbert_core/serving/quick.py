@@ -27,7 +27,8 @@ from sessionbert_core.model.inputs import MASK
 QUICK_ROWS = 200  # page views: past this the frame path is as quick per row, and bounds memory by design
 # ISO-8601 to the second, an optional fraction of up to 6 digits and an optional Z or +hh:mm offset: the forms
 # `validate.parse_timestamp` reads the same way (naive is UTC); any other form goes to the frame path
-_ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(Z|[+-]\d{2}:\d{2})?")
+_ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(Z|[+-]\d{2}:\d{2})?",
+                  re.ASCII)  # ASCII digits only, as the frame path reads them
 _FIRST, _LAST = (datetime.fromisoformat(d).replace(tzinfo=UTC) for d in (EARLIEST, LATEST))
 _TIER_NOISE = re.compile(r"[\s_-]")
 
@@ -72,6 +73,8 @@ def read_sessions(rows: pl.DataFrame, recent: int) -> list[Session] | None:
     per_user = Counter(user for user, _ in by_session)
     if max(per_user.values()) > recent:  # the frame path reads each user's last sessions only
         return None
+    if len({(v["user_id"], v["timestamp"]) for v in views}) < len(views):  # equal times: the frame path's
+        return None  # sorts order them as they may, so the two would not agree
     of_user = defaultdict(list)
     for view in sorted(views, key=lambda v: v["timestamp"]):  # stable: the request's order among equal times
         of_user[view["user_id"]].append(view)
@@ -131,8 +134,10 @@ def _timestamp(text: str) -> datetime | None:
     except ValueError:
         return None
     if offset and offset != "Z":
-        sign = 1 if offset[0] == "+" else -1
-        at -= sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6]))
+        hours, minutes = int(offset[1:3]), int(offset[4:6])
+        if hours >= 24 or minutes >= 60 or not 1900 < at.year < 2200:  # the frame path refuses or names these
+            return None
+        at -= (1 if offset[0] == "+" else -1) * timedelta(hours=hours, minutes=minutes)
     return at if _FIRST <= at < _LAST else None
 
 

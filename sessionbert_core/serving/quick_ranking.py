@@ -134,7 +134,7 @@ class QuickRanker:
         if self.ranker == "persona":
             cluster = clusters.get(user)
             size = self.sizes[cluster] + sum(1 for u, c in clusters.items() if c == cluster and u not in self.rows)
-            rate = {s: (self.adopters[cluster, s] / size if size else 0.0) for s in found}
+            rate = {s: (self.adopters[cluster, s] / size if size and cluster is not None else 0.0) for s in found}
             order = sorted(found, key=lambda s: (-rate[s], -found[s][0], -found[s][1], s))
             return [(s, rate[s]) for s in order[:N_RECOMMENDATIONS]]
         order = sorted(found, key=lambda s: (-found[s][0], -found[s][1], s))[:N_RECOMMENDATIONS]
