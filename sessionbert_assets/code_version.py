@@ -39,7 +39,7 @@ def _reach(value, sources: dict[str, str]) -> None:
     key = f"{getattr(value, '__module__', '')}:{getattr(value, '__qualname__', repr(value))}"
     if key in sources:
         return
-    sources[key] = _source(key, value)
+    sources[key] = _source_of(key, value)
     if inspect.isclass(value):
         for member in vars(value).values():
             member = getattr(member, "__func__", getattr(member, "fget", member))  # static/class methods, properties
@@ -51,17 +51,11 @@ def _reach(value, sources: dict[str, str]) -> None:
 
 @functools.cache
 def _source_of(key: str, value) -> str:
+    """`value`'s source (a function or class: hashable), read once per process: every asset reaches the same
+    helpers."""
     try:
         return inspect.getsource(value)
     except (OSError, TypeError):
-        return key
-
-
-def _source(key: str, value) -> str:
-    """`value`'s source, read once per process (every asset reaches the same helpers)."""
-    try:
-        return _source_of(key, value)
-    except TypeError:  # unhashable: nothing to read it by
         return key
 
 
